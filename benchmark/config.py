@@ -1,0 +1,392 @@
+"""One configuration tree for every run: presets, overrides, validation.
+
+Values flow one way: a preset's defaults, then the environment variables that ``config.sh``
+exports, then command-line flags (``python -m benchmark.train --help`` lists them all).
+:func:`build_config` applies them in that order and validates the result in one place;
+a bad value raises :class:`ConfigError`, whose message names the knob and the fix.
+The same object later writes the MLPerf hyperparameter keys, so what is logged is what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Reference convergence points of the RCP file: GBS -> (base LR, warmup samples, mean samples to
+# converge). A run that sets only GBS gets the learning rate and warmup its RCPs were measured with.
+RCP_HYPERPARAMETERS: dict[int, tuple[float, int, int]] = {
+    16: (4e-4, 256, 161_587),
+    32: (8e-4, 4096, 179_405),
+    64: (8e-4, 6144, 226_714),
+    96: (1e-3, 16348, 278_640),
+    128: (2e-3, 32768, 345_907),
+}
+# A run that has not converged after this multiple of its GBS's RCP mean is stopped as aborted.
+ABORT_AFTER_RCP_MEAN = 2.0
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the knob and how to fix it."""
+
+
+def knob(default: Any, env: str | None, help: str, flag: str | None = None, **kw: Any) -> Any:
+    """A dataclass field that is also a command-line flag and (optionally) an environment variable."""
+    meta = {"env": env, "help": help, "flag": flag}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class ModelConfig:
+    """The Llama 3.1 architecture; the defaults are the 8B model of SPEC."""
+
+    num_layers: int = knob(32, "NUM_LAYERS", "transformer layers")
+    hidden_size: int = knob(4096, "HIDDEN_SIZE", "model width")
+    ffn_hidden_size: int = knob(14336, "FFN_HIDDEN_SIZE", "SwiGLU inner width")
+    num_attention_heads: int = knob(32, "NUM_HEADS", "attention heads")
+    num_query_groups: int = knob(8, "NUM_KV_GROUPS", "key/value groups (GQA)")
+    seq_length: int = knob(8192, "SEQ_LENGTH", "tokens per training sequence")
+    vocab_size: int = knob(
+        0, "VOCAB_SIZE", "embedding rows; 0 = the tokenizer's size, padded to a multiple of 128 x TP"
+    )
+    norm_eps: float = knob(1e-5, None, "RMSNorm epsilon")
+    rotary_base: int = knob(500000, None, "RoPE base")
+    rope_scaling_factor: float = knob(8.0, None, "Llama 3.1 RoPE frequency scaling factor")
+    init_std: float = knob(0.02, None, "std of the normal weight init")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer, schedule, evaluation and stopping rule (SPEC: Training and evaluation)."""
+
+    global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", flag="--gbs")
+    micro_batch_size: int = knob(1, "MBS", "sequences per forward/backward on one replica", flag="--mbs")
+    lr: float = knob(0.0, "LR", "base learning rate; 0 = the RCP value for the GBS (SPEC table)")
+    warmup_samples: int = knob(-1, "WARMUP_SAMPLES", "linear warmup in samples; -1 = the RCP value for the GBS")
+    min_lr_ratio: float = knob(0.1, None, "end learning rate as a fraction of the base")
+    adam_beta1: float = knob(0.9, None, "AdamW beta1")
+    adam_beta2: float = knob(0.95, None, "AdamW beta2")
+    adam_eps: float = knob(1e-5, None, "AdamW epsilon")
+    weight_decay: float = knob(0.1, None, "AdamW weight decay")
+    clip_grad: float = knob(1.0, None, "gradient clipping max norm")
+    max_steps: int = knob(1_200_000, "MAX_STEPS", "steps that shape the cosine schedule (never reached)")
+    eval_every: int = knob(12288, "EVAL_EVERY", "evaluate every this many training samples")
+    eval_samples: int = knob(1024, "EVAL_SAMPLES", "validation sequences per evaluation (the first ones, in order)")
+    target: float = knob(3.3, "TARGET", "stop with success at the first eval loss at or under this")
+    max_train_samples: int = knob(
+        0, "MAX_TRAIN_SAMPLES",
+        "stop with status aborted after this many samples without success; 0 = twice the RCP mean for the GBS",
+    )
+    seed: int = knob(1234, "SEED", "seed of weights, data order and dropout-free RNG state")
+
+    @property
+    def warmup_steps(self) -> int:
+        return math.ceil(self.warmup_samples / self.global_batch_size)
+
+    @property
+    def decay_steps(self) -> int:
+        return self.max_steps - self.warmup_steps
+
+    @property
+    def min_lr(self) -> float:
+        return self.lr * self.min_lr_ratio
+
+
+@dataclass
+class ParallelConfig:
+    """Where and how the model runs."""
+
+    tensor_parallel: int = knob(1, "TP", "tensor-parallel size", flag="--tp")
+    pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", flag="--pp")
+    context_parallel: int = knob(1, "CP", "context-parallel size (needs TransformerEngine)", flag="--cp")
+    precision: str = knob("auto", "PRECISION", "bf16 | fp32 | auto (bf16 on GPU, fp32 on CPU)")
+    fp8: bool = knob(False, "FP8", "FP8 hybrid through TransformerEngine (GPU only)")
+    recompute: bool = knob(False, "RECOMPUTE", "full activation recomputation")
+    device: str = knob("auto", "DEVICE", "cuda | cpu | auto")
+
+
+@dataclass
+class DataConfig:
+    """Tokenized C4 (Megatron .bin/.idx) and the tokenizer."""
+
+    data_dir: str = knob("", "PREPROCESSED_PATH", "folder with the tokenized C4 files; smoke: made if empty")
+    train_files: list = knob(
+        ["c4-train.en_6_text_document", "c4-train.en_7_text_document"],
+        None,
+        "training prefixes inside data_dir (the last 256 C4 shards)",
+    )
+    valid_file: str = knob(
+        "c4-validation-91205-samples.en_text_document", None, "validation prefix inside data_dir"
+    )
+    tokenizer: str = knob("", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made if empty")
+    index_cache_dir: str = knob("", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default data_dir/index_cache")
+
+
+@dataclass
+class LogConfig:
+    """Where results go and what the MLPerf log says about the submitter."""
+
+    output_dir: str = knob("results", "RESULT_DIR", "folder for the MLPerf log and summary")
+    submission_org: str = knob("reference", "SUBMISSION_ORG", "submission_org in the MLPerf log")
+    submission_platform: str = knob("", "SUBMISSION_PLATFORM", "submission_platform; empty = described from the hardware")
+    submission_division: str = knob("closed", "SUBMISSION_DIVISION", "closed | open")
+    submission_status: str = knob("onprem", "SUBMISSION_STATUS", "onprem | cloud | preview | research")
+    log_every: int = knob(10, "LOG_EVERY", "print training metrics every this many steps")
+
+
+@dataclass
+class Config:
+    preset: str
+    model: ModelConfig
+    train: TrainConfig
+    parallel: ParallelConfig
+    data: DataConfig
+    log: LogConfig
+
+    def sections(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+
+
+# Presets change only what differs from the 8B defaults above.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The benchmark as SPEC fixes it: GBS 16 with its RCP learning rate and warmup.
+    "llama31_8b": {},
+    # Llama 3.1 architecture scaled down to reach its target in a few minutes on 2 CPU cores:
+    # GQA with fewer KV groups than heads, SwiGLU, RMSNorm, RoPE with 3.1 scaling, untied embeddings.
+    "smoke": {
+        "model": dict(
+            num_layers=4, hidden_size=128, ffn_hidden_size=384, num_attention_heads=4,
+            num_query_groups=2, seq_length=256,
+        ),
+        "train": dict(
+            global_batch_size=16, micro_batch_size=8, lr=2e-3, warmup_samples=256, max_steps=2000,
+            eval_every=1024, eval_samples=64, target=3.3, max_train_samples=32768,
+        ),
+        "data": dict(
+            train_files=["c4-train.en_6_text_document", "c4-train.en_7_text_document"],
+            valid_file="",
+        ),
+        "log": dict(log_every=20),
+    },
+}
+
+
+def _section_classes() -> dict[str, type]:
+    return {
+        "model": ModelConfig, "train": TrainConfig, "parallel": ParallelConfig, "data": DataConfig, "log": LogConfig,
+    }
+
+
+def _coerce(value: str, typ: Any, name: str) -> Any:
+    typ = {"int": int, "float": float, "str": str, "bool": bool, "list": list}.get(typ, typ)
+    try:
+        if typ is bool:
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            return int(float(value)) if "e" in value.lower() else int(value)
+        if typ is list:
+            return [v for v in value.replace(",", " ").split() if v]
+        return typ(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a valid {typ.__name__}") from None
+
+
+def _flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per knob; every flag defaults to None so that unset flags do not override."""
+    parser.add_argument("--preset", default=None, help=f"one of {sorted(PRESETS)} (env PRESET; default smoke)")
+    for section, cls in _section_classes().items():
+        group = parser.add_argument_group(section)
+        for f in fields(cls):
+            env = f.metadata.get("env")
+            env_note = f" (env {env})" if env else ""
+            group.add_argument(
+                _flag_name(f), dest=f"{section}.{f.name}", default=None, metavar=str(f.type).upper(),
+                help=f"{f.metadata['help']}{env_note}",
+            )
+
+
+def build_config(
+    args: argparse.Namespace | None = None, env: dict[str, str] | None = None, preset: str | None = None
+) -> Config:
+    """Preset defaults < environment < flags; then derived values; then validation."""
+    env = dict(os.environ) if env is None else env
+    flag_values = vars(args) if args is not None else {}
+    name = preset or flag_values.get("preset") or env.get("PRESET") or "smoke"
+    if name not in PRESETS:
+        raise ConfigError(f"PRESET={name!r} is unknown: choose one of {', '.join(sorted(PRESETS))}")
+    sections = {}
+    for section, cls in _section_classes().items():
+        values = dict(PRESETS[name].get(section, {}))
+        for f in fields(cls):
+            env_name = f.metadata.get("env")
+            if env_name and env.get(env_name, "") != "":
+                values[f.name] = _coerce(env[env_name], f.type, env_name)
+            flag_value = flag_values.get(f"{section}.{f.name}")
+            if flag_value is not None:
+                values[f.name] = _coerce(flag_value, f.type, _flag_name(f))
+        sections[section] = cls(**values)
+    cfg = Config(preset=name, **sections)
+    _derive(cfg)
+    validate(cfg)
+    return cfg
+
+
+def _derive(cfg: Config) -> None:
+    """Fill the values that default to the RCP table of the chosen GBS."""
+    t = cfg.train
+    rcp = RCP_HYPERPARAMETERS.get(t.global_batch_size)
+    if t.lr == 0.0:
+        if rcp is None:
+            raise ConfigError(
+                f"GBS={t.global_batch_size} has no reference convergence point, so there is no default "
+                f"learning rate: set LR (--lr) and WARMUP_SAMPLES, or use a GBS of {sorted(RCP_HYPERPARAMETERS)}"
+            )
+        t.lr = rcp[0]
+    if t.warmup_samples < 0:
+        if rcp is None:
+            raise ConfigError(
+                f"GBS={t.global_batch_size} has no reference convergence point: set WARMUP_SAMPLES "
+                f"(--warmup-samples)"
+            )
+        t.warmup_samples = rcp[1]
+    if t.max_train_samples == 0:
+        if rcp is None:
+            raise ConfigError(
+                f"GBS={t.global_batch_size} has no reference convergence point: set MAX_TRAIN_SAMPLES "
+                f"(--max-train-samples), the samples after which an unconverged run stops as aborted"
+            )
+        t.max_train_samples = math.ceil(rcp[2] * ABORT_AFTER_RCP_MEAN / t.eval_every) * t.eval_every
+
+
+def world_size_from_env(env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ) if env is None else env
+    return int(env.get("WORLD_SIZE", "1"))
+
+
+def data_parallel_size(cfg: Config, world_size: int) -> int:
+    p = cfg.parallel
+    return world_size // (p.tensor_parallel * p.pipeline_parallel * p.context_parallel)
+
+
+def grad_accumulation_steps(cfg: Config, world_size: int) -> int:
+    return cfg.train.global_batch_size // (cfg.train.micro_batch_size * data_parallel_size(cfg, world_size))
+
+
+def validate(cfg: Config, world_size: int | None = None) -> None:
+    """Every check of user input, in one place. Messages name the knob and the fix."""
+    world_size = world_size_from_env() if world_size is None else world_size
+    m, t, p = cfg.model, cfg.train, cfg.parallel
+    positive = {
+        "NUM_LAYERS": m.num_layers, "HIDDEN_SIZE": m.hidden_size, "FFN_HIDDEN_SIZE": m.ffn_hidden_size,
+        "NUM_HEADS": m.num_attention_heads, "NUM_KV_GROUPS": m.num_query_groups, "SEQ_LENGTH": m.seq_length,
+        "GBS": t.global_batch_size, "MBS": t.micro_batch_size, "LR": t.lr, "MAX_STEPS": t.max_steps,
+        "EVAL_EVERY": t.eval_every, "EVAL_SAMPLES": t.eval_samples, "MAX_TRAIN_SAMPLES": t.max_train_samples,
+        "TP": p.tensor_parallel, "PP": p.pipeline_parallel, "CP": p.context_parallel,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name}={value} must be greater than 0")
+    if t.target <= 0:
+        raise ConfigError(
+            f"TARGET={t.target} must be greater than 0: it is a log-perplexity (SPEC: 3.3 for llama31_8b)"
+        )
+    if m.hidden_size % m.num_attention_heads:
+        raise ConfigError(
+            f"HIDDEN_SIZE={m.hidden_size} is not divisible by NUM_HEADS={m.num_attention_heads}: "
+            f"choose heads that divide the width"
+        )
+    if m.num_attention_heads % m.num_query_groups:
+        raise ConfigError(
+            f"NUM_HEADS={m.num_attention_heads} is not divisible by NUM_KV_GROUPS={m.num_query_groups}: "
+            f"GQA needs every KV group to serve the same number of heads"
+        )
+    if m.num_query_groups % p.tensor_parallel:
+        raise ConfigError(
+            f"NUM_KV_GROUPS={m.num_query_groups} is not divisible by TP={p.tensor_parallel}: "
+            f"each tensor-parallel rank must hold whole KV groups"
+        )
+    if m.num_layers % p.pipeline_parallel:
+        raise ConfigError(f"NUM_LAYERS={m.num_layers} is not divisible by PP={p.pipeline_parallel}")
+    if m.vocab_size < 0 or (m.vocab_size and m.vocab_size % p.tensor_parallel):
+        raise ConfigError(f"VOCAB_SIZE={m.vocab_size} must be 0 (from the tokenizer) or a multiple of TP")
+    model_parallel = p.tensor_parallel * p.pipeline_parallel * p.context_parallel
+    if world_size % model_parallel:
+        raise ConfigError(
+            f"{world_size} processes cannot be split into TP x PP x CP = {model_parallel}: "
+            f"use a process count that is a multiple of it"
+        )
+    dp = world_size // model_parallel
+    if t.global_batch_size % (t.micro_batch_size * dp):
+        raise ConfigError(
+            f"GBS={t.global_batch_size} is not divisible by MBS x data-parallel size = "
+            f"{t.micro_batch_size} x {dp}: set GBS to a multiple of {t.micro_batch_size * dp} or change MBS"
+        )
+    if t.warmup_samples < 0:
+        raise ConfigError(f"WARMUP_SAMPLES={t.warmup_samples} must be 0 or more")
+    if t.warmup_steps >= t.max_steps:
+        raise ConfigError(
+            f"WARMUP_SAMPLES={t.warmup_samples} gives {t.warmup_steps} warmup steps, not fewer than "
+            f"MAX_STEPS={t.max_steps}: shorten the warmup or raise MAX_STEPS"
+        )
+    if t.eval_every % t.global_batch_size:
+        raise ConfigError(
+            f"EVAL_EVERY={t.eval_every} is not a multiple of GBS={t.global_batch_size}: evaluations happen "
+            f"between optimizer steps, so choose a multiple of the batch"
+        )
+    if t.eval_samples % t.micro_batch_size:
+        raise ConfigError(
+            f"EVAL_SAMPLES={t.eval_samples} is not a multiple of MBS={t.micro_batch_size}: "
+            f"set EVAL_SAMPLES to a multiple of the micro batch"
+        )
+    if p.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"PRECISION={p.precision!r} must be one of auto, bf16, fp32")
+    if p.device not in ("auto", "cuda", "cpu"):
+        raise ConfigError(f"DEVICE={p.device!r} must be one of auto, cuda, cpu")
+    if cfg.log.submission_division not in ("closed", "open"):
+        raise ConfigError(f"SUBMISSION_DIVISION={cfg.log.submission_division!r} must be closed or open")
+    if cfg.preset != "smoke":
+        if not cfg.data.data_dir:
+            raise ConfigError(
+                "PREPROCESSED_PATH is not set: point it at the folder with the tokenized C4 files "
+                "(c4-train.en_6_text_document.bin/.idx, ...), made by preprocess.sh"
+            )
+        if not cfg.data.tokenizer:
+            raise ConfigError(
+                "TOKENIZER_PATH is not set: point it at the Llama 3.1 tokenizer folder "
+                "(python -m utils.tokenizer download --dst DIR)"
+            )
+    if cfg.data.data_dir:
+        missing = [
+            name for name in [*cfg.data.train_files, cfg.data.valid_file]
+            if name and not (Path(cfg.data.data_dir) / f"{name}.idx").is_file()
+        ]
+        if missing:
+            raise ConfigError(
+                f"PREPROCESSED_PATH={cfg.data.data_dir} lacks {', '.join(n + '.bin/.idx' for n in missing)}: "
+                f"tokenize the consolidated C4 files into it (preprocess.sh)"
+            )
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,112 @@
+"""Training and validation sequences from tokenized C4 (SPEC: Data).
+
+Training: Megatron-Core's GPTDataset over the benchmark area (documents concatenated into
+seq_length + 1 token windows, no resets at document boundaries, no EOD masking), documents and
+samples shuffled with the run's seed.
+Validation: the first ``eval_samples`` sequences of the validation file *in order*. GPTDataset always
+shuffles documents and samples, and SPEC says validation is never shuffled, so validation windows
+are cut here with GPTDataset's own geometry (window i = tokens [i*s, i*s + s + 1) of the
+concatenated documents) straight from Megatron-Core's IndexedDataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """What GPTDataset needs of a tokenizer: its size and its end-of-document id."""
+
+    vocab_size: int
+    eod: int
+
+
+def load_tokenizer_info(tokenizer_dir: str) -> TokenizerInfo:
+    """Load a Hugging Face tokenizer folder exactly as the Llama 3.1 one is loaded."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if tok.eos_token_id is None:
+        raise ValueError(f"tokenizer {tokenizer_dir} has no eos token; it cannot serve as end-of-document")
+    return TokenizerInfo(vocab_size=len(tok), eod=int(tok.eos_token_id))
+
+
+def one_epoch_sequences(prefixes: list[str], seq_length: int) -> int:
+    """Full seq_length windows in one pass over the files (the log's train_samples)."""
+    total = 0
+    for prefix in prefixes:
+        tokens = int(IndexedDataset(prefix).sequence_lengths.sum(dtype=np.int64))
+        total += (tokens - 1) // seq_length
+    return total
+
+
+def build_train_dataset(
+    prefixes: list[str], *, seq_length: int, num_samples: int, seed: int, tokenizer: TokenizerInfo,
+    cache_dir: str,
+) -> GPTDataset:
+    """GPTDataset (blended over the files in proportion to their size) with num_samples sequences."""
+    config = GPTDatasetConfig(
+        random_seed=seed,
+        sequence_length=seq_length,
+        blend_per_split=[(list(prefixes), None), None, None],
+        path_to_cache=cache_dir,
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+        mmap_bin_files=True,
+    )
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    datasets = BlendedMegatronDatasetBuilder(
+        GPTDataset, [num_samples, 0, 0], lambda: True, config
+    ).build()
+    return datasets[0]
+
+
+class ValidationSequences(torch.utils.data.Dataset):
+    """The first ``count`` validation windows, in file order, as GPTDataset would cut them unshuffled."""
+
+    def __init__(self, prefix: str, seq_length: int, count: int):
+        dataset = IndexedDataset(prefix)
+        needed = count * seq_length + 1
+        pieces, have = [], 0
+        for i in range(len(dataset)):
+            if have >= needed:
+                break
+            doc = dataset[i]
+            pieces.append(doc)
+            have += len(doc)
+        if have < needed:
+            raise ValueError(
+                f"validation file {prefix} holds {have} tokens, fewer than the {needed} that "
+                f"{count} sequences of {seq_length} need: lower EVAL_SAMPLES or use a larger validation file"
+            )
+        self.tokens = torch.from_numpy(np.concatenate(pieces)[:needed].astype(np.int64))
+        self.seq_length = seq_length
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        window = self.tokens[i * self.seq_length : (i + 1) * self.seq_length + 1]
+        return {"tokens": window[:-1], "labels": window[1:]}
+
+
+def batches(dataset, start: int, count: int, micro_batch_size: int):
+    """Yield stacked micro-batches of samples [start, start + count) of a dataset, in order."""
+    for first in range(start, start + count, micro_batch_size):
+        samples = [dataset[i] for i in range(first, min(first + micro_batch_size, start + count))]
+        yield {
+            "tokens": torch.stack([s["tokens"] for s in samples]),
+            "labels": torch.stack([s["labels"] for s in samples]),
+        }
