@@ -1,0 +1,80 @@
+"""Configuration: presets, precedence, derived values and the validation messages."""
+
+import argparse
+
+import pytest
+
+from benchmark.config import ConfigError, add_arguments, build_config, grad_accumulation_steps, validate
+
+
+def cfg_from(argv=(), env=None, preset=None):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return build_config(parser.parse_args(list(argv)), env=env or {}, preset=preset)
+
+
+def test_llama31_8b_preset_is_spec():
+    cfg = cfg_from(env={"PREPROCESSED_PATH": "", "TOKENIZER_PATH": ""}, preset="smoke")  # smoke needs no paths
+    assert cfg.preset == "smoke"
+    with pytest.raises(ConfigError, match="PREPROCESSED_PATH is not set"):
+        cfg_from(preset="llama31_8b")
+
+
+def test_8b_values_and_rcp_defaults(tmp_path):
+    for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
+                 "c4-validation-91205-samples.en_text_document"):
+        (tmp_path / f"{name}.idx").write_bytes(b"")
+    env = {"PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
+    cfg = cfg_from(env=env, preset="llama31_8b")
+    m, t = cfg.model, cfg.train
+    assert (m.num_layers, m.hidden_size, m.ffn_hidden_size) == (32, 4096, 14336)
+    assert (m.num_attention_heads, m.num_query_groups, m.head_dim) == (32, 8, 128)
+    assert (m.seq_length, m.rotary_base, m.rope_scaling_factor, m.norm_eps) == (8192, 500000, 8.0, 1e-5)
+    assert (t.global_batch_size, t.lr, t.warmup_samples, t.warmup_steps) == (16, 4e-4, 256, 16)
+    assert t.decay_steps == 1_200_000 - 16
+    assert t.min_lr == pytest.approx(4e-5)
+    assert (t.eval_every, t.eval_samples, t.target) == (12288, 1024, 3.3)
+    # twice the RCP mean (161,587), rounded up to an eval boundary
+    assert t.max_train_samples == 331_776 and t.max_train_samples % 12288 == 0
+    # GBS 64 takes its own RCP learning rate and warmup
+    cfg64 = cfg_from(["--gbs", "64"], env=env, preset="llama31_8b")
+    assert (cfg64.train.lr, cfg64.train.warmup_samples, cfg64.train.warmup_steps) == (8e-4, 6144, 96)
+
+
+def test_precedence_preset_env_flag():
+    assert cfg_from(preset="smoke").train.global_batch_size == 16
+    assert cfg_from(env={"GBS": "32"}, preset="smoke").train.global_batch_size == 32
+    assert cfg_from(["--gbs", "64"], env={"GBS": "32"}, preset="smoke").train.global_batch_size == 64
+    assert cfg_from(["--preset", "smoke"], env={"LR": "1e-3", "SEED": "7"}).train.lr == 1e-3
+    assert cfg_from(env={"SEED": "7", "PRESET": "smoke"}).train.seed == 7
+
+
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["--gbs", "12"], {}, r"GBS=12 is not divisible by MBS x data-parallel size = 8 x 1"),
+        (["--num-query-groups", "3"], {}, r"NUM_HEADS=4 is not divisible by NUM_KV_GROUPS=3"),
+        (["--hidden-size", "130"], {}, r"HIDDEN_SIZE=130 is not divisible by NUM_HEADS=4"),
+        (["--target", "0"], {}, r"TARGET=0.0 must be greater than 0"),
+        ([], {"PRESET": "llama3_70b"}, r"PRESET='llama3_70b' is unknown: choose one of llama31_8b, smoke"),
+        ([], {"GBS": "sixteen"}, r"GBS='sixteen' is not a valid int"),
+        (["--gbs", "24"], {"PRESET": "llama31_8b"}, r"GBS=24 has no reference convergence point"),
+        (["--eval-every", "1000"], {}, r"EVAL_EVERY=1000 is not a multiple of GBS=16"),
+        (["--data-dir", "/nonexistent"], {}, r"PREPROCESSED_PATH=/nonexistent lacks c4-train.en_6"),
+        ([], {"FP8": "maybe"}, r"FP8='maybe' is not a valid bool"),
+    ],
+)
+def test_validation_names_knob_and_fix(argv, env, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg_from(argv, env=env)
+
+
+def test_world_size_and_accumulation():
+    cfg = cfg_from(preset="smoke")
+    assert grad_accumulation_steps(cfg, 1) == 2
+    assert grad_accumulation_steps(cfg, 2) == 1
+    with pytest.raises(ConfigError, match=r"GBS=16 is not divisible by MBS x data-parallel size = 8 x 4"):
+        validate(cfg, world_size=4)
+    cfg.parallel.tensor_parallel = 2
+    with pytest.raises(ConfigError, match="3 processes cannot be split into TP x PP x CP = 2"):
+        validate(cfg, world_size=3)
