@@ -1,0 +1,82 @@
+"""The GPTModel is Llama 3.1: same logits as transformers' LlamaForCausalLM for the same weights."""
+
+import pytest
+import torch
+
+from benchmark.config import build_config
+from benchmark.hf_mapping import LlamaShape, hf_to_megatron, megatron_to_hf
+from benchmark.model import build_model, padded_vocab_size
+from benchmark.train import distributed, seed_everything
+
+
+@pytest.fixture(scope="module")
+def smoke_cfg():
+    cfg = build_config(env={}, preset="smoke")
+    # Sequence longer than the RoPE scaling's high-frequency wavelength so the 3.1 scaling matters.
+    cfg.model.seq_length = 64
+    return cfg
+
+
+def hf_llama(cfg, vocab):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    m = cfg.model
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
+        num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_query_groups, head_dim=m.head_dim, rms_norm_eps=m.norm_eps,
+        max_position_embeddings=131072, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+        rope_parameters={
+            "rope_type": "llama3", "rope_theta": float(m.rotary_base), "factor": m.rope_scaling_factor,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
+        },
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def test_logits_match_transformers(smoke_cfg):
+    cfg = smoke_cfg
+    vocab = padded_vocab_size(2000, 1)
+    assert vocab == 2048
+    shape = LlamaShape(cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_attention_heads,
+                       cfg.model.num_query_groups)
+    assert shape.heads_per_group == 2  # GQA with fewer KV groups than heads
+    with distributed(cfg) as device:
+        seed_everything(3, device)
+        model, _ = build_model(cfg, vocab, bf16=False, use_cpu_initialization=True)
+        model.eval()
+        # Perturb the norms away from ones so a wrong norm mapping cannot go unnoticed.
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "layernorm" in name:
+                    p.add_(torch.randn_like(p) * 0.1)
+        mg_sd = {k: v for k, v in model.state_dict().items() if "_extra_state" not in k}
+        hf = hf_llama(cfg, vocab)
+        missing, unexpected = hf.load_state_dict(megatron_to_hf(mg_sd, shape), strict=False)
+        assert not unexpected and all("rotary" in k for k in missing)
+        tokens = torch.randint(0, vocab, (2, cfg.model.seq_length), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            ours = model(tokens, None, None).float()  # [b, s, vocab]
+            theirs = hf(tokens).logits.float()
+        rel = (ours - theirs).norm() / theirs.norm()
+        assert rel < 1e-5, f"relative logits error {rel:.2e}"
+        # and the loss GPTModel computes from labels is the standard next-token cross-entropy
+        labels = torch.roll(tokens, -1, dims=1)
+        with torch.no_grad():
+            per_token = model(tokens, None, None, labels=labels)
+        ref = torch.nn.functional.cross_entropy(theirs.reshape(-1, vocab), labels.reshape(-1), reduction="none")
+        torch.testing.assert_close(per_token.reshape(-1), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_key_map_round_trip(smoke_cfg):
+    cfg = smoke_cfg
+    shape = LlamaShape(cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_attention_heads,
+                       cfg.model.num_query_groups)
+    with distributed(cfg) as device:
+        seed_everything(4, device)
+        model, _ = build_model(cfg, 2048, bf16=False, use_cpu_initialization=True)
+        sd = {k: v for k, v in model.state_dict().items() if "_extra_state" not in k}
+    back = hf_to_megatron(megatron_to_hf(sd, shape), shape)
+    assert back.keys() == sd.keys()
+    for k in sd:
+        assert torch.equal(back[k], sd[k]), k
