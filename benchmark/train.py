@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import socket
@@ -24,7 +25,15 @@ from pathlib import Path
 
 import torch
 
-from benchmark.config import REPO_ROOT, Config, ConfigError, add_arguments, build_config, grad_accumulation_steps
+from benchmark.config import (
+    REPO_ROOT,
+    Config,
+    ConfigError,
+    add_arguments,
+    build_config,
+    grad_accumulation_steps,
+    to_dict,
+)
 from benchmark.mlperf_log import TRACKED_STATS, MLPerfLog
 from benchmark.schedule import lr_at
 
@@ -361,9 +370,15 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     parser.add_argument("--log-file", default=None, help="MLPerf log path (default RESULT_DIR/mlperf_<preset>_seed<seed>.log)")
     parser.add_argument("--no-check", action="store_true", help="skip the compliance check after the run")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration as JSON and exit"
+    )
     args = parser.parse_args(argv)
     try:
         cfg = build_config(args)
+        if args.print_config:
+            print(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+            return 0
         prep_s = resolve_smoke_data(cfg)
         result = run(cfg, log_path=Path(args.log_file) if args.log_file else None)
     except ConfigError as err:
