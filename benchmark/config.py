@@ -131,7 +131,9 @@ class DataConfig:
         "c4-validation-91205-samples.en_text_document", None, "validation prefix inside data_dir"
     )
     tokenizer: str = knob("", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made if empty")
-    index_cache_dir: str = knob("", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default data_dir/index_cache")
+    index_cache_dir: str = knob(
+        "", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default data_dir/index_cache"
+    )
 
 
 @dataclass
@@ -140,7 +142,9 @@ class LogConfig:
 
     output_dir: str = knob("results", "RESULT_DIR", "folder for the MLPerf log and summary")
     submission_org: str = knob("reference", "SUBMISSION_ORG", "submission_org in the MLPerf log")
-    submission_platform: str = knob("", "SUBMISSION_PLATFORM", "submission_platform; empty = described from the hardware")
+    submission_platform: str = knob(
+        "", "SUBMISSION_PLATFORM", "submission_platform; empty = described from the hardware"
+    )
     submission_division: str = knob("closed", "SUBMISSION_DIVISION", "closed | open")
     submission_status: str = knob("onprem", "SUBMISSION_STATUS", "onprem | cloud | preview | research")
     log_every: int = knob(10, "LOG_EVERY", "print training metrics every this many steps")
@@ -354,10 +358,10 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"EVAL_EVERY={t.eval_every} is not a multiple of GBS={t.global_batch_size}: evaluations happen "
             f"between optimizer steps, so choose a multiple of the batch"
         )
-    if t.eval_samples % t.micro_batch_size:
+    if t.eval_samples % (t.micro_batch_size * dp):
         raise ConfigError(
-            f"EVAL_SAMPLES={t.eval_samples} is not a multiple of MBS={t.micro_batch_size}: "
-            f"set EVAL_SAMPLES to a multiple of the micro batch"
+            f"EVAL_SAMPLES={t.eval_samples} is not a multiple of MBS x data-parallel size = "
+            f"{t.micro_batch_size} x {dp}: every replica evaluates the same number of whole micro-batches"
         )
     if p.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"PRECISION={p.precision!r} must be one of auto, bf16, fp32")

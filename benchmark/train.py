@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import socket
 import sys
@@ -34,12 +33,9 @@ from benchmark.config import (
     grad_accumulation_steps,
     to_dict,
 )
+from benchmark.engine import NonFiniteError, make_engine
 from benchmark.mlperf_log import TRACKED_STATS, MLPerfLog
 from benchmark.schedule import lr_at
-
-
-class NonFiniteError(RuntimeError):
-    """The training loss or gradient norm became inf or NaN."""
 
 
 @dataclass
@@ -135,68 +131,6 @@ def describe_platform(device: torch.device, world_size: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# The engine: model, optimizer and one optimizer step
-
-
-class LocalEngine:
-    """One replica: GPTModel + torch AdamW, gradient accumulation, global-norm clipping.
-
-    Weight decay skips 1-D parameters (the RMSNorm weights), as Megatron-Core's optimizer does.
-    """
-
-    def __init__(self, cfg: Config, model: torch.nn.Module, device: torch.device, autocast_bf16: bool):
-        self.cfg = cfg
-        self.model = model
-        self.device = device
-        self.autocast_bf16 = autocast_bf16
-        t = cfg.train
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
-            foreach=device.type == "cuda",
-        )
-
-    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        tokens = batch["tokens"].to(self.device, non_blocking=True)
-        labels = batch["labels"].to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            # GPTModel returns the per-token cross-entropy [b, s] when given labels.
-            per_token = self.model(tokens, None, None, labels=labels)
-        return per_token.float()
-
-    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> tuple[float, float]:
-        self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        for batch in micro_batches:
-            loss = self._forward(batch).mean()
-            (loss / len(micro_batches)).backward()
-            total += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad)
-        loss_value = (total / len(micro_batches)).item()
-        grad_norm_value = float(grad_norm)
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm_value)):
-            raise NonFiniteError(f"loss {loss_value}, gradient norm {grad_norm_value}")
-        self.optimizer.step()
-        return loss_value, grad_norm_value
-
-    @torch.no_grad()
-    def evaluate(self, micro_batches) -> float:
-        """Mean token cross-entropy (natural log) over all evaluation tokens."""
-        self.model.eval()
-        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
-        for batch in micro_batches:
-            per_token = self._forward(batch)
-            total += per_token.double().sum()
-            count += per_token.numel()
-        return (total / count).item()
-
-
-# ----------------------------------------------------------------------------------------------
 # The run
 
 
@@ -216,7 +150,9 @@ def resolve_smoke_data(cfg: Config) -> float:
     return time.perf_counter() - start
 
 
-def run(cfg: Config, *, log_path: Path | None = None, echo: bool = True, stop_after_steps: int | None = None) -> RunResult:
+def run(
+    cfg: Config, *, log_path: Path | None = None, echo: bool = True, stop_after_steps: int | None = None
+) -> RunResult:
     """Run the benchmark described by cfg. ``stop_after_steps`` ends the run early as aborted (tests)."""
     from benchmark import data as data_mod
     from benchmark.model import build_model, padded_vocab_size
@@ -237,23 +173,25 @@ def run(cfg: Config, *, log_path: Path | None = None, echo: bool = True, stop_af
         t_init = time.perf_counter()
         log.start("init_start")
         with distributed(cfg) as device:
+            from megatron.core import parallel_state
+
             seed_everything(t.seed, device)
             bf16 = cfg.parallel.precision == "bf16" or (cfg.parallel.precision == "auto" and device.type == "cuda")
-            if world_size > 1:
-                raise ConfigError(
-                    f"WORLD_SIZE={world_size}: this harness build trains one replica; run one process"
-                )
             tok = data_mod.load_tokenizer_info(cfg.data.tokenizer)
             vocab = m.vocab_size or padded_vocab_size(tok.vocab_size, cfg.parallel.tensor_parallel)
-            model, spec_name = build_model(cfg, vocab, bf16=False, use_cpu_initialization=device.type == "cpu")
-            model.to(device)
-            engine = LocalEngine(cfg, model, device, autocast_bf16=bf16)
+            on_gpu = device.type == "cuda"
+            model, spec_name = build_model(cfg, vocab, bf16=bf16 and on_gpu, use_cpu_initialization=not on_gpu)
+            if on_gpu:
+                model.cuda(device)
             n_params = sum(p.numel() for p in model.parameters())
-            print(
-                f"[model] {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads / "
-                f"{m.num_query_groups} KV groups, vocab {vocab}, {n_params / 1e6:.2f}M parameters; "
-                f"{spec_name}; {'bf16 autocast' if bf16 else 'fp32'} on {device}", flush=True,
-            )
+            engine = make_engine(cfg, model, device, bf16)
+            if rank == 0:
+                print(
+                    f"[model] {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads / "
+                    f"{m.num_query_groups} KV groups, vocab {vocab}, {n_params / 1e6:.2f}M parameters per "
+                    f"model-parallel rank; {spec_name}; {'bf16' if bf16 else 'fp32'} on {device.type}; "
+                    f"{type(engine).__name__}", flush=True,
+                )
             data_dir = Path(cfg.data.data_dir)
             train_prefixes = [str(data_dir / name) for name in cfg.data.train_files]
             cache = cfg.data.index_cache_dir or str(data_dir / "index_cache")
@@ -262,10 +200,11 @@ def run(cfg: Config, *, log_path: Path | None = None, echo: bool = True, stop_af
                 tokenizer=tok, cache_dir=cache,
             )
             valid_ds = data_mod.ValidationSequences(str(data_dir / cfg.data.valid_file), m.seq_length, t.eval_samples)
-            accum = grad_accumulation_steps(cfg, world_size)
+            shard = DataShard(parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size())
             log.submission_and_hyperparameters(
                 cfg, platform=cfg.log.submission_platform or describe_platform(device, world_size),
-                grad_accum=accum, train_samples=data_mod.one_epoch_sequences(train_prefixes, m.seq_length),
+                grad_accum=grad_accumulation_steps(cfg, world_size),
+                train_samples=data_mod.one_epoch_sequences(train_prefixes, m.seq_length),
                 init_checkpoint_step=0,
             )
             log.end("init_stop")
@@ -273,7 +212,9 @@ def run(cfg: Config, *, log_path: Path | None = None, echo: bool = True, stop_af
             log.start("run_start")
             run_started = True
             t_run_start = time.perf_counter()
-            result.status, result.reason = _train_loop(cfg, engine, train_ds, valid_ds, log, result, stop_after_steps)
+            result.status, result.reason = _train_loop(
+                cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank
+            )
     except KeyboardInterrupt:
         result.reason = "interrupted (Ctrl-C)"
         raise
@@ -290,10 +231,20 @@ def run(cfg: Config, *, log_path: Path | None = None, echo: bool = True, stop_af
     return result
 
 
-def _train_loop(cfg, engine, train_ds, valid_ds, log, result, stop_after_steps) -> tuple[str, str]:
+@dataclass(frozen=True)
+class DataShard:
+    """This replica's share of every global batch and of the evaluation set (contiguous slices)."""
+
+    rank: int
+    size: int
+
+
+def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank):
     from benchmark.data import batches
 
     t = cfg.train
+    per_replica = t.global_batch_size // shard.size
+    eval_per_replica = t.eval_samples // shard.size
     steps_per_block = t.eval_every // t.global_batch_size
     tokens_per_step = t.global_batch_size * cfg.model.seq_length
     while True:
@@ -302,7 +253,8 @@ def _train_loop(cfg, engine, train_ds, valid_ds, log, result, stop_after_steps) 
         block_losses, block_time = [], 0.0
         for _ in range(steps_per_block):
             lr = lr_at(result.steps, base_lr=t.lr, end_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps)
-            micro = list(batches(train_ds, result.samples, t.global_batch_size, t.micro_batch_size))
+            first = result.samples + shard.rank * per_replica
+            micro = list(batches(train_ds, first, per_replica, t.micro_batch_size))
             t0 = time.perf_counter()
             loss, grad_norm = engine.train_step(micro, lr)
             dt = time.perf_counter() - t0
@@ -311,10 +263,11 @@ def _train_loop(cfg, engine, train_ds, valid_ds, log, result, stop_after_steps) 
             result.samples += t.global_batch_size
             result.train_losses.append(loss)
             block_losses.append(loss)
-            if result.steps % cfg.log.log_every == 0 or result.steps == 1:
+            if rank == 0 and (result.steps % cfg.log.log_every == 0 or result.steps == 1):
                 print(
                     f"[train] step {result.steps} samples {result.samples} loss {loss:.4f} lr {lr:.3e} "
-                    f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms tokens/s {tokens_per_step / dt:,.0f}",
+                    f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms "
+                    f"tokens/s/device {tokens_per_step / dt / world_size:,.0f}",
                     flush=True,
                 )
             if stop_after_steps is not None and result.steps >= stop_after_steps:
@@ -327,11 +280,14 @@ def _train_loop(cfg, engine, train_ds, valid_ds, log, result, stop_after_steps) 
             step=result.samples,
         )
         log.start("eval_start", samples_count=result.samples)
-        eval_loss = engine.evaluate(batches(valid_ds, 0, len(valid_ds), t.micro_batch_size))
+        eval_loss = engine.evaluate(
+            batches(valid_ds, shard.rank * eval_per_replica, eval_per_replica, t.micro_batch_size)
+        )
         log.event("eval_accuracy", eval_loss, samples_count=result.samples)
         log.end("eval_stop", samples_count=result.samples)
         result.eval_curve.append((result.samples, eval_loss))
-        print(f"[eval] samples {result.samples} eval_loss {eval_loss:.4f} (target {t.target})", flush=True)
+        if rank == 0:
+            print(f"[eval] samples {result.samples} eval_loss {eval_loss:.4f} (target {t.target})", flush=True)
         if eval_loss <= t.target:
             return "success", f"eval loss {eval_loss:.4f} <= target {t.target} after {result.samples} samples"
         if result.samples >= t.max_train_samples:
@@ -368,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Precedence: preset < environment variables (config.sh) < flags.",
     )
     add_arguments(parser)
-    parser.add_argument("--log-file", default=None, help="MLPerf log path (default RESULT_DIR/mlperf_<preset>_seed<seed>.log)")
+    parser.add_argument(
+        "--log-file", default=None, help="MLPerf log path (default RESULT_DIR/mlperf_<preset>_seed<seed>.log)"
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the compliance check after the run")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved configuration as JSON and exit"

@@ -1,0 +1,197 @@
+"""Engines: the model, its optimizer and one optimizer step, behind the same three calls.
+
+``train_step(micro_batches, lr) -> (loss, grad_norm)``, ``evaluate(micro_batches) -> mean loss`` and
+``state_dict()/load_state_dict()``. The training loop in train.py does not know which one it drives.
+
+- :class:`MegatronEngine` (GPU): Megatron-Core's DDP wrapper (fp32 gradient reduction) and its
+  distributed optimizer (fp32 master weights), bf16 parameters through Float16Module, Megatron's
+  forward/backward schedule (gradient accumulation, pipeline parallelism).
+- :class:`LocalEngine` (CPU, one process): the same GPTModel with torch AdamW. Megatron-Core's DDP
+  buffers and distributed optimizer allocate on the current CUDA device, so the CPU path keeps the
+  same update rule (AdamW, decoupled weight decay skipping 1-D parameters, global-norm clipping)
+  with plain PyTorch pieces.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from benchmark.config import Config
+
+
+class NonFiniteError(RuntimeError):
+    """The training loss or gradient norm became inf or NaN."""
+
+
+def _check_finite(loss: float, grad_norm: float | None) -> None:
+    if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+        raise NonFiniteError(f"loss {loss}, gradient norm {grad_norm}")
+
+
+class LocalEngine:
+    """One replica on CPU (or one GPU without Megatron's DDP): GPTModel + torch AdamW."""
+
+    def __init__(self, cfg: Config, model: torch.nn.Module, device: torch.device, autocast_bf16: bool = False):
+        self.cfg = cfg
+        self.model = model.to(device)
+        self.device = device
+        self.autocast_bf16 = autocast_bf16
+        t = cfg.train
+        # Megatron-Core's optimizer applies no weight decay to 1-D parameters (the RMSNorm weights).
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, foreach=device.type == "cuda",
+        )
+
+    def _per_token_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        tokens = batch["tokens"].to(self.device, non_blocking=True)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            # GPTModel returns the per-token cross-entropy [b, s] when given labels.
+            per_token = self.model(tokens, None, None, labels=labels)
+        return per_token.float()
+
+    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> tuple[float, float]:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for batch in micro_batches:
+            loss = self._per_token_loss(batch).mean()
+            (loss / len(micro_batches)).backward()
+            total += loss.detach()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad))
+        loss_value = (total / len(micro_batches)).item()
+        _check_finite(loss_value, grad_norm)
+        self.optimizer.step()
+        return loss_value, grad_norm
+
+    @torch.no_grad()
+    def evaluate(self, micro_batches) -> float:
+        """Mean token cross-entropy (natural log) over all evaluation tokens."""
+        self.model.eval()
+        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        for batch in micro_batches:
+            per_token = self._per_token_loss(batch)
+            total += per_token.double().sum()
+            count += per_token.numel()
+        return (total / count).item()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class MegatronEngine:
+    """GPU: Float16Module(GPTModel) in DDP with the distributed optimizer, Megatron's schedules."""
+
+    def __init__(self, cfg: Config, model: torch.nn.Module, bf16: bool):
+        from megatron.core import parallel_state
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+        from megatron.core.distributed.finalize_model_grads import finalize_model_grads
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+        from megatron.core.transformer.module import Float16Module
+
+        self.cfg = cfg
+        t = cfg.train
+        config = model.config
+        module = Float16Module(config, model) if bf16 else model
+        ddp_config = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True,
+            overlap_grad_reduce=True,
+            overlap_param_gather=False,
+            use_distributed_optimizer=True,
+            check_for_nan_in_grad=False,
+            bucket_size=40_000_000,
+        )
+        self.model = DistributedDataParallel(config=config, ddp_config=ddp_config, module=module)
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
+                adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=t.adam_eps,
+                clip_grad=t.clip_grad, bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
+                use_distributed_optimizer=True,
+            ),
+            [self.model],
+        )
+        # Wire the schedule to DDP, as Megatron's own training loop does: no gradient all-reduce
+        # until the last micro-batch, then the (overlapped) reduce-scatter.
+        config.no_sync_func = self.model.no_sync
+        config.finalize_model_grads_func = finalize_model_grads
+        config.grad_sync_func = None
+        self.dp_group = parallel_state.get_data_parallel_group()
+        self.pp_last = parallel_state.is_pipeline_last_stage()
+        self.device = torch.device("cuda", torch.cuda.current_device())
+
+    @staticmethod
+    def _loss_func(per_token: torch.Tensor):
+        per_token = per_token.float()
+        total = per_token.sum()
+        count = torch.tensor(per_token.numel(), device=per_token.device, dtype=torch.int)
+        return total, count, {"loss_sum": total.detach(), "tokens": count}
+
+    def _forward_step(self, data_iterator, model):
+        batch = next(data_iterator)
+        tokens = batch["tokens"].to(self.device, non_blocking=True)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        output = model(tokens, None, None, labels=labels)
+        return output, self._loss_func
+
+    def _run(self, micro_batches, forward_only: bool) -> tuple[float, int]:
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        micro_batches = list(micro_batches)
+        mbs, seq = micro_batches[0]["tokens"].shape
+        stores = get_forward_backward_func()(
+            forward_step_func=self._forward_step, data_iterator=iter(micro_batches), model=[self.model],
+            num_microbatches=len(micro_batches), seq_length=seq, micro_batch_size=mbs,
+            forward_only=forward_only,
+        )
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for store in stores:  # filled on the last pipeline stage only
+            sums[0] += store["loss_sum"].double()
+            sums[1] += store["tokens"].double()
+        torch.distributed.all_reduce(sums, group=self.dp_group)
+        if not self.pp_last or sums[1] == 0:
+            # Other pipeline stages learn the loss from the last one.
+            from megatron.core import parallel_state
+
+            torch.distributed.broadcast(
+                sums, src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                group=parallel_state.get_pipeline_model_parallel_group(),
+            )
+        return (sums[0] / sums[1]).item(), int(sums[1].item())
+
+    def train_step(self, micro_batches, lr: float) -> tuple[float, float]:
+        self.model.train()
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        loss, _ = self._run(micro_batches, forward_only=False)
+        _check_finite(loss, None)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        _, grad_norm, _ = self.optimizer.step()
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        _check_finite(loss, grad_norm)
+        return loss, grad_norm
+
+    @torch.no_grad()
+    def evaluate(self, micro_batches) -> float:
+        self.model.eval()
+        loss, _ = self._run(micro_batches, forward_only=True)
+        return loss
+
+
+def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool):
+    if device.type == "cuda":
+        return MegatronEngine(cfg, model, bf16)
+    return LocalEngine(cfg, model, device, autocast_bf16=bf16)
+
