@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Check llama31_8b MLPerf logs with the official mlperf_logging compliance checker and summarize "
             "them. For a FOLDER of runs (a submission's results/<system>/llama31_8b/ with result_*.txt, or a "
-            "job folder whose runs sit in <run>/ subfolders as *.log), also run the official RCP checker, "
-            "compute the olympic-mean score and write a markdown report with plots next to the logs."
+            "job folder whose runs sit in <run>/ subfolders as *.log; any result_*.txt or *.log with :::MLLOG "
+            "lines in the folder or one level below counts), also run the official RCP checker, compute the "
+            "olympic-mean score and write a markdown report with plots next to the logs."
         ),
         epilog=(
             f"Profiles: 'closed' is the official rule set as shipped; 'smoke' relaxes only the rules that "
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
             "2 for a usage error."
         ),
     )
-    parser.add_argument("path", type=Path, help="an MLPerf log file, or a folder of runs")
+    parser.add_argument("path", type=Path, metavar="LOG_OR_FOLDER", help="an MLPerf log file, or a folder of runs")
     parser.add_argument(
         "--ruleset",
         choices=RULESETS,
@@ -69,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder mode: where to write compliance_report.md and its plots (default: the checked folder)",
     )
-    parser.add_argument(
-        "--no-report", action="store_true", help="folder mode: print the summary only, write no files"
-    )
+    parser.add_argument("--no-report", action="store_true", help="folder mode: print the summary only, write no files")
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="also print the official checkers' messages verbatim"
     )

@@ -117,6 +117,16 @@ class LogReport:
     def time_to_train_min(self) -> float | None:
         return None if self.time_to_train_ms is None else self.time_to_train_ms / 60_000
 
+    def headline(self) -> str:
+        """One line: verdict, status, time to train, samples and steps at the last eval."""
+        parts = ["PASSED" if self.passed else f"FAILED ({len(self.failures)})", f"status {self.status or 'n/a'}"]
+        if self.time_to_train_min is not None:
+            parts.append(f"time to train {self.time_to_train_min:.2f} min")
+        if self.samples_count is not None:
+            steps = f" ({self.steps:,} steps)" if self.steps is not None else ""
+            parts.append(f"{self.samples_count:,} samples{steps}")
+        return ", ".join(parts)
+
     def format(self, verbose: bool = False) -> str:
         """A readable multi-line summary; `verbose` adds the official checker's raw messages."""
         out = [
@@ -157,9 +167,7 @@ class LogReport:
             out.append(f"  train loss:    {self.train_loss:.4f} (last tracked_stats)")
         out.append(f"  eval curve ({len(self.eval_curve)} evals: samples_count, eval_accuracy):")
         for samples, accuracy in self.eval_curve:
-            mark = (
-                "  <= target" if self.target_accuracy is not None and accuracy <= self.target_accuracy else ""
-            )
+            mark = "  <= target" if self.target_accuracy is not None and accuracy <= self.target_accuracy else ""
             out.append(f"    {samples:>12,}  {accuracy:.4f}{mark}")
         if self.relaxed_rules:
             out.append(f"  relaxed rules ({self.profile} profile):")
@@ -205,8 +213,7 @@ def check_log(path: str | Path, ruleset: str = DEFAULT_RULESET, profile: str = D
     if not log.parser_lines:
         report.failures.append(
             Failure(
-                "the file has no :::MLLOG lines (empty, or not an MLPerf log); "
-                "the official checker was not run",
+                "the file has no :::MLLOG lines (empty, or not an MLPerf log); the official checker was not run",
                 None,
                 "log file",
             )
@@ -225,13 +232,8 @@ def _what_is_checked(ruleset: str, profile: str) -> list[str]:
         version = metadata.version("mlperf-logging")
     except metadata.PackageNotFoundError:
         version = "(version unknown)"
-    rules = (
-        f"official compliance rules (mlperf-logging {version}, training {ruleset}, {BENCHMARK}, closed"
-        + (
-            f", with {len(SMOKE_RELAXATIONS)} scale rules relaxed for the smoke profile)"
-            if profile == "smoke"
-            else ")"
-        )
+    rules = f"official compliance rules (mlperf-logging {version}, training {ruleset}, {BENCHMARK}, closed" + (
+        f", with {len(SMOKE_RELAXATIONS)} scale rules relaxed for the smoke profile)" if profile == "smoke" else ")"
     )
     return [
         rules,
@@ -314,9 +316,7 @@ def _run_official(log: MLLogFile, report: LogReport) -> None:
         with rule_files(report.ruleset, report.profile) as config:
             result = run_official_checker(log.parser_lines, report.ruleset, config)
     except (RulesetError, OSError) as err:
-        report.failures.append(
-            Failure(f"the {report.profile} rules could not be prepared: {err}", None, "profile")
-        )
+        report.failures.append(Failure(f"the {report.profile} rules could not be prepared: {err}", None, "profile"))
         return
     report.official_messages = [m for _, m in result.messages] + [m for _, m in result.warnings]
     for key, message in result.messages:
@@ -365,8 +365,7 @@ def _run_summary_checks(log: MLLogFile, report: LogReport) -> None:
         reason = "" if report.converged else " and no eval_accuracy reached the target"
         report.failures.append(
             Failure(
-                f"run_stop status is {report.status!r}{reason}; only a run that stops with "
-                "status 'success' counts",
+                f"run_stop status is {report.status!r}{reason}; only a run that stops with status 'success' counts",
                 run_stop.lineno,
                 "run summary",
             )

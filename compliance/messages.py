@@ -75,9 +75,7 @@ _CHECK_ERROR = re.compile(
 )
 _END_ERROR = re.compile(r"^Failed executing CHECK code:\n(?P<test>.*?)\ncurrent context", re.S)
 _END_FAILED = re.compile(r"^failed test: (?P<test>.*?)\ncurrent context", re.S)
-_EXEC_ERROR = re.compile(
-    r"^Failed executing code (?P<action>\w+) code triggered by line :\n(?P<line>.*)", re.S
-)
+_EXEC_ERROR = re.compile(r"^Failed executing code (?P<action>\w+) code triggered by line :\n(?P<line>.*)", re.S)
 _AT_LEAST_ONE_CHECK = re.compile(r"^Failed checks for (?P<key>\S+) : (?P<test>.*)$", re.S)
 _EXACTLY_ONE = re.compile(
     r"^Required EXACTLY_ONE occurrence of '(?P<key>.*?)' but found (?P<n>\d+)"
@@ -140,9 +138,7 @@ def translate(key: str | None, message: str, log: MLLogFile, target: float | Non
     if m:
         return Failure("an end-of-log check could not be evaluated", None, detail=m["test"].strip())
     if message.startswith("Log lines had parsing errors"):
-        return Failure(
-            "some :::MLLOG lines could not be parsed (listed with their lines above)", None, detail=message
-        )
+        return Failure("some :::MLLOG lines could not be parsed (listed with their lines above)", None, detail=message)
     if message.startswith("No log lines detected"):
         return Failure("the file has no :::MLLOG lines", None, detail=message)
     return Failure(message.splitlines()[0] if message else "unexplained failure", None, detail=message)
@@ -155,8 +151,7 @@ def warning_text(message: str, log: MLLogFile) -> tuple[str, str | None, int | N
         return message, None, None
     lines = [e.lineno for e in log.of(m["key"])]
     text = (
-        f"{m['key']} appears {m['n']} times with the same value (lines {_join(lines)}); "
-        "the rules ask for exactly one"
+        f"{m['key']} appears {m['n']} times with the same value (lines {_join(lines)}); the rules ask for exactly one"
     )
     return text, m["key"], (lines[1] if len(lines) > 1 else None)
 
@@ -216,13 +211,11 @@ def _exactly_one(key: str, found: int, values: str | None, log: MLLogFile, messa
 def _end_check(test: str, log: MLLogFile) -> Failure:
     if test == SMOKE_DECAY_CHECK:
         decay, steps, warmup = (
-            log.first(k)
-            for k in ("opt_learning_rate_decay_steps", "max_steps", "opt_learning_rate_warmup_steps")
+            log.first(k) for k in ("opt_learning_rate_decay_steps", "max_steps", "opt_learning_rate_warmup_steps")
         )
         have = ", ".join(f"{e.key} {e.value!r}" for e in (decay, steps, warmup) if e is not None)
         return Failure(
-            f"opt_learning_rate_decay_steps must equal max_steps - opt_learning_rate_warmup_steps "
-            f"(the log has {have})",
+            f"opt_learning_rate_decay_steps must equal max_steps - opt_learning_rate_warmup_steps (the log has {have})",
             decay.lineno if decay else None,
             detail=test,
         )

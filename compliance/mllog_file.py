@@ -137,9 +137,7 @@ def _parse(lineno: int, text: str, is_last_unterminated: bool) -> tuple[Event | 
             why = f"this :::MLLOG line is not valid JSON ({err.msg} at column {err.colno + len(TOKEN)})"
         return None, LineProblem(lineno, why)
     if not isinstance(record, dict):
-        return None, LineProblem(
-            lineno, f"this :::MLLOG line holds a JSON {type(record).__name__}, not an object"
-        )
+        return None, LineProblem(lineno, f"this :::MLLOG line holds a JSON {type(record).__name__}, not an object")
     missing = [name for name in _REQUIRED_FIELDS if name not in record]
     if missing:
         names = ", ".join(f"'{name}'" for name in missing)

@@ -75,8 +75,7 @@ SMOKE_RELAXATIONS: tuple[RelaxedRule, ...] = (
 
 # The smoke profile's end-of-log check that replaces the official decay-steps check.
 SMOKE_DECAY_CHECK = (
-    "s.get('opt_learning_rate_decay_steps') == "
-    "s.get('max_steps', 0) - s.get('opt_learning_rate_warmup_steps', 0)"
+    "s.get('opt_learning_rate_decay_steps') == s.get('max_steps', 0) - s.get('opt_learning_rate_warmup_steps', 0)"
 )
 # The smoke profile's target check; without a logged target_accuracy no eval can pass it.
 SMOKE_TARGET_CHECK = "(v['value'] <= s.get('target_accuracy', 0.0)) and v['value'] > 0.0"
@@ -162,12 +161,8 @@ def _relax_llama31_8b(records: list[dict], source: Path) -> list[dict]:
         del record[field_name]
         return record
 
-    if any("END" in r for r in records) or any(
-        r.get("KEY", {}).get("NAME") == "target_accuracy" for r in records
-    ):
-        raise RulesetError(
-            f"{source}: already has an END block or a target_accuracy rule; review the smoke profile"
-        )
+    if any("END" in r for r in records) or any(r.get("KEY", {}).get("NAME") == "target_accuracy" for r in records):
+        raise RulesetError(f"{source}: already has an END block or a target_accuracy rule; review the smoke profile")
     take("max_sequence_length", "CHECK", "v['value'] == 8192")
     take("eval_samples", "CHECK", "v['value'] == 1024")
     take("max_steps", "CHECK", "v['value'] == 1200000")["POST"] = "s['max_steps'] = v['value']"
@@ -177,9 +172,9 @@ def _relax_llama31_8b(records: list[dict], source: Path) -> list[dict]:
         "v['value'] == 1_200_000 - s['opt_learning_rate_warmup_steps']",
     )
     decay["POST"] = "s['opt_learning_rate_decay_steps'] = v['value']"
-    take("eval_accuracy", "ATLEAST_ONE_CHECK", "(v['value'] <= 3.3) and v['value'] > 0.0")[
-        "ATLEAST_ONE_CHECK"
-    ] = SMOKE_TARGET_CHECK
+    take("eval_accuracy", "ATLEAST_ONE_CHECK", "(v['value'] <= 3.3) and v['value'] > 0.0")["ATLEAST_ONE_CHECK"] = (
+        SMOKE_TARGET_CHECK
+    )
     records.append(
         {
             "KEY": {
@@ -232,9 +227,7 @@ def run_official_checker(parser_lines: list[str], ruleset: str, config: str) -> 
     from `read_mllog`, so unreadable lines are stand-ins) and minus its final logging call (the
     messages are read from the checker object instead).
     """
-    parser = importlib.import_module(
-        f"mlperf_logging.compliance_checker.mlp_parser.ruleset_{ruleset.replace('.', '')}"
-    )
+    parser = importlib.import_module(f"mlperf_logging.compliance_checker.mlp_parser.ruleset_{ruleset.replace('.', '')}")
     checker = mlp_compliance.make_checker(USAGE, ruleset, quiet=False, werror=False)
     result = OfficialResult()
     # The checker keeps a module-level queue of rule files; a run that stopped half-way would

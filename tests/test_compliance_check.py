@@ -201,9 +201,7 @@ def test_passing_8b_run_summary_values(tmp_path):
     assert report.eval_curve[0] == (12_288, 4.6)
     assert report.eval_curve[-1] == (159_744, 3.29)
     assert len(report.eval_curve) == 13
-    assert (
-        report.step_time is not None and report.step_time.median_s == 1.25 and report.step_time.events == 13
-    )
+    assert report.step_time is not None and report.step_time.median_s == 1.25 and report.step_time.events == 13
     assert report.train_loss == pytest.approx(3.34)
     assert report.ruleset == "6.0.0" and report.profile == "closed"
     assert report.relaxed_rules == []
@@ -286,8 +284,7 @@ def test_init_over_30_minutes_fails(tmp_path):
     assert [(f.line, f.rule) for f in report.failures] == [
         (
             line_of(log, "init_stop"),
-            "init_stop must come within the division's init time limit of the first init_start; "
-            "here it took 31.0 min",
+            "init_stop must come within the division's init time limit of the first init_start; here it took 31.0 min",
         )
     ]
 
@@ -341,8 +338,7 @@ def test_smoke_log_fails_closed_on_exactly_the_scale_rules(tmp_path):
         (line_of(log, "eval_samples"), "eval_samples must be 1024 (the log has 64)"),
         (
             line_of(log, "opt_learning_rate_decay_steps"),
-            "opt_learning_rate_decay_steps must equal 1,200,000 - opt_learning_rate_warmup_steps "
-            "(the log has 18)",
+            "opt_learning_rate_decay_steps must equal 1,200,000 - opt_learning_rate_warmup_steps (the log has 18)",
         ),
         (line_of(log, "max_steps"), "max_steps must be 1200000 (the log has 20)"),
         (
@@ -369,10 +365,7 @@ def test_smoke_profile_uses_the_logs_target(tmp_path):
     log = write_run(tmp_path / "smoke.log", smoke_run(overrides={"target_accuracy": 7.0}, status="aborted"))
     report = check_log(log, profile="smoke")
     assert report.target_accuracy == 7.0 and report.converged is False
-    assert (
-        "no eval_accuracy reached the target (<= 7); best was 7.2 at samples_count 64"
-        in report.failures[0].rule
-    )
+    assert "no eval_accuracy reached the target (<= 7); best was 7.2 at samples_count 64" in report.failures[0].rule
     assert report.failures[1].rule.startswith("run_stop status is 'aborted'")
 
 
@@ -449,8 +442,7 @@ def test_non_json_line_and_other_unreadable_lines(tmp_path):
     assert [(f.line, f.rule) for f in report.failures] == [
         (
             6,
-            "this :::MLLOG line is not valid JSON "
-            "(Expecting property name enclosed in double quotes at column 11)",
+            "this :::MLLOG line is not valid JSON (Expecting property name enclosed in double quotes at column 11)",
         ),
         (7, "this :::MLLOG line holds a JSON list, not an object"),
         (8, "this :::MLLOG line lacks the field(s) 'time_ms'"),
@@ -463,9 +455,7 @@ def test_missing_run_stop(tmp_path):
     report = check_log(log)
     assert report.time_to_train_ms is None and report.status is None
     last = len(log.read_text().splitlines())
-    assert [(f.line, f.rule) for f in report.failures] == [
-        (last, "run_stop is missing (required exactly once)")
-    ]
+    assert [(f.line, f.rule) for f in report.failures] == [(last, "run_stop is missing (required exactly once)")]
     assert "time to train: n/a" in report.format()
 
 

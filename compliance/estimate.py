@@ -1,0 +1,253 @@
+"""Project the llama31_8b time to train from a measured throughput and the reference convergence.
+
+    python -m compliance.estimate --tokens-per-sec-per-gpu 14451 --gpus 8 --gbs 16
+    python -m compliance.estimate --from-perf perf.jsonl            # the last JSON line with the keys
+    python -m compliance.estimate --from-perf perf.jsonl --gpus 16  # flags override the file
+
+Samples to converge come from the reference convergence points (RCPs) that mlperf-logging ships
+(`rcp_checker/training_<ruleset>/rcps_llama31_8b.json`, 20 reference runs per batch size): their
+mean, and their min-max range. Time = samples / (tokens per second / sequence length). Only
+training steps are counted: evaluation, which runs inside the timed region, is reported
+separately as a rough figure, and initialization is not part of the time to train at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from compliance.rules import BENCHMARK, DEFAULT_RULESET, RULESETS, USAGE
+
+SEQ_LEN = 8192  # tokens per sample in the benchmark (SPEC)
+EVAL_EVERY_SAMPLES = 12_288  # training samples between evals (SPEC)
+EVAL_SEQUENCES = 1_024  # sequences per eval (SPEC)
+# A forward pass costs about a third of forward + backward, so evaluation is assumed to process
+# tokens three times as fast as training. Only used for the rough evaluation figure.
+EVAL_SPEEDUP = 3.0
+# Accepted names in a --from-perf JSON line, first one preferred.
+_ALIASES = {
+    "tokens_per_sec_per_gpu": ("tokens_per_sec_per_gpu", "tokens_per_s_per_gpu", "tok_per_sec_per_gpu"),
+    "gpus": ("gpus", "num_gpus", "world_size"),
+    "gbs": ("gbs", "global_batch_size"),
+    "seq_len": ("seq_len", "seq_length", "max_sequence_length"),
+}
+
+
+class EstimateError(Exception):
+    """Input that cannot give an estimate; the message says why."""
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Samples to converge for one global batch size, from the RCP file."""
+
+    gbs: int
+    mean: float
+    low: float
+    high: float
+    runs: int
+    source: str  # the RCP file
+    interpolated_between: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A projected time to train and what it leaves out."""
+
+    tokens_per_sec_per_gpu: float
+    gpus: int
+    gbs: int
+    seq_len: int
+    convergence: Convergence
+
+    @property
+    def samples_per_sec(self) -> float:
+        return self.tokens_per_sec_per_gpu * self.gpus / self.seq_len
+
+    def minutes(self, samples: float) -> float:
+        return samples / self.samples_per_sec / 60
+
+    @property
+    def evals(self) -> int:
+        return math.ceil(self.convergence.mean / EVAL_EVERY_SAMPLES)
+
+    @property
+    def eval_minutes(self) -> float:
+        eval_tokens = self.evals * EVAL_SEQUENCES * self.seq_len
+        return eval_tokens / (self.tokens_per_sec_per_gpu * self.gpus * EVAL_SPEEDUP) / 60
+
+    def format(self) -> str:
+        c = self.convergence
+        total_tps = self.tokens_per_sec_per_gpu * self.gpus
+        mean_min, low_min, high_min = self.minutes(c.mean), self.minutes(c.low), self.minutes(c.high)
+        origin = f"mean of {c.runs} reference runs"
+        if c.interpolated_between:
+            low_bs, high_bs = c.interpolated_between
+            origin = f"no RCP for GBS {c.gbs}: interpolated linearly between GBS {low_bs} and {high_bs}"
+        lines = [
+            f"{BENCHMARK} projected time to train (GBS {self.gbs}, {self.gpus} GPUs)",
+            f"  throughput:          {self.tokens_per_sec_per_gpu:,.0f} tokens/s/GPU x {self.gpus} GPUs = "
+            f"{total_tps:,.0f} tokens/s = {self.samples_per_sec:,.3f} samples/s of {self.seq_len:,} tokens",
+            f"  samples to converge: {c.mean:,.0f} ({origin}); range {c.low:,.0f} to {c.high:,.0f}",
+            f"                       from {c.source}",
+            f"  steps at GBS {self.gbs}:     {c.mean / self.gbs:,.0f} (range {c.low / self.gbs:,.0f} to "
+            f"{c.high / self.gbs:,.0f})",
+            f"  time to train:       {mean_min:,.1f} min = {mean_min / 60:.2f} h "
+            f"(range {low_min:,.1f} to {high_min:,.1f} min), training steps only",
+            "  not counted:",
+            f"    - evaluation, which runs inside the timed region: about {self.evals} evals of "
+            f"{EVAL_SEQUENCES:,} sequences (one every {EVAL_EVERY_SAMPLES:,} samples), roughly "
+            f"+{self.eval_minutes:,.1f} min if evaluation processes tokens {EVAL_SPEEDUP:g}x as fast as training "
+            "(forward only)",
+            "    - start-up inside the timed region (first-step compilation, data loader warm-up), checkpoints",
+            "    - initialization before run_start (not part of the time to train; closed limit 30 min)",
+        ]
+        if self.seq_len != SEQ_LEN:
+            lines.append(f"  note: the RCPs were measured at sequence length {SEQ_LEN:,}, not {self.seq_len:,}")
+        return "\n".join(lines)
+
+
+def rcp_file(ruleset: str = DEFAULT_RULESET) -> Path:
+    """The llama31_8b RCP file that mlperf-logging ships for `ruleset`."""
+    from mlperf_logging.rcp_checker import rcp_checker
+
+    path = Path(rcp_checker.__file__).parent / f"{USAGE}_{ruleset}" / f"rcps_{BENCHMARK}.json"
+    if not path.is_file():
+        raise EstimateError(f"the installed mlperf-logging has no {BENCHMARK} RCP file for {ruleset} ({path})")
+    return path
+
+
+def convergence(gbs: int, ruleset: str = DEFAULT_RULESET) -> Convergence:
+    """Samples to converge at `gbs`: from the RCP record, or interpolated between two records."""
+    path = rcp_file(ruleset)
+    records = {}
+    for record in json.loads(path.read_text()).values():
+        if record.get("Benchmark") == BENCHMARK:
+            samples = record["Epochs to converge"]  # samples for llama31_8b, as the RCP checker reads them
+            records[int(record["BS"])] = (sum(samples) / len(samples), min(samples), max(samples), len(samples))
+    source = f"mlperf-logging {path.parent.name}/{path.name}"
+    if gbs in records:
+        mean, low, high, runs = records[gbs]
+        return Convergence(gbs, mean, low, high, runs, source)
+    below = [bs for bs in records if bs < gbs]
+    above = [bs for bs in records if bs > gbs]
+    if not below or not above:
+        known = ", ".join(str(bs) for bs in sorted(records))
+        raise EstimateError(
+            f"no RCP covers global batch size {gbs}: the RCPs are for {known}, and outside that range "
+            "there is nothing to interpolate between"
+        )
+    low_bs, high_bs = max(below), min(above)
+    weight = (gbs - low_bs) / (high_bs - low_bs)
+    mixed = [a + (b - a) * weight for a, b in zip(records[low_bs][:3], records[high_bs][:3], strict=True)]
+    runs = min(records[low_bs][3], records[high_bs][3])
+    return Convergence(gbs, *mixed, runs, source, interpolated_between=(low_bs, high_bs))
+
+
+def estimate(
+    tokens_per_sec_per_gpu: float, gpus: int, gbs: int, seq_len: int = SEQ_LEN, ruleset: str = DEFAULT_RULESET
+) -> Estimate:
+    """Projected time to train; raises EstimateError on values that cannot give one."""
+    if not tokens_per_sec_per_gpu > 0:
+        raise EstimateError(f"tokens per second per GPU must be positive, got {tokens_per_sec_per_gpu}")
+    for name, value in (("gpus", gpus), ("gbs", gbs), ("seq_len", seq_len)):
+        if int(value) != value or value <= 0:
+            raise EstimateError(f"{name} must be a positive integer, got {value}")
+    return Estimate(float(tokens_per_sec_per_gpu), int(gpus), int(gbs), int(seq_len), convergence(int(gbs), ruleset))
+
+
+def read_perf(path: Path) -> dict[str, float]:
+    """The measurement keys of the last JSON line in `path` that carries tokens_per_sec_per_gpu."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise EstimateError(f"{path}: cannot read ({err.strerror or err})") from err
+    for lineno, line in reversed(list(enumerate(text.splitlines(), start=1))):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        found = {}
+        for key, names in _ALIASES.items():
+            for name in names:
+                if name in record:
+                    value = record[name]
+                    if not isinstance(value, int | float) or isinstance(value, bool):
+                        raise EstimateError(f"{path} line {lineno}: '{name}' is not a number: {value!r}")
+                    found[key] = value
+                    break
+        if "tokens_per_sec_per_gpu" in found:
+            return found
+    raise EstimateError(f"{path}: no JSON line with tokens_per_sec_per_gpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m compliance.estimate",
+        description=(
+            f"Project the {BENCHMARK} time to train from a throughput: the reference convergence points' "
+            "samples to converge for the global batch size (mean and min-max range), divided by the samples "
+            "per second. Evaluation overhead is not in the projection; the output states it separately."
+        ),
+    )
+    parser.add_argument(
+        "--tokens-per-sec-per-gpu", type=float, metavar="X", help="measured training throughput per GPU (tokens/s)"
+    )
+    parser.add_argument("--gpus", type=int, metavar="N", help="number of GPUs")
+    parser.add_argument(
+        "--gbs", type=int, metavar="B", help="global batch size in sequences (RCPs: 16, 32, 64, 96, 128)"
+    )
+    parser.add_argument("--seq-len", type=int, metavar="L", help=f"tokens per sequence (default {SEQ_LEN})")
+    parser.add_argument(
+        "--from-perf",
+        type=Path,
+        metavar="FILE",
+        help="read the values from the last JSON line in FILE with tokens_per_sec_per_gpu "
+        "(also gpus, gbs, seq_len); flags given as well override it",
+    )
+    parser.add_argument(
+        "--ruleset", choices=RULESETS, default=DEFAULT_RULESET, help="which RCP file to use (default %(default)s)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: `python -m compliance.estimate --tokens-per-sec-per-gpu X --gpus N --gbs B`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values: dict[str, float] = {}
+    try:
+        if args.from_perf is not None:
+            values.update(read_perf(args.from_perf))
+        for key in ("tokens_per_sec_per_gpu", "gpus", "gbs", "seq_len"):
+            if getattr(args, key) is not None:
+                values[key] = getattr(args, key)
+        missing = [k for k in ("tokens_per_sec_per_gpu", "gpus", "gbs") if k not in values]
+        if missing:
+            flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+            parser.error(f"missing {flags} (give them as flags or in the --from-perf file)")
+        result = estimate(
+            values["tokens_per_sec_per_gpu"],
+            values["gpus"],
+            values["gbs"],
+            values.get("seq_len", SEQ_LEN),
+            args.ruleset,
+        )
+    except EstimateError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
