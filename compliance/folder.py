@@ -3,10 +3,12 @@
 Run as `python -m compliance.check FOLDER` (see `compliance.check`). A folder is either
 
 * a submission's `results/<system>/llama31_8b/` holding `result_*.txt`, or
-* a launcher's job folder where each run is `<run>/` holding an MLPerf log (`*.log`).
+* a launcher's job folder where each run is `<run>/` holding an MLPerf log (`*.log`), or a flat
+  folder of `*.log` files, one per run.
 
 Files named `result_*.txt` or `*.log`, in the folder or one level below it, that contain
-`:::MLLOG` lines are taken as runs. The official RCP checker only reads `result_*.txt` in the
+`:::MLLOG` lines are taken as runs; where run folders exist, a `*.log` directly in the folder is
+taken as a job-level log and skipped (with a note). The official RCP checker only reads `result_*.txt` in the
 folder it is given, so the logs are staged there as symlinks in a temporary folder instead of
 asking users to rename anything. The score is the official result summarizer's olympic average
 of the times to train (minutes), and the report (markdown and two PNG plots) is written next
@@ -162,6 +164,12 @@ def _discover(folder: Path, report: FolderReport) -> list[Path]:
         for path in sorted(folder.glob(pattern)):
             if path.is_file() and path not in found and _has_mllog_lines(path):
                 found.append(path)
+    # Beside run folders, a top-level *.log is a job-level log (say, a scheduler's output that echoes
+    # every run's lines), not a run of its own.
+    if any(path.parent != folder for path in found):
+        for path in [p for p in found if p.parent == folder and p.suffix == ".log"]:
+            found.remove(path)
+            report.notes.append(f"{path.name}: a *.log beside run folders is taken as a job-level log; not a run")
     # The same log may be written twice (a log file and a captured stdout); count it once.
     unique: list[Path] = []
     seen: dict[str, Path] = {}

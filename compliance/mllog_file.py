@@ -134,7 +134,7 @@ def _parse(lineno: int, text: str, is_last_unterminated: bool) -> tuple[Event | 
         elif err.pos >= len(body.rstrip()):
             why = "this :::MLLOG line's JSON ends early (truncated line)"
         else:
-            why = f"this :::MLLOG line is not valid JSON ({err.msg} at column {err.colno + len(TOKEN)})"
+            why = f"this :::MLLOG line is not valid JSON ({err.msg}, at character {err.pos + 1} of the JSON)"
         return None, LineProblem(lineno, why)
     if not isinstance(record, dict):
         return None, LineProblem(lineno, f"this :::MLLOG line holds a JSON {type(record).__name__}, not an object")

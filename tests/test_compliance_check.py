@@ -442,7 +442,8 @@ def test_non_json_line_and_other_unreadable_lines(tmp_path):
     assert [(f.line, f.rule) for f in report.failures] == [
         (
             6,
-            "this :::MLLOG line is not valid JSON (Expecting property name enclosed in double quotes at column 11)",
+            "this :::MLLOG line is not valid JSON (Expecting property name enclosed in double quotes, at character 2 "
+            "of the JSON)",
         ),
         (7, "this :::MLLOG line holds a JSON list, not an object"),
         (8, "this :::MLLOG line lacks the field(s) 'time_ms'"),

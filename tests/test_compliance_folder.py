@@ -160,6 +160,11 @@ def test_duplicate_log_is_counted_once_and_two_logs_in_a_run_folder_fail(tmp_pat
     assert len(report.runs) == 3
     assert "run_00/stdout.log: same :::MLLOG lines as run_00/mllog.log; counted once" in report.notes
     assert report.passed
+    # A job-level log beside the run folders echoes every run: not a run itself.
+    (folder / "job.log").write_text("".join(p.read_text() for p in sorted(folder.glob("run_*/mllog.log"))))
+    report = check_folder(folder, report_dir=None)
+    assert len(report.runs) == 3 and report.passed
+    assert "job.log: a *.log beside run folders is taken as a job-level log; not a run" in report.notes
     write_run(folder / "run_01" / "retry.log", Run(seed=9))
     report = check_folder(folder, report_dir=None)
     assert not report.passed
@@ -184,6 +189,15 @@ def test_bad_logs_in_a_folder_are_reported_by_file_and_line(tmp_path, capsys):
     assert "run_02/mllog.log: FAILED" in out and "run_stop is missing (required exactly once)" in out
     assert "Traceback" not in out
     assert (folder / REPORT_NAME).is_file()
+
+
+def test_flat_folder_of_logs(tmp_path):
+    for index, minutes in enumerate(MINUTES[:4]):
+        write_run(tmp_path / f"mlperf_llama31_8b_seed{index}.log", timed_run(minutes, seed=index))
+    report = check_folder(tmp_path, report_dir=None)
+    assert [report.name(r) for r in report.runs] == [f"mlperf_llama31_8b_seed{i}.log" for i in range(4)]
+    assert report.score_min == (230 + 228) / 2  # 230, 221, 245, 228 without 221 and 245
+    assert report.passed
 
 
 def test_empty_folder_and_unwritable_report_dir(tmp_path, capsys):
