@@ -1,20 +1,406 @@
 #!/usr/bin/env bash
-# Runs the llama31_8b benchmark and checks its MLPerf log.
+# Runs the llama31_8b benchmark: NEXP runs with distinct seeds, each of NPAR consecutive jobs, here
+# (MODE=local) or through Slurm (MODE=slurm), all through one Python entry, `python -m benchmark.train`.
 #
 #   bash run_llama31.sh                  the embedded default: builds a small C4-format dataset and
-#                                        tokenizer offline, trains the smoke preset on CPU to its target
+#                                        tokenizer offline, trains the smoke preset here to its target
 #   source config.sh && bash run_llama31.sh
-#                                        the configured run (PRESET, data paths, GBS, ...)
-#   bash run_llama31.sh --help           every knob of the training entry point
+#                                        the configured runs (config.sh: Slurm, 8B preset, paths, ...)
+#   bash run_llama31.sh --dry-run        print what would run or be submitted, then stop
+#   bash run_llama31.sh --help           this text, then every knob of the training entry point
 #
-# Outside the NGC container a virtual environment .venv is created and reused (dev/venv.sh).
-# Extra arguments are passed to `python -m benchmark.train`.
+# Other arguments are passed to `python -m benchmark.train` of every run; `--print-config` alone
+# just prints the resolved training configuration. Without config.sh: MODE=local, GPUS_PER_NODE=0
+# (one process, CPU or one GPU), NEXP=1, NPAR=1, JOB_DIR=results/<date-time>; config.sh lists every knob.
+#
+# Each run writes JOB_DIR/run<NN>_seed<SEED>/: its MLPerf log (mlperf.log, or mlperf_part<k>.log for
+# NPAR > 1), the output of each job, and (CHECKPOINT_DIR empty) its checkpoints/. JOB_DIR/seeds.txt
+# records every run's seed and whether it was given (SEEDS) or generated; JOB_DIR/jobs.txt the Slurm
+# job ids. `compliance/check.sh JOB_DIR` checks all runs once they are done.
+#
+# MODE=local runs the runs one after another: `python` when GPUS_PER_NODE is 0, else `torchrun` with
+# GPUS_PER_NODE processes; a failed job is retried up to MAX_RETRIES times, and a failed part ends its run.
+# MODE=slurm submits one sbatch job per part (dev/slurm/llama31.sbatch), chained with
+# --dependency=afterok, each srun'ing one task per GPU; with IMAGE set the tasks run in that image
+# through pyxis, otherwise in this checkout's environment (.venv, on a file system the nodes share).
+# A failed job requeues itself up to MAX_RETRIES times. Outside the container, .venv is created and
+# reused (dev/venv.sh).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
-# shellcheck source=dev/venv.sh
-source dev/venv.sh
+
+caller_dir="$PWD"
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "${repo_root}"
+# The repository's place inside the image (the Dockerfile's WORKDIR), for pyxis --container-workdir.
+readonly CONTAINER_REPO=/workspace/llama31
+
+usage() {
+    sed -n '2,/^set -euo pipefail$/{/^set /d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+log() { printf '[llama31] %s\n' "$*"; }
+
+# --- Arguments -------------------------------------------------------------------------------
+dry_run=0
+want_help=0
+query=0
+train_args=()
+for arg in "$@"; do
+    case "${arg}" in
+        --dry-run) dry_run=1 ;;
+        -h | --help) want_help=1 ;;
+        --print-config) query=1; train_args+=("${arg}") ;;
+        *) train_args+=("${arg}") ;;
+    esac
+done
 
 # Quieten the notices Megatron-Core prints when TransformerEngine/Apex are absent (expected on CPU).
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning}"
 
-exec "${PYTHON}" -m benchmark.train "$@"
+if ((want_help)); then
+    usage
+    echo
+    # shellcheck source=dev/venv.sh
+    source dev/venv.sh
+    exec "${PYTHON}" -m benchmark.train --help
+fi
+if ((query && !dry_run)); then
+    # A question about the configuration, not a run: no folders, no seeds, no jobs.
+    # shellcheck source=dev/venv.sh
+    source dev/venv.sh
+    exec "${PYTHON}" -m benchmark.train "${train_args[@]}"
+fi
+
+# --- Knobs: the unconfigured defaults (config.sh sets its own for a cluster) ------------------
+MODE="${MODE:-local}"
+GPUS_PER_NODE="${GPUS_PER_NODE:-0}"
+NNODES="${NNODES:-1}"
+NEXP="${NEXP:-1}"
+NPAR="${NPAR:-1}"
+MAX_RETRIES="${MAX_RETRIES:-0}"
+SAVE_CKPT="${SAVE_CKPT:-0}"
+USE_CKPT="${USE_CKPT:-0}"
+FROM_HF="${FROM_HF:-0}"
+SEEDS="${SEEDS:-}"
+TIME="${TIME:-}"
+ACCOUNT="${ACCOUNT:-}"
+PARTITION="${PARTITION:-}"
+IMAGE="${IMAGE:-}"
+PRESET="${PRESET:-}"
+
+# Paths are made absolute against the caller's folder: jobs run elsewhere.
+absolute() {
+    local path="$1"
+    if [[ -z "${path}" || "${path}" == /* ]]; then
+        printf '%s' "${path}"
+    else
+        printf '%s/%s' "${caller_dir}" "${path#./}"
+    fi
+}
+JOB_DIR="$(absolute "${JOB_DIR:-${repo_root}/results/$(date +%Y%m%d-%H%M%S)}")"
+for name in PREPROCESSED_PATH TOKENIZER_PATH CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT; do
+    if [[ -n "${!name:-}" ]]; then
+        value="$(absolute "${!name}")"
+        printf -v "${name}" '%s' "${value}"
+        export "${name?}"
+    fi
+done
+export JOB_DIR
+
+# --- Validation: every problem of the chosen mode, reported together -------------------------
+problems=()
+is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+is_flag() { [[ "$1" == 0 || "$1" == 1 ]]; }
+
+case "${MODE}" in
+    local | slurm) ;;
+    *) problems+=("MODE=${MODE} must be local or slurm") ;;
+esac
+for name in GPUS_PER_NODE MAX_RETRIES; do
+    is_uint "${!name}" || problems+=("${name}=${!name} must be a whole number (0 or more)")
+done
+for name in NNODES NEXP NPAR; do
+    if ! is_uint "${!name}" || ((10#${!name} < 1)); then
+        problems+=("${name}=${!name} must be a whole number, 1 or more")
+    fi
+done
+for name in SAVE_CKPT USE_CKPT FROM_HF; do
+    is_flag "${!name}" || problems+=("${name}=${!name} must be 0 or 1")
+done
+
+# Seeds: the given ones (SEEDS), else SEED for a single run, else generated; distinct in any case.
+seeds=()
+seed_source=generated
+if [[ -n "${SEEDS}" ]]; then
+    seed_source=given
+    read -r -a seeds <<<"${SEEDS}"
+    for s in "${seeds[@]}"; do
+        is_uint "${s}" || problems+=("SEEDS has '${s}', which is not a whole number")
+    done
+    if [[ -n "$(printf '%s\n' "${seeds[@]}" | sort | uniq -d)" ]]; then
+        problems+=("SEEDS='${SEEDS}' repeats a seed: each run needs its own")
+    fi
+    if is_uint "${NEXP}" && ((${#seeds[@]} < 10#${NEXP})); then
+        problems+=("SEEDS has ${#seeds[@]} seed(s) for NEXP=${NEXP} runs: give one per run, or leave SEEDS empty to generate them")
+    fi
+elif [[ -n "${SEED:-}" && "${NEXP}" == 1 ]]; then
+    seed_source=given
+    seeds=("${SEED}")
+    is_uint "${SEED}" || problems+=("SEED=${SEED} must be a whole number")
+fi
+
+if [[ -n "${PRESET}" && "${PRESET}" != smoke ]]; then
+    for name in PREPROCESSED_PATH TOKENIZER_PATH; do
+        if [[ -z "${!name:-}" ]]; then
+            problems+=("${name} is not set: PRESET=${PRESET} needs it (config.sh, Paths)")
+        elif [[ ! -d "${!name}" ]]; then
+            problems+=("${name}=${!name} is not a folder")
+        fi
+    done
+fi
+if [[ "${USE_CKPT}" == 1 || "${FROM_HF}" == 1 ]]; then
+    if [[ -z "${MODEL_CKPT:-}" ]]; then
+        problems+=("MODEL_CKPT is not set: USE_CKPT=1 or FROM_HF=1 starts from it")
+    elif [[ ! -e "${MODEL_CKPT}" ]]; then
+        problems+=("MODEL_CKPT=${MODEL_CKPT} does not exist")
+    fi
+fi
+if [[ "${NPAR}" != 1 && "${SAVE_CKPT}" != 1 ]]; then
+    problems+=("NPAR=${NPAR} chains jobs that resume from the run's checkpoint: set SAVE_CKPT=1")
+fi
+if [[ "${MODE}" == local && "${NNODES}" != 1 ]]; then
+    problems+=("NNODES=${NNODES}: MODE=local runs on this machine only; use MODE=slurm for several nodes")
+fi
+if [[ "${GPUS_PER_NODE}" == 0 && "${NNODES}" != 1 ]]; then
+    problems+=("NNODES=${NNODES} with GPUS_PER_NODE=0: a CPU run is one process on one node")
+fi
+if [[ "${MODE}" == slurm && -n "${IMAGE}" ]]; then
+    # pyxis separates mounts with ',' and source from target with ':'.
+    for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT; do
+        if [[ "${!name:-}" == *[,:]* ]]; then
+            problems+=("${name}=${!name} contains ',' or ':', which a pyxis --container-mounts entry cannot hold")
+        fi
+    done
+fi
+if [[ "${MODE}" == slurm ]] && ((!dry_run)) && ! command -v sbatch >/dev/null; then
+    problems+=("sbatch is not on PATH: MODE=slurm submits from a Slurm login node (or set MODE=local)")
+fi
+if ((${#problems[@]})); then
+    echo "error: the configuration cannot run (nothing was started or submitted):" >&2
+    printf '  - %s\n' "${problems[@]}" >&2
+    exit 2
+fi
+
+# Generated seeds: 31-bit, distinct, drawn from the kernel's random source.
+while ((${#seeds[@]} < 10#${NEXP})); do
+    s="$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')"
+    s=$((s % 2147483647 + 1))
+    if [[ " ${seeds[*]} " != *" ${s} "* ]]; then
+        seeds+=("${s}")
+    fi
+done
+seeds=("${seeds[@]:0:10#${NEXP}}")
+
+# --- What each job runs ----------------------------------------------------------------------
+n_runs=$((10#${NEXP}))
+n_parts=$((10#${NPAR}))
+procs_per_node=$((10#${GPUS_PER_NODE} > 0 ? 10#${GPUS_PER_NODE} : 1))
+world_size=$((procs_per_node * 10#${NNODES}))
+in_image=0
+[[ "${MODE}" == slurm && -n "${IMAGE}" ]] && in_image=1
+
+# The interpreter: the image's python in a container, else this checkout's .venv (dev/venv.sh). A dry
+# run names the .venv interpreter without creating it.
+if ((in_image)); then
+    job_python=python
+elif ((dry_run)); then
+    if [[ -n "${LLAMA31_CONTAINER:-}" ]]; then
+        job_python="${PYTHON:-python}"
+    else
+        job_python="${LLAMA31_VENV:-${repo_root}/.venv}/bin/python"
+    fi
+else
+    # shellcheck source=dev/venv.sh
+    source dev/venv.sh
+    job_python="${PYTHON}"
+fi
+
+run_name() { printf 'run%02d_seed%s' "$(($1 + 1))" "${seeds[$1]}"; }
+log_file() { # run dir, part (1-based)
+    if ((n_parts == 1)); then printf '%s/mlperf.log' "$1"; else printf '%s/mlperf_part%d.log' "$1" "$2"; fi
+}
+ckpt_dir() { # run name
+    if [[ -n "${CHECKPOINT_DIR:-}" ]]; then printf '%s/%s' "${CHECKPOINT_DIR}" "$1"; else printf '%s/%s/checkpoints' "${JOB_DIR}" "$1"; fi
+}
+# The one Python entry, as a job runs it.
+train_cmd() { # log file
+    if ((MODE_IS_TORCHRUN)); then
+        printf '%s\0' "${job_python}" -m torch.distributed.run --standalone --nnodes=1 \
+            "--nproc-per-node=${procs_per_node}" -m benchmark.train --log-file "$1" "${train_args[@]}"
+    else
+        printf '%s\0' "${job_python}" -m benchmark.train --log-file "$1" "${train_args[@]}"
+    fi
+}
+MODE_IS_TORCHRUN=0
+[[ "${MODE}" == local && "${GPUS_PER_NODE}" != 0 ]] && MODE_IS_TORCHRUN=1
+
+# Knob names, in config.sh's order: the environment every job gets, shown by --dry-run.
+mapfile -t knob_names < <(sed -n 's/^export \([A-Z][A-Z0-9_]*\)=.*/\1/p' config.sh)
+quoted() { local out="" a; for a in "$@"; do out+="${out:+ }$(printf '%q' "${a}")"; done; printf '%s' "${out}"; }
+
+# Existing logs are never overwritten: a run folder is new, or this launch stops here.
+for ((i = 0; i < n_runs; i++)); do
+    for ((k = 1; k <= n_parts; k++)); do
+        f="$(log_file "${JOB_DIR}/$(run_name "${i}")" "${k}")"
+        if [[ -e "${f}" ]]; then
+            echo "error: ${f} exists; choose a new JOB_DIR or other SEEDS (nothing was started or submitted)" >&2
+            exit 2
+        fi
+    done
+done
+
+# The training configuration, resolved by the entry point itself with the first run's environment and
+# the jobs' world size: a bad value is reported here, before anything runs or is submitted.
+resolved_config() {
+    SEED="${seeds[0]}" RESULT_DIR="${JOB_DIR}/$(run_name 0)" CHECKPOINT_DIR="$(ckpt_dir "$(run_name 0)")" \
+        WORLD_SIZE="${world_size}" "${job_python}" -m benchmark.train --print-config "${train_args[@]}"
+}
+
+if ((dry_run)); then
+    echo "# dry run: MODE=${MODE}: NEXP=${NEXP} run(s) x NPAR=${NPAR} job(s), NNODES=${NNODES} x GPUS_PER_NODE=${GPUS_PER_NODE} (${world_size} process(es)), MAX_RETRIES=${MAX_RETRIES}, JOB_DIR=${JOB_DIR}"
+    for ((i = 0; i < n_runs; i++)); do
+        echo "# $(run_name "${i}"): seed ${seeds[$i]} (${seed_source})"
+    done
+    echo "# environment of every job (the config.sh knobs exported here):"
+    for name in "${knob_names[@]}"; do
+        if [[ -n "${!name:-}" && "$(declare -p "${name}")" == "declare -"*x* ]]; then
+            echo "export ${name}=$(printf '%q' "${!name}")"
+        fi
+    done
+    if ((in_image)); then
+        echo "# training configuration: resolved inside IMAGE when the job starts (not on this machine)"
+    elif [[ -x "${job_python}" ]] || command -v "${job_python}" >/dev/null; then
+        echo "# training configuration of $(run_name 0), as resolved by python -m benchmark.train --print-config:"
+        resolved_config
+    else
+        echo "# training configuration: not resolved (${job_python} does not exist yet)"
+    fi
+elif [[ "${MODE}" == slurm ]] && ((!in_image)); then
+    if ! resolved_config >/dev/null; then
+        echo "error: the training configuration is invalid (above); nothing was submitted" >&2
+        exit 2
+    fi
+fi
+
+# --- MODE=local --------------------------------------------------------------------------------
+if [[ "${MODE}" == local ]]; then
+    ((dry_run)) || mkdir -p "${JOB_DIR}"
+    failed=0
+    summary=()
+    for ((i = 0; i < n_runs; i++)); do
+        run="$(run_name "${i}")"
+        run_dir="${JOB_DIR}/${run}"
+        if ((!dry_run)); then
+            mkdir -p "${run_dir}"
+            printf '%s %s %s\n' "${run}" "${seeds[$i]}" "${seed_source}" >>"${JOB_DIR}/seeds.txt"
+            log "${run}: seed ${seeds[$i]} (${seed_source}), results in ${run_dir}"
+        fi
+        status=success
+        for ((k = 1; k <= n_parts; k++)); do
+            mapfile -d '' -t cmd < <(train_cmd "$(log_file "${run_dir}" "${k}")")
+            env_vars=(SEED="${seeds[$i]}" RESULT_DIR="${run_dir}" CHECKPOINT_DIR="$(ckpt_dir "${run}")")
+            if ((dry_run)); then
+                echo "$(quoted env "${env_vars[@]}" "${cmd[@]}") 2>&1 | tee -a $(printf '%q' "${run_dir}/output_part${k}.txt")"
+                continue
+            fi
+            rc=1
+            for ((attempt = 0; attempt <= 10#${MAX_RETRIES}; attempt++)); do
+                ((attempt == 0)) || log "${run} part ${k}: retry ${attempt} of ${MAX_RETRIES}"
+                rc=0
+                env "${env_vars[@]}" "${cmd[@]}" 2>&1 | tee -a "${run_dir}/output_part${k}.txt" || rc=$?
+                ((rc == 0)) && break
+            done
+            if ((rc != 0)); then
+                status="failed in part ${k} of ${n_parts} (exit ${rc})"
+                failed=$((failed + 1))
+                break
+            fi
+        done
+        summary+=("${run}: ${status}")
+    done
+    ((dry_run)) && exit 0
+    log "done: ${n_runs} run(s) in ${JOB_DIR}"
+    printf '  %s\n' "${summary[@]}"
+    log "check them all: compliance/check.sh ${JOB_DIR}"
+    exit $((failed > 0))
+fi
+
+# --- MODE=slurm --------------------------------------------------------------------------------
+sbatch_common=(--nodes="${NNODES}" --ntasks-per-node="${procs_per_node}" --open-mode=append --chdir="${repo_root}")
+[[ -n "${ACCOUNT}" ]] && sbatch_common+=(--account="${ACCOUNT}")
+[[ -n "${PARTITION}" ]] && sbatch_common+=(--partition="${PARTITION}")
+[[ -n "${TIME}" ]] && sbatch_common+=(--time="${TIME}")
+if ((10#${GPUS_PER_NODE} > 0)); then
+    sbatch_common+=(--gpus-per-node="${GPUS_PER_NODE}" --exclusive)
+fi
+if ((10#${MAX_RETRIES} > 0)); then sbatch_common+=(--requeue); else sbatch_common+=(--no-requeue); fi
+
+# srun's options, passed to the batch script: one task per GPU; the image and its mounts with pyxis.
+srun_opts=(--nodes="${NNODES}" --ntasks-per-node="${procs_per_node}")
+if ((in_image)); then
+    mounts=()
+    for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT; do
+        if [[ -n "${!name:-}" ]]; then mounts+=("${!name}:${!name}"); fi
+    done
+    mount_list="$(IFS=,; printf '%s' "${mounts[*]}")"
+    srun_opts+=(--container-image="${IMAGE}" --container-mounts="${mount_list}" --container-workdir="${CONTAINER_REPO}")
+fi
+
+submitted=()
+cancel_submitted() {
+    if ((${#submitted[@]})); then
+        scancel "${submitted[@]}" 2>/dev/null || true
+        echo "  the ${#submitted[@]} job(s) this launch had submitted were cancelled: ${submitted[*]}" >&2
+    fi
+}
+err_file="$(mktemp)"
+trap 'rm -f "${err_file}"' EXIT
+
+((dry_run)) || mkdir -p "${JOB_DIR}"
+for ((i = 0; i < n_runs; i++)); do
+    run="$(run_name "${i}")"
+    run_dir="${JOB_DIR}/${run}"
+    if ((!dry_run)); then
+        mkdir -p "${run_dir}"
+        printf '%s %s %s\n' "${run}" "${seeds[$i]}" "${seed_source}" >>"${JOB_DIR}/seeds.txt"
+    fi
+    previous=""
+    for ((k = 1; k <= n_parts; k++)); do
+        log_path="$(log_file "${run_dir}" "${k}")"
+        mapfile -d '' -t cmd < <(train_cmd "${log_path}")
+        env_vars=(SEED="${seeds[$i]}" RESULT_DIR="${run_dir}" CHECKPOINT_DIR="$(ckpt_dir "${run}")" LLAMA31_MLPERF_LOG="${log_path}")
+        sbatch_args=("${sbatch_common[@]}" --job-name="llama31_${run}_p${k}" --output="${run_dir}/slurm-%j.out" --parsable)
+        if ((k > 1)); then
+            sbatch_args+=(--dependency="afterok:${previous:-<job id of ${run} part $((k - 1))>}" --kill-on-invalid-dep=yes)
+        fi
+        submit=(env "${env_vars[@]}" sbatch "${sbatch_args[@]}" dev/slurm/llama31.sbatch "${srun_opts[@]}" -- "${cmd[@]}")
+        if ((dry_run)); then
+            quoted "${submit[@]}"
+            echo
+            continue
+        fi
+        if ! out="$("${submit[@]}" 2>"${err_file}")" || [[ ! "${out%%;*}" =~ ^[0-9]+$ ]]; then
+            echo "error: sbatch could not submit ${run} part ${k} of ${n_parts}: $(tr '\n' ' ' <"${err_file}")${out}" >&2
+            echo "  check ACCOUNT='${ACCOUNT}', PARTITION='${PARTITION}', TIME='${TIME}', NNODES=${NNODES}, GPUS_PER_NODE=${GPUS_PER_NODE} against the cluster (sinfo, sacctmgr show assoc user=\$USER)" >&2
+            cancel_submitted
+            exit 1
+        fi
+        previous="${out%%;*}"
+        submitted+=("${previous}")
+        printf '%s %s %s\n' "${run}" "${k}" "${previous}" >>"${JOB_DIR}/jobs.txt"
+        log "${run} (seed ${seeds[$i]}, ${seed_source}) part ${k}/${n_parts}: job ${previous}, log ${log_path}"
+    done
+done
+((dry_run)) && exit 0
+log "submitted ${#submitted[@]} job(s); results in ${JOB_DIR}"
+log "watch: squeue -j $(IFS=,; printf '%s' "${submitted[*]}")    cancel: scancel ${submitted[*]}"
+log "check them all when done: compliance/check.sh ${JOB_DIR}"

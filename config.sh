@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# Every knob of a llama31_8b run, once: its default and what it does.
+#
+#   source config.sh && bash run_llama31.sh            submit the configured runs (Slurm by default)
+#   source config.sh && bash run_llama31.sh --dry-run  print what would be submitted, submit nothing
+#
+# Edit the defaults below, or set a variable before sourcing: each line keeps a value already in the
+# environment (NAME="${NAME:-default}"), so `GBS=32 source config.sh` works too. Nothing here is a
+# placeholder: an empty value means "the default described in its comment", and whatever the chosen
+# mode still needs (data paths for the 8B preset, MODEL_CKPT for USE_CKPT=1, ...) is reported by
+# run_llama31.sh, all names together, before anything runs or is submitted.
+# Submission happens from the cluster's login node; there is no SSH tunnel to set up.
+#
+# Knobs marked "(preset)" are empty by default, and empty means the training entry's default for the preset
+# (`python -m benchmark.train --preset llama31_8b --print-config` shows them); setting GBS alone
+# also picks that batch size's reference learning rate and warmup (docs: SPEC's RCP table).
+
+_llama31_root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# --- Launcher --------------------------------------------------------------------------------
+export MODE="${MODE:-slurm}"                    # slurm: sbatch from a login node; local: python/torchrun here
+export GPUS_PER_NODE="${GPUS_PER_NODE:-8}"      # processes (one per GPU) per node; 0 = one CPU process
+
+# --- Slurm (MODE=slurm) ----------------------------------------------------------------------
+export ACCOUNT="${ACCOUNT:-}"                   # sbatch --account; empty = your default account
+export PARTITION="${PARTITION:-}"               # sbatch --partition; empty = the cluster's default partition
+export NNODES="${NNODES:-1}"                    # nodes per job
+export TIME="${TIME:-08:00:00}"                 # wall-clock limit of each job (sbatch --time)
+export MAX_RETRIES="${MAX_RETRIES:-0}"          # requeue a failed job up to this many times
+export IMAGE="${IMAGE:-}"                       # pyxis/enroot image (.sqsh or registry#image); empty = host env
+export DOCKER_IMAGE="${DOCKER_IMAGE:-llama31-8b}"  # image dev/run_docker.sh runs (docker build -t llama31-8b .)
+
+# --- Paths (mounted at the same path inside the containers) ----------------------------------
+export PREPROCESSED_PATH="${PREPROCESSED_PATH:-}"  # tokenized C4 (.bin/.idx from preprocess.sh); needed unless PRESET=smoke
+export TOKENIZER_PATH="${TOKENIZER_PATH:-}"        # Llama 3.1 tokenizer folder; needed unless PRESET=smoke
+export JOB_DIR="${JOB_DIR:-${_llama31_root}/results/$(date +%Y%m%d-%H%M%S)}"  # logs: JOB_DIR/<run>/
+export CHECKPOINT_DIR="${CHECKPOINT_DIR:-}"     # checkpoints go to CHECKPOINT_DIR/<run>/; empty = JOB_DIR/<run>/checkpoints
+export INDEX_CACHE_DIR="${INDEX_CACHE_DIR:-}"   # dataset index cache; empty = PREPROCESSED_PATH/index_cache
+
+# --- Model and schedule ----------------------------------------------------------------------
+export PRESET="${PRESET:-llama31_8b}"           # llama31_8b (the benchmark) | smoke (tiny model, CPU)
+export GBS="${GBS:-}"                           # (preset) global batch size in sequences; llama31_8b: 16
+export MBS="${MBS:-}"                           # (preset) micro batch per replica; llama31_8b: 1
+export LR="${LR:-}"                             # (preset) base learning rate; empty = the RCP value for GBS
+export WARMUP_SAMPLES="${WARMUP_SAMPLES:-}"     # (preset) linear warmup in samples; empty = the RCP value for GBS
+export MAX_STEPS="${MAX_STEPS:-}"               # (preset) steps that shape the cosine decay; llama31_8b: 1200000
+export TP="${TP:-}"                             # (preset) tensor-parallel size; 1
+export PP="${PP:-}"                             # (preset) pipeline-parallel size; 1
+export CP="${CP:-}"                             # (preset) context-parallel size; 1
+export PRECISION="${PRECISION:-}"               # (preset) bf16 | fp32 | auto (bf16 on GPU)
+export FP8="${FP8:-}"                           # (preset) 1 = FP8 hybrid through TransformerEngine; 0
+export RECOMPUTE="${RECOMPUTE:-}"               # (preset) 1 = full activation recomputation; 0
+export DEVICE="${DEVICE:-}"                     # (preset) cuda | cpu | auto
+export EVAL_EVERY="${EVAL_EVERY:-}"             # (preset) evaluate every this many samples; llama31_8b: 12288
+export EVAL_SAMPLES="${EVAL_SAMPLES:-}"         # (preset) validation sequences per evaluation; llama31_8b: 1024
+export TARGET="${TARGET:-}"                     # (preset) stop with success at eval loss <= this; llama31_8b: 3.3
+export MAX_TRAIN_SAMPLES="${MAX_TRAIN_SAMPLES:-}"  # (preset) stop as aborted after this many; empty = 2x RCP mean
+export LOG_EVERY="${LOG_EVERY:-}"               # (preset) print training metrics every this many steps
+
+# --- Model shape: for experiments only; a changed shape is not the benchmark -----------------
+export NUM_LAYERS="${NUM_LAYERS:-}"             # (preset) transformer layers; llama31_8b: 32
+export HIDDEN_SIZE="${HIDDEN_SIZE:-}"           # (preset) model width; 4096
+export FFN_HIDDEN_SIZE="${FFN_HIDDEN_SIZE:-}"   # (preset) SwiGLU inner width; 14336
+export NUM_HEADS="${NUM_HEADS:-}"               # (preset) attention heads; 32
+export NUM_KV_GROUPS="${NUM_KV_GROUPS:-}"       # (preset) key/value groups (GQA); 8
+export SEQ_LENGTH="${SEQ_LENGTH:-}"             # (preset) tokens per sequence; 8192
+export VOCAB_SIZE="${VOCAB_SIZE:-}"             # (preset) embedding rows; empty = tokenizer size padded for TP
+
+# --- Experiment ------------------------------------------------------------------------------
+export NEXP="${NEXP:-1}"                        # runs, each with its own seed; a submission needs 10
+export SEEDS="${SEEDS:-}"                       # seeds of the runs, space-separated; empty = generated (and logged)
+export NPAR="${NPAR:-1}"                        # consecutive jobs per run, each resuming from its checkpoint
+export SAVE_CKPT="${SAVE_CKPT:-0}"              # 1 = save checkpoints to the run's checkpoint folder (NPAR > 1 needs it)
+export USE_CKPT="${USE_CKPT:-0}"                # 1 = initialize from MODEL_CKPT instead of random weights
+export FROM_HF="${FROM_HF:-0}"                  # 1 = MODEL_CKPT is a Hugging Face checkpoint, converted on load
+export MODEL_CKPT="${MODEL_CKPT:-}"             # checkpoint to start from; needed by USE_CKPT=1 or FROM_HF=1
+
+# --- MLPerf submission metadata (written to the MLPerf log) ----------------------------------
+export SUBMISSION_ORG="${SUBMISSION_ORG:-}"     # (preset) submission_org; reference
+export SUBMISSION_PLATFORM="${SUBMISSION_PLATFORM:-}"  # (preset) submission_platform; empty = from the hardware
+export SUBMISSION_DIVISION="${SUBMISSION_DIVISION:-}"  # (preset) closed | open; closed
+export SUBMISSION_STATUS="${SUBMISSION_STATUS:-}"      # (preset) onprem | cloud | preview | research; onprem
+
+unset _llama31_root
