@@ -12,6 +12,9 @@ Pass/fail comes from three sources, each named in the report:
   run does not count), the log must be a closed-division llama31_8b log, and the keys the time to
   train is computed from (`run_start`, `run_stop`, `init_stop`) must not repeat (the official
   checker only warns when a repeat carries the same value).
+
+Not for concurrent use from several threads: the official checker keeps a module-level queue of rule
+files, and its logging is captured by swapping the root logger's handlers for the duration of a call.
 """
 
 from __future__ import annotations

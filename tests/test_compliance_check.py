@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -528,3 +529,34 @@ def test_module_and_shell_entry_points(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "PASSED" in done.stdout and done.stderr == ""
+
+
+def test_mangled_logs_never_raise(tmp_path):
+    """Seeded random damage (cut, dropped, repeated lines; odd values; stray bytes) is always reported."""
+    rnd = random.Random(0)
+    base = write_run(tmp_path / "base.log", Run()).read_text().splitlines()
+    odd_values = [None, True, "x", [], {}, -1, "3.2", {"a": 1}, float("nan")]
+    for case in range(12):
+        lines = list(base)
+        for _ in range(rnd.randint(1, 4)):
+            j = rnd.randrange(len(lines))
+            action = rnd.randrange(5)
+            if action == 0:
+                lines[j] = lines[j][: rnd.randrange(len(lines[j]))]
+            elif action == 1:
+                del lines[j]
+            elif action == 2:
+                lines.insert(j, lines[rnd.randrange(len(lines))])
+            elif action == 3:
+                record = json.loads(lines[j].split(":::MLLOG ", 1)[1]) if ":::MLLOG {" in lines[j] else None
+                if isinstance(record, dict):
+                    record[rnd.choice(["value", "metadata", "time_ms", "key"])] = rnd.choice(odd_values)
+                    lines[j] = ":::MLLOG " + json.dumps(record)
+            else:
+                lines[j] = "\x00\xff" + lines[j]
+        log = tmp_path / f"mangled_{case}.log"
+        log.write_text("\n".join(lines), encoding="latin-1")
+        for profile in ("closed", "smoke"):
+            report = check_log(log, profile=profile)
+            assert report.format() and report.headline()
+            assert all(f.line is not None for f in report.failures if f.origin == "log file")
