@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from compliance.log_report import LogReport, check_log
+from compliance.log_report import LogReport, check_log, duration_text
 from compliance.mllog_file import TOKEN, LogReadError, read_mllog
 from compliance.rules import BENCHMARK, DEFAULT_PROFILE, DEFAULT_RULESET, SMOKE_RELAXATIONS, USAGE, captured_logging
 
@@ -316,20 +316,21 @@ def _stage(source: Path, link: Path) -> None:
 
 def _score_text(report: FolderReport) -> str:
     if report.score_min is None:
-        return "n/a" + (f" (plain mean of passing runs {report.mean_min:.2f} min)" if report.mean_min else "")
+        plain = f" (plain mean of the passing runs: {duration_text(report.mean_min)})" if report.mean_min else ""
+        return "n/a" + plain
     kept = sum(r.passed for r in report.runs)
     if kept == len(report.runs):
-        text = f"{report.score_min:.2f} min, olympic mean of {kept} runs without the best and the worst"
+        text = f"{duration_text(report.score_min)}, olympic mean of {kept} runs without the best and the worst"
     else:
         text = (
-            f"{report.score_min:.2f} min, olympic mean of {kept} passing runs without the best "
+            f"{duration_text(report.score_min)}, olympic mean of {kept} passing runs without the best "
             "(the failed run counts as the worst)"
         )
     if len(report.runs) != report.required_runs:
-        text += f" (only {len(report.runs)} of {report.required_runs} runs present)"
+        text += f"; only {len(report.runs)} of {report.required_runs} runs present"
     factor = report.rcp.norm_factor
     if factor is not None and factor > 1.0:
-        text += f"; with the RCP normalization factor {factor:.4f}: {report.score_min * factor:.2f} min"
+        text += f"; with the RCP normalization factor {factor:.4f}: {duration_text(report.score_min * factor)}"
     return text
 
 
@@ -392,7 +393,7 @@ def to_markdown(report: FolderReport, report_dir: Path) -> str:
         "",
         "## Runs",
         "",
-        "| run | seed | status | time to train (min) | samples | steps | init (min) | evals | result |",
+        "| run | seed | status | time to train | samples | steps | init | evals | result |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for run in report.runs:
@@ -403,10 +404,10 @@ def to_markdown(report: FolderReport, report_dir: Path) -> str:
                     f"`{report.name(run)}`",
                     str(run.hyperparameters.get("seed", "")),
                     str(run.status or "n/a"),
-                    _num(run.time_to_train_min, "{:.2f}"),
+                    "n/a" if run.time_to_train_min is None else duration_text(run.time_to_train_min),
                     _num(run.samples_count, "{:,}"),
                     _num(run.steps, "{:,}"),
-                    _num(None if run.init_time_ms is None else run.init_time_ms / 60_000, "{:.2f}"),
+                    "n/a" if run.init_time_ms is None else duration_text(run.init_time_ms / 60_000),
                     str(len(run.eval_curve)),
                     "passed" if run.passed else f"FAILED ({len(run.failures)})",
                 ]

@@ -124,7 +124,7 @@ class LogReport:
         """One line: verdict, status, time to train, samples and steps at the last eval."""
         parts = ["PASSED" if self.passed else f"FAILED ({len(self.failures)})", f"status {self.status or 'n/a'}"]
         if self.time_to_train_min is not None:
-            parts.append(f"time to train {self.time_to_train_min:.2f} min")
+            parts.append(f"time to train {duration_text(self.time_to_train_min)}")
         if self.samples_count is not None:
             steps = f" ({self.steps:,} steps)" if self.steps is not None else ""
             parts.append(f"{self.samples_count:,} samples{steps}")
@@ -140,7 +140,7 @@ class LogReport:
         ]
         if self.time_to_train_ms is not None:
             out.append(
-                f"  time to train: {_ms(self.time_to_train_ms)} ms = {self.time_to_train_min:.2f} min "
+                f"  time to train: {_ms(self.time_to_train_ms)} ms = {duration_text(self.time_to_train_min)} "
                 f"(run_stop - run_start)"
             )
         else:
@@ -373,6 +373,11 @@ def _run_summary_checks(log: MLLogFile, report: LogReport) -> None:
                 "run summary",
             )
         )
+
+
+def duration_text(minutes: float) -> str:
+    """Minutes as text; short runs (the smoke profile) in seconds, where minutes would round to nothing."""
+    return f"{minutes:,.2f} min" if minutes >= 2 else f"{minutes * 60:.1f} s"
 
 
 def _is_number(value: Any) -> bool:

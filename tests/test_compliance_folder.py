@@ -59,7 +59,7 @@ def test_ten_runs_score_rcp_and_report(tmp_path):
     markdown = (folder / REPORT_NAME).read_text()
     assert "**result: PASSED**" in markdown
     assert "230.62 min, olympic mean of 10 runs without the best and the worst" in markdown
-    assert "| `run_02/mllog.log` | 2 | success | 245.00 | 184,320 | 11,520 |" in markdown
+    assert "| `run_02/mllog.log` | 2 | success | 245.00 min | 184,320 | 11,520 | 5.21 min |" in markdown
     assert f"![eval_accuracy against samples]({EVAL_PLOT_NAME})" in markdown
     assert "RCP check: mlperf_logging" in markdown
 
@@ -113,7 +113,7 @@ def test_fewer_than_ten_runs_is_said(tmp_path):
     assert report.notes == [
         "only 3 run(s); a llama31_8b submission has 10, so the score and the RCP check describe a partial set"
     ]
-    assert "(only 3 of 10 runs present)" in report.format()
+    assert "; only 3 of 10 runs present" in report.format()
 
 
 def test_a_single_run_has_no_score_and_no_rcp_check(tmp_path):
