@@ -27,6 +27,12 @@ class TokenizerInfo:
 
     vocab_size: int
     eod: int
+    path: str = ""
+
+    @property
+    def unique_identifiers(self) -> dict:
+        # GPTDataset hashes its config, tokenizer included, to name its cached index files.
+        return {"class": "TokenizerInfo", "path": self.path, "vocab_size": self.vocab_size, "eod": self.eod}
 
 
 def load_tokenizer_info(tokenizer_dir: str) -> TokenizerInfo:
@@ -36,14 +42,17 @@ def load_tokenizer_info(tokenizer_dir: str) -> TokenizerInfo:
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {tokenizer_dir} has no eos token; it cannot serve as end-of-document")
-    return TokenizerInfo(vocab_size=len(tok), eod=int(tok.eos_token_id))
+    return TokenizerInfo(vocab_size=len(tok), eod=int(tok.eos_token_id), path=str(Path(tokenizer_dir).resolve()))
 
 
 def one_epoch_sequences(prefixes: list[str], seq_length: int) -> int:
     """Full seq_length windows in one pass over the files (the log's train_samples)."""
     total = 0
     for prefix in prefixes:
-        tokens = int(IndexedDataset(prefix).sequence_lengths.sum(dtype=np.int64))
+        # Keep the dataset alive while reading: sequence_lengths is a view into its memory map.
+        dataset = IndexedDataset(prefix)
+        tokens = int(dataset.sequence_lengths.sum(dtype=np.int64))
+        del dataset
         total += (tokens - 1) // seq_length
     return total
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlperf_logging import mllog
+from mlperf_logging.mllog.mllog import MLLogger
 from mlperf_logging.mllog import constants as C
 
 from benchmark.config import REPO_ROOT, Config
@@ -45,7 +45,7 @@ class MLPerfLog:
             handler.setFormatter(logging.Formatter("%(message)s"))
             logger.addHandler(handler)
         # stack offset 2: the file/line in the metadata is the caller of event/start/end below.
-        self._logger = mllog.MLLogger(logger=logger, default_stack_offset=2, root_dir=str(REPO_ROOT))
+        self._logger = MLLogger(logger=logger, default_stack_offset=2, root_dir=str(REPO_ROOT))
 
     def event(self, key: str, value: Any = None, **metadata: Any) -> None:
         if self._logger:

@@ -1,0 +1,112 @@
+"""Throughput of the training step: one JSON line per configuration (DESIGN: Measuring).
+
+Run:  python -m benchmark.perf --layers 8 --mbs 1                       (one GPU)
+      torchrun --nproc-per-node 2 -m benchmark.perf --tp 2 --gbs 16     (several GPUs)
+
+Random tokens through the same engine the benchmark uses (GPTModel, Megatron DDP + distributed
+optimizer on GPU), on the llama31_8b shape unless flags shrink it. Warm-up steps are excluded; the
+step time is the median of the timed steps. Tokens/s/GPU and MFU use the causal FLOP count of
+benchmark/flops.py with the model's real vocabulary (128,256 rows) and a 989 TFLOP/s bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+from benchmark.config import build_config, grad_accumulation_steps
+from benchmark.flops import flops_per_token, peak_flops
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.split("\n\n")[0])
+    p.add_argument("--layers", type=int, default=32)
+    p.add_argument("--seq", type=int, default=8192)
+    p.add_argument("--mbs", type=int, default=1)
+    p.add_argument("--gbs", type=int, default=0, help="global batch; 0 = MBS x data-parallel size (no accumulation)")
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--pp", type=int, default=1)
+    p.add_argument("--recompute", action="store_true", help="full activation recomputation")
+    p.add_argument("--vocab", type=int, default=128256)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--label", default="", help="free text copied into the JSON line")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    from benchmark.engine import make_engine
+    from benchmark.model import build_model
+    from benchmark.train import distributed, seed_everything
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dp = world // (a.tp * a.pp)
+    gbs = a.gbs or a.mbs * dp
+    env = {
+        "PRESET": "smoke", "NUM_LAYERS": str(a.layers), "HIDDEN_SIZE": "4096", "FFN_HIDDEN_SIZE": "14336",
+        "NUM_HEADS": "32", "NUM_KV_GROUPS": "8", "SEQ_LENGTH": str(a.seq), "GBS": str(gbs), "MBS": str(a.mbs),
+        "TP": str(a.tp), "PP": str(a.pp), "RECOMPUTE": "1" if a.recompute else "0", "EVAL_EVERY": str(gbs),
+        "EVAL_SAMPLES": str(a.mbs * dp), "LR": "1e-4", "WARMUP_SAMPLES": "0", "VOCAB_SIZE": str(a.vocab),
+    }
+    cfg = build_config(env=env)
+    with distributed(cfg) as device:
+        from megatron.core import parallel_state
+
+        seed_everything(0, device)
+        on_gpu = device.type == "cuda"
+        bf16 = on_gpu
+        model, spec_name = build_model(cfg, a.vocab, bf16=bf16, use_cpu_initialization=not on_gpu)
+        if on_gpu:
+            model.cuda(device)
+        engine = make_engine(cfg, model, device, bf16)
+        accum = grad_accumulation_steps(cfg, world)
+        gen = torch.Generator().manual_seed(parallel_state.get_data_parallel_rank())
+
+        def micro_batches():
+            out = []
+            for _ in range(accum):
+                x = torch.randint(0, a.vocab, (a.mbs, a.seq + 1), generator=gen)
+                out.append({"tokens": x[:, :-1], "labels": x[:, 1:]})
+            return out
+
+        times, losses = [], []
+        for i in range(a.warmup + a.steps):
+            batch = micro_batches()
+            if on_gpu:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            loss, _ = engine.train_step(batch, 1e-4)
+            if on_gpu:
+                torch.cuda.synchronize()
+            if i >= a.warmup:
+                times.append(time.perf_counter() - t0)
+                losses.append(loss)
+        step = statistics.median(times)
+        tokens_per_gpu = gbs * a.seq / step / world
+        name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
+        peak = peak_flops(name)
+        fpt = flops_per_token(cfg.model, a.vocab)
+        record = {
+            "bench": "benchmark.perf", "label": a.label, "device": name, "gpus": world, "layers": a.layers,
+            "seq": a.seq, "mbs": a.mbs, "gbs": gbs, "tp": a.tp, "pp": a.pp, "dp": dp, "recompute": a.recompute,
+            "spec": spec_name, "engine": type(engine).__name__, "step_time_s": round(step, 4),
+            "tokens_per_sec_per_gpu": round(tokens_per_gpu, 1),
+            "tflops_per_gpu": round(tokens_per_gpu * fpt / 1e12, 1),
+            "mfu": round(tokens_per_gpu * fpt / peak, 4) if peak else None,
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if on_gpu else None,
+            "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
+        }
+        if torch.distributed.get_rank() == 0:
+            print(json.dumps(record), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
