@@ -194,7 +194,7 @@ def _discover(folder: Path, report: FolderReport) -> list[Path]:
             names = ", ".join(p.name for p in paths)
             report.problems.append(
                 f"{run_folder.relative_to(folder)}/: one run folder holds {len(paths)} different MLPerf logs "
-                f"({names}); keep one log per run"
+                f"({names}); a run is one log with one run_start and one run_stop"
             )
     return unique
 
@@ -362,6 +362,14 @@ def _write_report(report: FolderReport, report_dir: Path) -> None:
         report.problems.append(f"could not write the report into {report_dir}: {err.strerror or err}")
         return
     report.report_files = [markdown, eval_plot, time_plot]
+    if any(
+        report_dir.resolve() == Path(run.path).resolve().parent and Path(run.path).name.startswith("result_")
+        for run in report.runs
+    ):
+        report.notes.append(
+            "the report sits beside result_*.txt files: mlperf_logging's package checker warns about other files "
+            "there, so move it out (or use --report-dir) before packaging a submission"
+        )
 
 
 def to_markdown(report: FolderReport, report_dir: Path) -> str:

@@ -100,6 +100,7 @@ def test_submission_layout_with_one_aborted_run(tmp_path):
     assert report.rcp.passed is True
     markdown = (folder / REPORT_NAME).read_text()
     assert "**result: FAILED**" in markdown
+    assert any(note.startswith("the report sits beside result_*.txt files") for note in report.notes)
     assert f"- `result_4.txt` line {line_of(folder / 'result_4.txt', 'run_stop')}: run_stop status is 'aborted'" in (
         markdown
     )
@@ -168,9 +169,10 @@ def test_duplicate_log_is_counted_once_and_two_logs_in_a_run_folder_fail(tmp_pat
     write_run(folder / "run_01" / "retry.log", Run(seed=9))
     report = check_folder(folder, report_dir=None)
     assert not report.passed
-    assert "run_01/: one run folder holds 2 different MLPerf logs (mllog.log, retry.log); keep one log per run" in (
-        report.problems
-    )
+    assert report.problems == [
+        "run_01/: one run folder holds 2 different MLPerf logs (mllog.log, retry.log); "
+        "a run is one log with one run_start and one run_stop"
+    ]
 
 
 def test_bad_logs_in_a_folder_are_reported_by_file_and_line(tmp_path, capsys):
