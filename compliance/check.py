@@ -12,6 +12,9 @@ Library use (the benchmark's end-of-run summary):
     from compliance.check import check_log
     report = check_log("results/run.log", ruleset="6.0.0", profile="closed")
     print(report.format())
+
+    from compliance.check import check_folder
+    folder_report = check_folder("results/20260101-120000", report_dir=None)  # None: write no files
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from compliance.folder import FolderReport, RcpResult, check_folder
 from compliance.log_report import LogReport, StepTime, check_log
 from compliance.messages import Failure
 from compliance.rules import (
@@ -31,7 +35,17 @@ from compliance.rules import (
     RelaxedRule,
 )
 
-__all__ = ["check_log", "LogReport", "Failure", "RelaxedRule", "StepTime", "main"]
+__all__ = [
+    "check_log",
+    "LogReport",
+    "Failure",
+    "RelaxedRule",
+    "StepTime",
+    "check_folder",
+    "FolderReport",
+    "RcpResult",
+    "main",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.path.exists():
         parser.error(f"{args.path}: no such file or folder")
     if args.path.is_dir():
-        from compliance.folder import check_folder
-
         folder_report = check_folder(
             args.path,
             ruleset=args.ruleset,
