@@ -136,7 +136,9 @@ class MegatronEngine:
         per_token = per_token.float()
         total = per_token.sum()
         count = torch.tensor(per_token.numel(), device=per_token.device, dtype=torch.int)
-        return total, count, {"loss_sum": total.detach(), "tokens": count}
+        # The schedule divides the returned loss in place (by tokens and micro-batches) for the
+        # backward pass, so the reported sum must be a copy, not a view of the same storage.
+        return total, count, {"loss_sum": total.detach().clone(), "tokens": count.clone()}
 
     def _forward_step(self, data_iterator, model):
         batch = next(data_iterator)
