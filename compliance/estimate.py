@@ -33,8 +33,12 @@ _ALIASES = {
     "tokens_per_sec_per_gpu": ("tokens_per_sec_per_gpu", "tokens_per_s_per_gpu", "tok_per_sec_per_gpu"),
     "gpus": ("gpus", "num_gpus", "world_size"),
     "gbs": ("gbs", "global_batch_size"),
-    "seq_len": ("seq_len", "seq_length", "max_sequence_length"),
+    "seq_len": ("seq_len", "seq", "seq_length", "max_sequence_length"),
+    # Context only, shown with the estimate (benchmark.perf writes both).
+    "layers": ("layers", "num_layers"),
+    "device": ("device",),
 }
+FULL_MODEL_LAYERS = 32  # Llama 3.1 8B (SPEC)
 
 
 class EstimateError(Exception):
@@ -181,6 +185,9 @@ def read_perf(path: Path) -> dict[str, float]:
             for name in names:
                 if name in record:
                     value = record[name]
+                    if key == "device":
+                        found[key] = str(value)
+                        break
                     if not isinstance(value, int | float) or isinstance(value, bool):
                         raise EstimateError(f"{path} line {lineno}: '{name}' is not a number: {value!r}")
                     found[key] = value
@@ -246,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(result.format())
+    if "device" in values:
+        print(f"  measured on: {values['device']} (from {args.from_perf})")
+    if "layers" in values and values["layers"] != FULL_MODEL_LAYERS:
+        print(
+            f"  warning: the measurement ran {values['layers']:g} layers, the 8B has {FULL_MODEL_LAYERS}; "
+            "this projection is not for the full model"
+        )
     return 0
 
 

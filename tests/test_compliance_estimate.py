@@ -64,6 +64,25 @@ def test_from_perf_reads_the_last_measurement_and_flags_override(tmp_path, capsy
     assert "6,504 tokens/s/GPU x 16 GPUs" in out and "(GBS 32, 16 GPUs)" in out
 
 
+def test_from_perf_reads_a_benchmark_perf_record(tmp_path, capsys):
+    record = {
+        "bench": "benchmark.perf",
+        "device": "NVIDIA H100 80GB HBM3",
+        "gpus": 8,
+        "layers": 8,
+        "seq": 8192,
+        "gbs": 16,
+        "tokens_per_sec_per_gpu": 14_451.0,
+    }
+    perf = tmp_path / "perf.jsonl"
+    perf.write_text(json.dumps(record) + "\n")
+    assert main(["--from-perf", str(perf)]) == 0
+    out = capsys.readouterr().out
+    assert "190.8 min" in out
+    assert "measured on: NVIDIA H100 80GB HBM3" in out
+    assert "warning: the measurement ran 8 layers, the 8B has 32" in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
