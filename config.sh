@@ -4,16 +4,16 @@
 #   source config.sh && bash run_llama31.sh            submit the configured runs (Slurm by default)
 #   source config.sh && bash run_llama31.sh --dry-run  print what would be submitted, submit nothing
 #
-# Edit the defaults below, or set a variable before sourcing: each line keeps a value already in the
-# environment (NAME="${NAME:-default}"), so `GBS=32 source config.sh` works too. Nothing here is a
-# placeholder: an empty value means "the default described in its comment", and whatever the chosen
-# mode still needs (data paths for the 8B preset, MODEL_CKPT for USE_CKPT=1, ...) is reported by
-# run_llama31.sh, all names together, before anything runs or is submitted.
-# Submission happens from the cluster's login node; there is no SSH tunnel to set up.
+# Edit the defaults below, or set a value before sourcing: each line keeps a value already in the
+# shell (NAME="${NAME:-default}"), so `export GBS=32; source config.sh` keeps GBS=32. Nothing here is
+# a placeholder: an empty value means what its comment says, and whatever the chosen mode still
+# needs (data paths for the 8B preset, MODEL_CKPT for USE_CKPT=1, ...) is reported by
+# run_llama31.sh, all names together, before anything runs or is submitted. Submission happens
+# from the cluster's login node; there is no SSH tunnel to set up.
 #
-# Knobs marked "(preset)" are empty by default, and empty means the training entry's default for the preset
-# (`python -m benchmark.train --preset llama31_8b --print-config` shows them); setting GBS alone
-# also picks that batch size's reference learning rate and warmup (docs: SPEC's RCP table).
+# "(preset)" marks a knob whose empty value leaves the training entry's default for the preset in
+# place (`python -m benchmark.train --preset llama31_8b --print-config` prints them all). Setting GBS
+# alone also picks that batch size's reference learning rate and warmup (SPEC's RCP table).
 
 _llama31_root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 

@@ -270,6 +270,9 @@ if ((dry_run)); then
     for ((i = 0; i < n_runs; i++)); do
         echo "# $(run_name "${i}"): seed ${seeds[$i]} (${seed_source})"
     done
+    if [[ "${MODE}" == slurm ]] && ((n_parts > 1)); then
+        echo "# JOB_ID_OF_<run>_part<k> stands for the job id that sbatch returns for that part"
+    fi
     echo "# environment of every job (the config.sh knobs exported here):"
     for name in "${knob_names[@]}"; do
         if [[ -n "${!name:-}" && "$(declare -p "${name}")" == "declare -"*x* ]]; then
@@ -380,7 +383,7 @@ for ((i = 0; i < n_runs; i++)); do
         env_vars=(SEED="${seeds[$i]}" RESULT_DIR="${run_dir}" CHECKPOINT_DIR="$(ckpt_dir "${run}")" LLAMA31_MLPERF_LOG="${log_path}")
         sbatch_args=("${sbatch_common[@]}" --job-name="llama31_${run}_p${k}" --output="${run_dir}/slurm-%j.out" --parsable)
         if ((k > 1)); then
-            sbatch_args+=(--dependency="afterok:${previous:-<job id of ${run} part $((k - 1))>}" --kill-on-invalid-dep=yes)
+            sbatch_args+=(--dependency="afterok:${previous:-JOB_ID_OF_${run}_part$((k - 1))}" --kill-on-invalid-dep=yes)
         fi
         submit=(env "${env_vars[@]}" sbatch "${sbatch_args[@]}" dev/slurm/llama31.sbatch "${srun_opts[@]}" -- "${cmd[@]}")
         if ((dry_run)); then

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runs the benchmark's image (Dockerfile) on this workstation with its GPUs.
+#
+#   docker build -t llama31-8b .
+#   bash dev/run_docker.sh                          an interactive shell at the repository root
+#   bash dev/run_docker.sh bash run_llama31.sh      the embedded default, inside the image
+#   source config.sh && bash dev/run_docker.sh bash run_llama31.sh
+#                                                   the configured runs, inside the image
+#   bash dev/run_docker.sh --dry-run [COMMAND...]   print the docker command, run nothing
+#
+# The folders config.sh names (PREPROCESSED_PATH, TOKENIZER_PATH, JOB_DIR, CHECKPOINT_DIR,
+# INDEX_CACHE_DIR, MODEL_CKPT) are mounted at the same path inside, so every path means the same
+# there; with JOB_DIR unset, the checkout's results/ is mounted as the image's results/ so that the
+# results outlive the container. Every config.sh knob that is set here is passed in, and MODE=local:
+# inside the image the runs start here, not through Slurm. DOCKER_IMAGE names the image
+# (default llama31-8b); GPUS_PER_NODE=0 runs without GPUs.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The repository's place inside the image: the Dockerfile's WORKDIR.
+readonly CONTAINER_REPO=/workspace/llama31
+
+dry_run=0
+if [[ "${1:-}" == "--dry-run" ]]; then
+    dry_run=1
+    shift
+fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,/^set -euo pipefail$/{/^set /d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+    exit 0
+fi
+
+args=(run --rm --ipc=host --ulimit memlock=-1 --ulimit stack=67108864)
+if [[ "${GPUS_PER_NODE:-}" != 0 ]]; then
+    args+=(--gpus all)
+fi
+# Interactive by default; a given command gets a terminal only when there is one.
+if (($# == 0)); then
+    args+=(-it)
+    set -- bash
+elif [[ -t 0 && -t 1 ]]; then
+    args+=(-it)
+fi
+
+problems=()
+for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT; do
+    path="${!name:-}"
+    [[ -n "${path}" ]] || continue
+    if [[ "${path}" != /* ]]; then
+        path="${PWD}/${path}"
+    fi
+    if [[ "${path}" == *[,:]* ]]; then
+        problems+=("${name}=${path} contains ',' or ':', which a docker --volume cannot hold")
+    fi
+    # Made here, owned by the caller, rather than by the Docker daemon as root.
+    if [[ "${name}" == JOB_DIR || "${name}" == CHECKPOINT_DIR ]] && ((!dry_run)); then
+        mkdir -p "${path}"
+    fi
+    args+=(--volume "${path}:${path}" --env "${name}=${path}")
+done
+if [[ -z "${JOB_DIR:-}" ]]; then
+    ((dry_run)) || mkdir -p "${repo_root}/results"
+    args+=(--volume "${repo_root}/results:${CONTAINER_REPO}/results")
+fi
+if ((${#problems[@]})); then
+    printf 'error: %s\n' "${problems[@]}" >&2
+    exit 2
+fi
+
+# The other knobs of config.sh that are set here.
+mapfile -t knob_names < <(sed -n 's/^export \([A-Z][A-Z0-9_]*\)=.*/\1/p' "${repo_root}/config.sh")
+for name in "${knob_names[@]}"; do
+    case "${name}" in
+        MODE | DOCKER_IMAGE | PREPROCESSED_PATH | TOKENIZER_PATH | JOB_DIR | CHECKPOINT_DIR | INDEX_CACHE_DIR | MODEL_CKPT) continue ;;
+    esac
+    if [[ -n "${!name:-}" ]]; then
+        args+=(--env "${name}=${!name}")
+    fi
+done
+args+=(--env MODE=local "${DOCKER_IMAGE:-llama31-8b}" "$@")
+
+if ((dry_run)); then
+    out="docker"
+    for a in "${args[@]}"; do out+=" $(printf '%q' "${a}")"; done
+    echo "${out}"
+    exit 0
+fi
+exec docker "${args[@]}"

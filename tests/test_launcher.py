@@ -1,0 +1,463 @@
+"""config.sh and run_llama31.sh without a cluster: knobs, validation, --dry-run, the local loop.
+
+Most tests swap the training entry for a stand-in interpreter (LLAMA31_CONTAINER=1 with PYTHON
+pointing at a small script) so that they check the launcher, not the model, in well under a second;
+the knob test uses the real `python -m benchmark.train --print-config`. tests/test_slurm.py submits
+to a real Slurm.
+Run: bash dev/test.sh tests/test_launcher.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_SH = REPO / "config.sh"
+LAUNCHER = REPO / "run_llama31.sh"
+EXPORT_RE = re.compile(r"^export ([A-Z][A-Z0-9_]*)=", re.M)
+
+# Knobs that the launchers consume themselves; every other config.sh knob is read by the training entry.
+LAUNCHER_KNOBS = {
+    "MODE", "GPUS_PER_NODE", "ACCOUNT", "PARTITION", "NNODES", "TIME", "MAX_RETRIES", "IMAGE",
+    "DOCKER_IMAGE", "JOB_DIR", "NEXP", "SEEDS", "NPAR",
+}
+# Set by the launcher for each run, so config.sh does not export them.
+PER_RUN = {"SEED", "RESULT_DIR"}
+
+# A stand-in for `python`: answers --print-config, records each call, writes the --log-file, and
+# fails its first FAKE_FAILURES calls (counted in FAKE_COUNTER) to exercise retries.
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+set -euo pipefail
+if [[ " $* " == *" --print-config "* ]]; then echo '{"fake": true}'; exit 0; fi
+log=""; prev=""
+for a in "$@"; do [[ "${prev}" == --log-file ]] && log="${a}"; prev="${a}"; done
+n=$(( $(cat "${FAKE_COUNTER}" 2>/dev/null || echo 0) + 1 )); echo "${n}" > "${FAKE_COUNTER}"
+echo "call=${n} seed=${SEED} result_dir=${RESULT_DIR} ckpt=${CHECKPOINT_DIR} args=$*" >> "${FAKE_RECORD}"
+echo "fake training, call ${n}"
+[[ -n "${log}" ]] && echo ":::MLLOG fake ${n}" > "${log}"
+if (( n <= ${FAKE_FAILURES:-0} )); then exit 3; fi
+exit 0
+"""
+
+
+def config_knobs() -> list[str]:
+    return EXPORT_RE.findall(CONFIG_SH.read_text())
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without any knob, so a developer's shell does not leak in."""
+    env = {k: v for k, v in os.environ.items() if k not in set(config_knobs()) | PER_RUN | {"SEED"}}
+    env.pop("LLAMA31_CONTAINER", None)
+    env.update(overrides)
+    return env
+
+
+def launch(*args: str, env: dict[str, str], config: bool = True, check: bool | None = None):
+    """`[source config.sh &&] bash run_llama31.sh ARGS` from a temporary caller folder."""
+    script = ('source "$1" && ' if config else "") + 'shift && bash "$0" "$@"'
+    cmd = ["bash", "-c", script, str(LAUNCHER), str(CONFIG_SH), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if check is True:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture
+def fake(tmp_path):
+    """Environment pieces for the stand-in interpreter; ``fake.env(**knobs)`` builds a full environment."""
+
+    class Fake:
+        python = tmp_path / "bin" / "fake-python"
+        record = tmp_path / "calls.txt"
+        counter = tmp_path / "counter"
+
+        def env(self, **knobs: str) -> dict[str, str]:
+            return clean_env(
+                LLAMA31_CONTAINER="1", PYTHON=str(self.python), FAKE_RECORD=str(self.record),
+                FAKE_COUNTER=str(self.counter), **knobs,
+            )
+
+        def calls(self) -> list[str]:
+            return self.record.read_text().splitlines() if self.record.exists() else []
+
+    Fake.python.parent.mkdir()
+    Fake.python.write_text(FAKE_PYTHON)
+    Fake.python.chmod(0o755)
+    return Fake()
+
+
+def sbatch_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("env ") and " sbatch " in line]
+
+
+# ----------------------------------------------------------------------------------------------
+# config.sh
+
+
+def test_config_sh_names_every_knob_once_with_default_and_comment():
+    names = config_knobs()
+    assert len(names) == len(set(names)), f"a knob is exported twice: {names}"
+    for line in CONFIG_SH.read_text().splitlines():
+        if line.startswith("export "):
+            name = EXPORT_RE.match(line).group(1)
+            assert re.match(rf'^export {name}="\$\{{{name}:-[^"]*\}}"\s+# \S', line), (
+                f"config.sh: {line!r} should read export {name}=\"${{{name}:-DEFAULT}}\"  # what it does"
+            )
+    for group in ("Slurm", "Paths", "Model and schedule", "Experiment"):
+        assert f"# --- {group}" in CONFIG_SH.read_text()
+    for name in ("ACCOUNT", "PARTITION", "NNODES", "GPUS_PER_NODE", "TIME", "MAX_RETRIES", "IMAGE",
+                 "PREPROCESSED_PATH", "TOKENIZER_PATH", "JOB_DIR", "CHECKPOINT_DIR", "INDEX_CACHE_DIR",
+                 "PRESET", "GBS", "MBS", "LR", "WARMUP_SAMPLES", "TP", "PP", "CP", "FP8", "EVAL_EVERY",
+                 "TARGET", "SEEDS", "NEXP", "NPAR", "SAVE_CKPT", "USE_CKPT", "FROM_HF", "MODEL_CKPT"):
+        assert name in names
+
+
+def test_config_sh_sources_under_strict_mode_and_keeps_given_values(tmp_path):
+    script = f'set -euo pipefail; export GBS=64 NEXP=3; source "{CONFIG_SH}"; echo "$GBS $NEXP $NPAR $PRESET $JOB_DIR"'
+    out = subprocess.run(["bash", "-c", script], env=clean_env(), capture_output=True, text=True, check=True)
+    gbs, nexp, npar, preset, job_dir = out.stdout.split()
+    assert (gbs, nexp, npar, preset) == ("64", "3", "1", "llama31_8b")
+    assert job_dir.startswith(str(REPO / "results") + "/")
+
+
+def test_config_sh_covers_every_training_knob():
+    """Every environment variable that `python -m benchmark.train --help` reads is named in config.sh."""
+    help_text = subprocess.run(
+        [str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else "python",
+         "-m", "benchmark.train", "--help"],
+        cwd=REPO, env=clean_env(COLUMNS="200"), capture_output=True, text=True, check=True,
+    ).stdout
+    read_by_entry = set(re.findall(r"\(env\s+([A-Z][A-Z0-9_]*)\)", help_text))
+    assert {"GBS", "TP", "LR"} <= read_by_entry
+    missing = sorted(read_by_entry - set(config_knobs()) - PER_RUN)
+    assert not missing, f"config.sh does not name these knobs of benchmark.train: {missing}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Every knob reaches the run
+
+
+def _sentinels(tmp_path: Path) -> dict[str, str]:
+    """A non-default, mutually valid value for every config.sh knob (training knobs on the smoke preset)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
+                 "c4-validation-91205-samples.en_text_document"):
+        (data / f"{name}.idx").write_bytes(b"")
+    for d in ("tok", "model", "jobs", "ckpt", "cache"):
+        (tmp_path / d).mkdir()
+    return {
+        "MODE": "slurm", "GPUS_PER_NODE": "4", "ACCOUNT": "acct-sentinel", "PARTITION": "part-sentinel",
+        "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "IMAGE": "", "DOCKER_IMAGE": "docker-sentinel",
+        "PREPROCESSED_PATH": str(data), "TOKENIZER_PATH": str(tmp_path / "tok"), "JOB_DIR": str(tmp_path / "jobs"),
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "INDEX_CACHE_DIR": str(tmp_path / "cache"),
+        "PRESET": "smoke", "GBS": "32", "MBS": "2", "LR": "0.00123", "WARMUP_SAMPLES": "96", "MAX_STEPS": "999",
+        "TP": "2", "PP": "2", "CP": "2", "PRECISION": "bf16", "FP8": "1", "RECOMPUTE": "1", "DEVICE": "cuda",
+        "EVAL_EVERY": "64", "EVAL_SAMPLES": "6", "TARGET": "4.25", "MAX_TRAIN_SAMPLES": "640", "LOG_EVERY": "7",
+        "NUM_LAYERS": "6", "HIDDEN_SIZE": "192", "FFN_HIDDEN_SIZE": "320", "NUM_HEADS": "6", "NUM_KV_GROUPS": "2",
+        "SEQ_LENGTH": "128", "VOCAB_SIZE": "512",
+        "NEXP": "2", "SEEDS": "101 202", "NPAR": "2", "SAVE_CKPT": "1", "USE_CKPT": "1", "FROM_HF": "1",
+        "MODEL_CKPT": str(tmp_path / "model"),
+        "SUBMISSION_ORG": "org-sentinel", "SUBMISSION_PLATFORM": "platform-sentinel",
+        "SUBMISSION_DIVISION": "open", "SUBMISSION_STATUS": "cloud",
+    }
+
+
+def _env_fields() -> dict[str, tuple[str, str, type]]:
+    """Environment variable -> (section, field, type) of the training configuration."""
+    import dataclasses
+
+    from benchmark import config as cfgmod
+
+    out = {}
+    for section, cls in cfgmod._section_classes().items():
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("env"):
+                out[f.metadata["env"]] = (section, f.name, f.type)
+    return out
+
+
+def test_every_knob_config_sh_exports_reaches_the_run(tmp_path):
+    """The reference exports MAX_LR and TP and then ignores both; here each knob is seen where it acts.
+
+    Launcher knobs must show in the Slurm --dry-run (sbatch/srun options, runs, jobs) or in
+    dev/run_docker.sh --dry-run; every other knob must come back, with its value, from the training
+    entry's own --print-config, which the dry run runs with the first job's environment.
+    """
+    values = _sentinels(tmp_path)
+    knobs = config_knobs()
+    assert set(values) == set(knobs), f"give a sentinel to {sorted(set(knobs) - set(values))}"
+    proc = launch("--dry-run", env=clean_env(**values), check=True)
+    out = proc.stdout
+    resolved = json.loads(out[out.index("\n{") + 1: out.index("\n}") + 2])
+    jobs = sbatch_lines(out)
+
+    seen: dict[str, bool] = {}
+    seen["MODE"] = len(jobs) == 4 and "MODE=slurm" in out
+    seen["GPUS_PER_NODE"] = all("--gpus-per-node=4" in j and "--ntasks-per-node=4" in j for j in jobs)
+    seen["ACCOUNT"] = all("--account=acct-sentinel" in j for j in jobs)
+    seen["PARTITION"] = all("--partition=part-sentinel" in j for j in jobs)
+    seen["NNODES"] = all(j.count("--nodes=2") == 2 for j in jobs)  # sbatch and srun
+    seen["TIME"] = all("--time=01:23:45" in j for j in jobs)
+    seen["MAX_RETRIES"] = "export MAX_RETRIES=3" in out and all("--requeue" in j for j in jobs)
+    seen["JOB_DIR"] = all(f"--output={values['JOB_DIR']}/run0" in j for j in jobs)
+    seen["NEXP"] = seen["SEEDS"] = (
+        sum("SEED=101 " in j for j in jobs) == 2 and sum("SEED=202 " in j for j in jobs) == 2
+    )
+    seen["NPAR"] = sum("--dependency=afterok:" in j for j in jobs) == 2
+    seen["CHECKPOINT_DIR"] = all(f"CHECKPOINT_DIR={values['CHECKPOINT_DIR']}/run0" in j for j in jobs)
+    image_out = launch("--dry-run", env=clean_env(**{**values, "IMAGE": "image-sentinel"}), check=True).stdout
+    seen["IMAGE"] = all("--container-image=image-sentinel" in j for j in sbatch_lines(image_out))
+    docker = subprocess.run(
+        ["bash", "-c", f'source "{CONFIG_SH}" && bash "{REPO}/dev/run_docker.sh" --dry-run true'],
+        env=clean_env(**values), capture_output=True, text=True, check=True,
+    ).stdout
+    seen["DOCKER_IMAGE"] = " docker-sentinel true" in docker
+
+    fields = _env_fields()
+    assert resolved["train"]["seed"] == 101
+    assert resolved["log"]["output_dir"] == f"{values['JOB_DIR']}/run01_seed101"
+    for name in knobs:
+        if name in seen or name not in fields:
+            continue
+        section, field_name, typ = fields[name]
+        got = resolved[section][field_name]
+        want = values[name]
+        if isinstance(got, bool):
+            seen[name] = got is (want == "1")
+        elif isinstance(got, (int, float)):
+            seen[name] = got == type(got)(float(want))
+        else:
+            seen[name] = str(got) == want
+    assert resolved["preset"] == "smoke"
+    seen["PRESET"] = True
+    unseen = [name for name in knobs if not seen.get(name)]
+    assert not unseen, f"these config.sh knobs do not reach the run: {unseen}\n{out}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def test_missing_values_are_reported_together_before_anything_is_submitted(tmp_path, fake):
+    fake_bin = tmp_path / "bin"
+    (fake_bin / "sbatch").write_text(f'#!/bin/sh\necho called >> "{tmp_path}/sbatch-called"\necho 1\n')
+    (fake_bin / "sbatch").chmod(0o755)
+    env = fake.env(
+        MODE="slurm", USE_CKPT="1", NPAR="2", SEEDS="5 5", JOB_DIR=str(tmp_path / "jobs"),
+        PATH=f"{fake_bin}:{os.environ['PATH']}",
+    )
+    proc = launch(env=env)
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert "nothing was started or submitted" in err
+    for text in ("PREPROCESSED_PATH is not set", "TOKENIZER_PATH is not set", "MODEL_CKPT is not set",
+                 "set SAVE_CKPT=1", "repeats a seed"):
+        assert text in err, err
+    assert not (tmp_path / "sbatch-called").exists()
+    assert not (tmp_path / "jobs").exists()
+
+
+@pytest.mark.parametrize(
+    "knobs, message",
+    [
+        ({"MODE": "cloud"}, "MODE=cloud must be local or slurm"),
+        ({"NEXP": "0"}, "NEXP=0 must be a whole number, 1 or more"),
+        ({"NEXP": "3", "SEEDS": "1 2"}, "SEEDS has 2 seed(s) for NEXP=3 runs"),
+        ({"SEEDS": "7 x"}, "SEEDS has 'x', which is not a whole number"),
+        ({"NNODES": "2"}, "MODE=local runs on this machine only"),
+        ({"MODE": "slurm", "NNODES": "2", "GPUS_PER_NODE": "0"}, "a CPU run is one process on one node"),
+        ({"FROM_HF": "yes"}, "FROM_HF=yes must be 0 or 1"),
+        ({"PRESET": "llama31_8b", "PREPROCESSED_PATH": "/nonexistent/c4", "TOKENIZER_PATH": "/nonexistent/tok"},
+         "PREPROCESSED_PATH=/nonexistent/c4 is not a folder"),
+        ({"MODE": "slurm", "IMAGE": "img.sqsh", "JOB_DIR": "/tmp/a,b"}, "cannot hold"),
+    ],
+)
+def test_bad_values_are_named(fake, knobs, message):
+    proc = launch("--dry-run", env=fake.env(**knobs), config=False)
+    assert proc.returncode == 2, proc.stdout
+    assert message in proc.stderr
+
+
+def test_slurm_mode_without_sbatch_says_so(fake, tmp_path):
+    bin_dir = tmp_path / "nosbatch"
+    bin_dir.mkdir()
+    for tool in ("bash", "env", "sed", "date", "od", "tr", "sort", "uniq", "dirname", "cat", "mkdir"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    proc = launch(env=fake.env(MODE="slurm", PRESET="smoke", PATH=str(bin_dir)), config=False)
+    assert proc.returncode == 2
+    assert "sbatch is not on PATH: MODE=slurm submits from a Slurm login node" in proc.stderr
+
+
+def test_sbatch_failure_is_reported_in_words_and_earlier_jobs_cancelled(fake, tmp_path):
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/bash\n"
+        f'n=$(( $(cat "{tmp_path}/n" 2>/dev/null || echo 0) + 1 )); echo $n > "{tmp_path}/n"\n'
+        'if (( n == 1 )); then echo 4242; exit 0; fi\n'
+        'echo "sbatch: error: Batch job submission failed: Invalid account or account/partition combination '
+        'specified" >&2; exit 1\n'
+    )
+    (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/scancelled"\n')
+    for tool in ("sbatch", "scancel"):
+        (bin_dir / tool).chmod(0o755)
+    env = fake.env(MODE="slurm", PRESET="smoke", NEXP="2", ACCOUNT="nope", JOB_DIR=str(tmp_path / "jobs"),
+                   PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = launch(env=env, config=False)
+    assert proc.returncode == 1
+    assert "sbatch could not submit run02_seed" in proc.stderr
+    assert "Invalid account or account/partition combination specified" in proc.stderr
+    assert "ACCOUNT='nope'" in proc.stderr
+    assert "were cancelled: 4242" in proc.stderr
+    assert (tmp_path / "scancelled").read_text().split() == ["4242"]
+
+
+def test_existing_logs_are_never_overwritten(fake, tmp_path):
+    run_dir = tmp_path / "jobs" / "run01_seed9"
+    run_dir.mkdir(parents=True)
+    (run_dir / "mlperf.log").write_text("earlier run\n")
+    proc = launch(env=fake.env(SEEDS="9", JOB_DIR=str(tmp_path / "jobs")), config=False)
+    assert proc.returncode == 2
+    assert "mlperf.log exists" in proc.stderr
+    assert (run_dir / "mlperf.log").read_text() == "earlier run\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# --dry-run
+
+
+def test_dry_run_local_cpu_and_torchrun(fake, tmp_path):
+    env = fake.env(SEEDS="11", JOB_DIR="rel/jobs")
+    out = launch("--dry-run", "--log-every", "5", env=env, config=False, check=True).stdout
+    cmd = [line for line in out.splitlines() if line.startswith("env SEED=")]
+    assert len(cmd) == 1
+    # relative paths are taken from the caller's folder, made absolute for the jobs
+    job_dir = f"{os.getcwd()}/rel/jobs"
+    assert cmd[0].startswith(f"env SEED=11 RESULT_DIR={job_dir}/run01_seed11 CHECKPOINT_DIR={job_dir}/run01_seed11/checkpoints ")
+    assert f"{fake.python} -m benchmark.train --log-file {job_dir}/run01_seed11/mlperf.log --log-every 5" in cmd[0]
+    assert "torch.distributed.run" not in out
+    assert not Path(job_dir).exists()
+
+    out = launch("--dry-run", env=fake.env(SEEDS="11", GPUS_PER_NODE="8"), config=False, check=True).stdout
+    assert f"{fake.python} -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=8 -m benchmark.train" in out
+
+
+def test_dry_run_generates_distinct_logged_seeds(fake):
+    out = launch("--dry-run", env=fake.env(NEXP="6"), config=False, check=True).stdout
+    seeds = re.findall(r"^# run0(\d)_seed(\d+): seed (\d+) \(generated\)$", out, re.M)
+    assert [int(i) for i, _, _ in seeds] == list(range(1, 7))
+    assert len({s for _, s, _ in seeds}) == 6
+    assert all(a == b for _, a, b in seeds)
+
+
+def test_dry_run_chains_npar_jobs_on_one_checkpoint_folder(fake, tmp_path):
+    env = fake.env(MODE="slurm", PRESET="smoke", NPAR="3", SAVE_CKPT="1", SEEDS="7", MAX_RETRIES="2",
+                   JOB_DIR=str(tmp_path / "jobs"), PARTITION="gpu")
+    out = launch("--dry-run", env=env, config=False, check=True).stdout
+    jobs = sbatch_lines(out)
+    assert len(jobs) == 3
+    run_dir = tmp_path / "jobs" / "run01_seed7"
+    for k, job in enumerate(jobs, start=1):
+        assert f"CHECKPOINT_DIR={run_dir}/checkpoints " in job
+        assert f"--log-file {run_dir}/mlperf_part{k}.log" in job
+        assert f"LLAMA31_MLPERF_LOG={run_dir}/mlperf_part{k}.log" in job
+        assert "--partition=gpu" in job and "--requeue" in job and "--open-mode=append" in job
+        assert f"--output={run_dir}/slurm-%j.out" in job
+        assert "dev/slurm/llama31.sbatch --nodes=1 --ntasks-per-node=1 -- " in job
+        if k == 1:
+            assert "--dependency" not in job
+        else:
+            assert f"--dependency=afterok:JOB_ID_OF_run01_seed7_part{k - 1} " in job
+            assert "--kill-on-invalid-dep=yes" in job
+    assert "--gpus-per-node" not in out and "--container-image" not in out
+
+
+def test_dry_run_container_mounts_every_configured_path(fake, tmp_path):
+    paths = {name: tmp_path / name.lower() for name in ("PREPROCESSED_PATH", "TOKENIZER_PATH", "MODEL_CKPT")}
+    for p in paths.values():
+        p.mkdir()
+    env = fake.env(MODE="slurm", PRESET="llama31_8b", IMAGE="/images/llama31.sqsh", SEEDS="3",
+                   JOB_DIR=str(tmp_path / "jobs"), CHECKPOINT_DIR=str(tmp_path / "ckpt"),
+                   INDEX_CACHE_DIR=str(tmp_path / "cache"), USE_CKPT="1", GPUS_PER_NODE="8", NNODES="2",
+                   **{k: str(v) for k, v in paths.items()})
+    out = launch("--dry-run", env=env, config=False, check=True).stdout
+    (job,) = sbatch_lines(out)
+    (mount_arg,) = [a for a in shlex.split(job) if a.startswith("--container-mounts=")]
+    mounts = mount_arg.split("=", 1)[1].split(",")
+    expected = [*paths.values(), tmp_path / "jobs", tmp_path / "ckpt", tmp_path / "cache"]
+    assert sorted(mounts) == sorted(f"{p}:{p}" for p in expected)
+    assert "--container-image=/images/llama31.sqsh" in job
+    workdir = re.search(r"^WORKDIR (\S+)$", (REPO / "Dockerfile").read_text(), re.M).group(1)
+    assert f"--container-workdir={workdir}" in job
+    # inside the image the job runs the image's python
+    assert " -- python -m benchmark.train --log-file " in job
+    assert "--gpus-per-node=8 --exclusive" in job and "--ntasks-per-node=8" in job
+    assert "resolved inside IMAGE" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# MODE=local, for real (with the stand-in interpreter)
+
+
+def test_local_runs_retry_and_log_their_seeds(fake, tmp_path):
+    env = fake.env(NEXP="2", SEEDS="31 32", MAX_RETRIES="1", FAKE_FAILURES="1", JOB_DIR=str(tmp_path / "jobs"))
+    proc = launch(env=env, config=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = fake.calls()
+    assert len(calls) == 3  # run01 failed once and was retried, run02 ran once
+    assert [c.split()[1] for c in calls] == ["seed=31", "seed=31", "seed=32"]
+    jobs = tmp_path / "jobs"
+    assert (jobs / "seeds.txt").read_text() == "run01_seed31 31 given\nrun02_seed32 32 given\n"
+    for run in ("run01_seed31", "run02_seed32"):
+        assert (jobs / run / "mlperf.log").is_file()
+        assert "fake training" in (jobs / run / "output_part1.txt").read_text()
+    assert "retry 1 of 1" in proc.stdout
+    assert "run01_seed31: success" in proc.stdout and "run02_seed32: success" in proc.stdout
+
+
+def test_local_failed_part_ends_its_run_and_the_exit_status(fake, tmp_path):
+    env = fake.env(NPAR="2", SAVE_CKPT="1", SEEDS="8", FAKE_FAILURES="5", JOB_DIR=str(tmp_path / "jobs"))
+    proc = launch(env=env, config=False)
+    assert proc.returncode == 1
+    assert len(fake.calls()) == 1  # part 2 never started
+    assert "run01_seed8: failed in part 1 of 2 (exit 3)" in proc.stdout
+
+
+def test_print_config_is_a_question_not_a_run(fake, tmp_path):
+    proc = launch("--print-config", env=fake.env(JOB_DIR=str(tmp_path / "jobs")), config=False, check=True)
+    assert json.loads(proc.stdout) == {"fake": True}
+    assert not (tmp_path / "jobs").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Shell hygiene
+
+
+def _shell_scripts() -> list[Path]:
+    return [REPO / "run_llama31.sh", REPO / "config.sh", REPO / "dev/run_docker.sh", *sorted((REPO / "dev/slurm").glob("*"))]
+
+
+def test_shell_scripts_are_shellcheck_clean():
+    if not shutil.which("shellcheck"):
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is missing: .ci/run installs it (apt-get install shellcheck)")
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    proc = subprocess.run(["shellcheck", "-x", *map(str, _shell_scripts())], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shell_scripts_are_strict():
+    for path in _shell_scripts():
+        if path.name == "config.sh":  # sourced into the caller's shell, so it must not change its options
+            assert "set -" not in path.read_text()
+            continue
+        assert "\nset -euo pipefail\n" in path.read_text(), path
