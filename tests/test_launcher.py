@@ -342,13 +342,15 @@ def test_dry_run_local_cpu_and_torchrun(fake, tmp_path):
     assert len(cmd) == 1
     # relative paths are taken from the caller's folder, made absolute for the jobs
     job_dir = f"{os.getcwd()}/rel/jobs"
-    assert cmd[0].startswith(f"env SEED=11 RESULT_DIR={job_dir}/run01_seed11 CHECKPOINT_DIR={job_dir}/run01_seed11/checkpoints ")
+    run_dir = f"{job_dir}/run01_seed11"
+    assert cmd[0].startswith(f"env SEED=11 RESULT_DIR={run_dir} CHECKPOINT_DIR={run_dir}/checkpoints ")
     assert f"{fake.python} -m benchmark.train --log-file {job_dir}/run01_seed11/mlperf.log --log-every 5" in cmd[0]
     assert "torch.distributed.run" not in out
     assert not Path(job_dir).exists()
 
     out = launch("--dry-run", env=fake.env(SEEDS="11", GPUS_PER_NODE="8"), config=False, check=True).stdout
-    assert f"{fake.python} -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=8 -m benchmark.train" in out
+    torchrun = "-m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=8 -m benchmark.train"
+    assert f"{fake.python} {torchrun}" in out
 
 
 def test_dry_run_generates_distinct_logged_seeds(fake):
@@ -443,7 +445,8 @@ def test_print_config_is_a_question_not_a_run(fake, tmp_path):
 
 
 def _shell_scripts() -> list[Path]:
-    return [REPO / "run_llama31.sh", REPO / "config.sh", REPO / "dev/run_docker.sh", *sorted((REPO / "dev/slurm").glob("*"))]
+    scripts = [REPO / "run_llama31.sh", REPO / "config.sh", REPO / "dev/run_docker.sh"]
+    return [*scripts, *sorted((REPO / "dev/slurm").glob("*"))]
 
 
 def test_shell_scripts_are_shellcheck_clean():
