@@ -1,0 +1,137 @@
+"""The benchmark loop on the embedded dataset: log events, hyperparameters, determinism, stopping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.config import build_config
+from benchmark.train import run
+
+# SPEC: the keys a compliant run emits, in order, up to run_start.
+SPEC_KEYS = [
+    "cache_clear", "init_start", "submission_benchmark", "submission_org", "submission_division",
+    "submission_status", "submission_platform", "seed", "global_batch_size", "gradient_accumulation_steps",
+    "max_sequence_length", "eval_samples", "train_samples", "init_checkpoint_step", "opt_name",
+    "opt_base_learning_rate", "opt_adamw_beta_1", "opt_adamw_beta_2", "opt_adamw_epsilon",
+    "opt_adamw_weight_decay", "opt_gradient_clip_norm", "opt_end_learning_rate",
+    "opt_learning_rate_warmup_steps", "opt_learning_rate_decay_steps", "max_steps",
+    "opt_learning_rate_decay_schedule", "target_accuracy", "init_stop", "run_start",
+]
+
+# A smaller model than the smoke preset, so each run here takes seconds.
+TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
+        "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000"}
+
+
+def events(path: Path) -> list[dict]:
+    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in path.read_text().splitlines()
+            if line.startswith(":::MLLOG ")]
+
+
+def smoke_env(smoke_data, **extra) -> dict[str, str]:
+    env = {
+        "PRESET": "smoke", "PREPROCESSED_PATH": str(smoke_data.data_dir),
+        "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), **TINY,
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def configure(smoke_data, tmp_path, **extra):
+    cfg = build_config(env=smoke_env(smoke_data, RESULT_DIR=tmp_path, **extra))
+    cfg.data.valid_file = Path(smoke_data.valid_prefix).name
+    return cfg
+
+
+def test_samples_count_of_every_event_and_hyperparameters(smoke_data, tmp_path):
+    # GBS 16, an eval every 32 samples, never reaching the target: three blocks, then aborted.
+    cfg = configure(smoke_data, tmp_path, GBS=16, MBS=4, EVAL_EVERY=32, EVAL_SAMPLES=8,
+                    MAX_TRAIN_SAMPLES=96, TARGET=0.01, SEED=5)
+    result = run(cfg, log_path=tmp_path / "run.log", echo=False)
+    assert result.status == "aborted" and result.samples == 96 and result.steps == 6
+    ev = events(tmp_path / "run.log")
+    keys = [e["key"] for e in ev]
+    assert keys[: len(SPEC_KEYS)] == SPEC_KEYS
+    body = [(e["key"], e["metadata"].get("samples_count")) for e in ev[len(SPEC_KEYS):] if e["key"] != "tracked_stats"]
+    expected = []
+    for block in range(3):
+        start, stop = 32 * block, 32 * (block + 1)
+        expected += [("block_start", start), ("block_stop", stop), ("eval_start", stop),
+                     ("eval_accuracy", stop), ("eval_stop", stop)]
+    expected.append(("run_stop", 96))
+    assert body == expected
+    assert ev[-1]["metadata"]["status"] == "aborted"
+    values = {e["key"]: e["value"] for e in ev}
+    assert values["submission_benchmark"] == "llama31_8b"
+    assert values["seed"] == 5
+    assert values["global_batch_size"] == 16
+    assert values["gradient_accumulation_steps"] == 4
+    assert values["max_sequence_length"] == 64
+    assert values["eval_samples"] == 8
+    assert values["opt_base_learning_rate"] == cfg.train.lr == 2e-3
+    assert values["opt_end_learning_rate"] == pytest.approx(2e-4)
+    assert values["opt_learning_rate_warmup_steps"] == 16  # 256 warmup samples / GBS 16
+    assert values["opt_learning_rate_decay_steps"] == 2000 - 16
+    assert values["max_steps"] == 2000
+    assert values["opt_learning_rate_decay_schedule"] == "cosine with linear warmup"
+    assert values["target_accuracy"] == 0.01
+    assert values["init_checkpoint_step"] == 0
+    # train_samples: whole 64-token windows in one pass over en_6 + en_7
+    assert values["train_samples"] == sum(
+        (int(np.fromfile(p + ".bin", dtype=np.uint16).size) - 1) // 64 for p in smoke_data.train_prefixes
+    )
+    evals = [e["value"] for e in ev if e["key"] == "eval_accuracy"]
+    assert [round(v, 6) for v in evals] == [round(v, 6) for _, v in result.eval_curve]
+    assert evals[0] > evals[-1]  # it learns
+
+
+def test_same_seed_same_run_other_seed_differs(smoke_data, tmp_path):
+    def once(seed, name):
+        cfg = configure(smoke_data, tmp_path, GBS=16, MBS=8, EVAL_EVERY=48, EVAL_SAMPLES=8,
+                        MAX_TRAIN_SAMPLES=48, TARGET=0.01, SEED=seed)
+        result = run(cfg, log_path=tmp_path / name, echo=False)
+        logged = [(e["key"], e["value"], e["metadata"].get("samples_count"))
+                  for e in events(tmp_path / name) if e["key"] not in ("submission_platform",)
+                  and e["event_type"] == "POINT_IN_TIME" and e["key"] != "tracked_stats"]
+        return result.train_losses, result.eval_curve, logged
+
+    a, b, c = once(11, "a.log"), once(11, "b.log"), once(12, "c.log")
+    assert a[0] == b[0] and a[1] == b[1] and a[2] == b[2]
+    assert len(a[0]) == 3
+    assert a[0] != c[0]
+
+
+def test_stop_closes_log_aborted_and_crash_too(smoke_data, tmp_path, monkeypatch):
+    cfg = configure(smoke_data, tmp_path, EVAL_EVERY=64, EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=640)
+    result = run(cfg, log_path=tmp_path / "stop.log", echo=False, stop_after_steps=2)
+    ev = events(tmp_path / "stop.log")
+    assert ev[-1]["key"] == "run_stop" and ev[-1]["metadata"] == {**ev[-1]["metadata"], "status": "aborted"}
+    assert result.steps == 2 and ev[-1]["metadata"]["samples_count"] == 32
+
+    # A crash (here: Ctrl-C inside the training step) still ends the log with run_stop aborted.
+    from benchmark import engine
+
+    def interrupted(self, micro_batches, lr):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.LocalEngine, "train_step", interrupted)
+    cfg = configure(smoke_data, tmp_path, EVAL_EVERY=64, EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=640)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, log_path=tmp_path / "ctrl_c.log", echo=False)
+    last = events(tmp_path / "ctrl_c.log")[-1]
+    assert last["key"] == "run_stop" and last["metadata"]["status"] == "aborted"
+    assert last["metadata"]["samples_count"] == 0
+
+
+def test_non_finite_loss_stops_aborted(smoke_data, tmp_path):
+    # A learning rate this large blows the weights up within a few steps.
+    cfg = configure(smoke_data, tmp_path, LR=1e6, WARMUP_SAMPLES=0, EVAL_EVERY=160, EVAL_SAMPLES=8,
+                    MAX_TRAIN_SAMPLES=1600)
+    result = run(cfg, log_path=tmp_path / "nan.log", echo=False)
+    assert result.status == "aborted"
+    assert result.reason.startswith(f"non-finite training values at step {result.steps + 1}")
+    assert events(tmp_path / "nan.log")[-1]["metadata"]["status"] == "aborted"
