@@ -114,6 +114,10 @@ class ParallelConfig:
     precision: str = knob("auto", "PRECISION", "bf16 | fp32 | auto (bf16 on GPU, fp32 on CPU)")
     fp8: bool = knob(False, "FP8", "FP8 hybrid through TransformerEngine (GPU only)")
     recompute: bool = knob(False, "RECOMPUTE", "full activation recomputation")
+    fusions: str = knob(
+        "auto", "FUSIONS", "Megatron's compiled SwiGLU and cross-entropy kernels: on | off | auto (on for GPU)"
+    )
+    compile: bool = knob(False, "COMPILE", "torch.compile each transformer layer")
     device: str = knob("auto", "DEVICE", "cuda | cpu | auto")
 
 
@@ -365,6 +369,8 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         )
     if p.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"PRECISION={p.precision!r} must be one of auto, bf16, fp32")
+    if p.fusions not in ("auto", "on", "off"):
+        raise ConfigError(f"FUSIONS={p.fusions!r} must be one of auto, on, off")
     if p.device not in ("auto", "cuda", "cpu"):
         raise ConfigError(f"DEVICE={p.device!r} must be one of auto, cuda, cpu")
     if cfg.log.submission_division not in ("closed", "open"):

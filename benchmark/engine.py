@@ -122,6 +122,14 @@ class MegatronEngine:
             ),
             [self.model],
         )
+        # Without TransformerEngine or Apex, Megatron-Core builds torch's AdamW with its default
+        # multi-kernel foreach path (measured: 20% of an 8-layer step on an H200). The parameters it
+        # updates are fp32 CUDA master copies, which torch's single-kernel fused AdamW handles;
+        # the arithmetic is the same update rule.
+        inner = getattr(self.optimizer, "optimizer", None)
+        if isinstance(inner, torch.optim.AdamW):
+            for group in inner.param_groups:
+                group["foreach"], group["fused"] = False, True
         # Wire the schedule to DDP, as Megatron's own training loop does: no gradient all-reduce
         # until the last micro-batch, then the (overlapped) reduce-scatter.
         config.no_sync_func = self.model.no_sync

@@ -73,6 +73,8 @@ class SDPAttention(MegatronModule):
 def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool) -> TransformerConfig:
     """Map the Llama 3.1 settings onto Megatron-Core's TransformerConfig."""
     m, p = cfg.model, cfg.parallel
+    # Megatron's SwiGLU and cross-entropy fusions are torch.compile'd functions; on by default on GPU.
+    fusions = p.fusions == "on" or (p.fusions == "auto" and not use_cpu_initialization)
     return TransformerConfig(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
@@ -86,7 +88,7 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
         activation_func=F.silu,
         add_bias_linear=False,
         add_qkv_bias=False,
-        bias_activation_fusion=False,
+        bias_activation_fusion=fusions,
         masked_softmax_fusion=False,
         persist_layer_norm=False,
         apply_rope_fusion=False,
@@ -105,7 +107,8 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
         recompute_granularity="full" if p.recompute else None,
         recompute_method="uniform" if p.recompute else None,
         recompute_num_layers=1 if p.recompute else None,
-        cross_entropy_loss_fusion=False,
+        cross_entropy_loss_fusion=fusions,
+        cross_entropy_fusion_impl="native",
     )
 
 
@@ -132,4 +135,8 @@ def build_model(cfg: Config, vocab_size: int, *, bf16: bool, use_cpu_initializat
         rope_scaling=True,
         rope_scaling_factor=cfg.model.rope_scaling_factor,
     )
+    if cfg.parallel.compile:
+        for layer in model.decoder.layers:
+            layer.compile()
+        spec_name += ", layers compiled"
     return model, spec_name

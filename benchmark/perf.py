@@ -34,6 +34,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--recompute", action="store_true", help="full activation recomputation")
     p.add_argument("--vocab", type=int, default=128256)
+    p.add_argument("--fusions", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--compile", action="store_true", help="torch.compile each transformer layer")
+    p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--label", default="", help="free text copied into the JSON line")
@@ -54,6 +57,7 @@ def main(argv=None) -> int:
         "NUM_HEADS": "32", "NUM_KV_GROUPS": "8", "SEQ_LENGTH": str(a.seq), "GBS": str(gbs), "MBS": str(a.mbs),
         "TP": str(a.tp), "PP": str(a.pp), "RECOMPUTE": "1" if a.recompute else "0", "EVAL_EVERY": str(gbs),
         "EVAL_SAMPLES": str(a.mbs * dp), "LR": "1e-4", "WARMUP_SAMPLES": "0", "VOCAB_SIZE": str(a.vocab),
+        "FUSIONS": a.fusions, "COMPILE": "1" if a.compile else "0",
     }
     cfg = build_config(env=env)
     with distributed(cfg) as device:
@@ -77,7 +81,13 @@ def main(argv=None) -> int:
             return out
 
         times, losses = [], []
+        profiler = None
         for i in range(a.warmup + a.steps):
+            if i == a.warmup and a.profile and torch.distributed.get_rank() == 0:
+                profiler = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+                )
+                profiler.__enter__()
             batch = micro_batches()
             if on_gpu:
                 torch.cuda.synchronize()
@@ -88,6 +98,11 @@ def main(argv=None) -> int:
             if i >= a.warmup:
                 times.append(time.perf_counter() - t0)
                 losses.append(loss)
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
+            sort = "cuda_time_total" if on_gpu else "cpu_time_total"
+            with open(a.profile, "w") as f:
+                f.write(profiler.key_averages().table(sort_by=sort, row_limit=60, max_name_column_width=90))
         step = statistics.median(times)
         tokens_per_gpu = gbs * a.seq / step / world
         name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
@@ -96,7 +111,7 @@ def main(argv=None) -> int:
         record = {
             "bench": "benchmark.perf", "label": a.label, "device": name, "gpus": world, "layers": a.layers,
             "seq": a.seq, "mbs": a.mbs, "gbs": gbs, "tp": a.tp, "pp": a.pp, "dp": dp, "recompute": a.recompute,
-            "spec": spec_name, "engine": type(engine).__name__, "step_time_s": round(step, 4),
+            "fusions": a.fusions, "compile": a.compile, "spec": spec_name, "engine": type(engine).__name__, "step_time_s": round(step, 4),
             "tokens_per_sec_per_gpu": round(tokens_per_gpu, 1),
             "tflops_per_gpu": round(tokens_per_gpu * fpt / 1e12, 1),
             "mfu": round(tokens_per_gpu * fpt / peak, 4) if peak else None,
