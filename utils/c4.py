@@ -1,0 +1,276 @@
+"""C4 en for the benchmark: download, compress, consolidate.
+
+Run:
+  python -m utils.c4 download --dst C4_PATH --source hf [--workers 8]
+  python -m utils.c4 download --dst C4_PATH --source rclone --remote REMOTE:PATH
+  python -m utils.c4 compress DIR [--workers N]
+  python -m utils.c4 consolidate --src C4_PATH --dst MERGED_C4_PATH [--n-validation 91205]
+
+consolidate: the train shards, in index order, are split into 8 equal groups and each group's
+gzip files are concatenated byte for byte (a concatenation of gzip streams is a valid gzip file)
+into `c4-train.en_{k}.json.gz`; for C4's 1,024 shards, group k is shards 128k..128k+127. The
+validation shards are read in order and their first N lines written to
+`c4-validation-{N}-samples.en.json.gz` (N = 91,205 for the benchmark: the fewest documents that
+give 5,760 sequences of 8,192 tokens). `manifest.json` records, for every output, its inputs,
+document count, size and sha256. Everything streams in blocks; outputs are written under
+temporary names and renamed when complete; an output whose manifest entry still matches its
+inputs is not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from utils.fileio import (
+    BLOCK,
+    DataError,
+    LineReader,
+    atomic_output,
+    count_lines_gz_bytes,
+    read_json,
+    remove_stale_tmp,
+    write_json_atomic,
+)
+
+C4_TRAIN_SHARDS = 1024
+C4_VALID_SHARDS = 8
+C4_N_VALIDATION = 91205
+N_GROUPS = 8
+MANIFEST = "manifest.json"
+
+_SHARD = re.compile(r"^c4-(train|validation)\.(\d{5})-of-(\d{5})\.json\.gz$")
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """C4's shard file name, e.g. c4-train.00003-of-01024.json.gz."""
+    return f"c4-{split}.{index:05d}-of-{count:05d}.json.gz"
+
+
+def group_name(k: int) -> str:
+    return f"c4-train.en_{k}.json.gz"
+
+
+def validation_name(n: int) -> str:
+    return f"c4-validation-{n}-samples.en.json.gz"
+
+
+def find_shards(src: Path, split: str, expected_count: int | None = None) -> list[Path]:
+    """All shards of `split` in `src`, in index order, checked complete.
+
+    The shard count comes from the file names (`-of-NNNNN`) unless `expected_count` is given.
+    Raises DataError listing every missing shard by name.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise DataError(f"{src}: folder not found")
+    found: dict[int, set[int]] = {}
+    for p in src.iterdir():
+        m = _SHARD.match(p.name)
+        if m and m.group(1) == split:
+            found.setdefault(int(m.group(3)), set()).add(int(m.group(2)))
+    if expected_count is None:
+        if not found:
+            raise DataError(
+                f"{src}: no c4-{split}.*-of-*.json.gz shards; download them with "
+                f"`python -m utils.c4 download --dst {src}`"
+            )
+        if len(found) > 1:
+            counts = ", ".join(f"-of-{c:05d}" for c in sorted(found))
+            raise DataError(f"{src}: c4-{split} shards of different sets ({counts}); keep one set")
+        expected_count = next(iter(found))
+    have = found.get(expected_count, set())
+    missing = [shard_name(split, i, expected_count) for i in range(expected_count) if i not in have]
+    if missing:
+        raise DataError(
+            f"{src}: {len(missing)} of {expected_count} c4-{split} shards missing: {', '.join(missing)}; "
+            f"download them (`python -m utils.c4 download` resumes) and rerun"
+        )
+    return [src / shard_name(split, i, expected_count) for i in range(expected_count)]
+
+
+def _stream_concat(inputs: list[Path], out) -> tuple[int, str]:
+    """Copy `inputs` byte for byte into the open file `out`; return (documents, sha256).
+
+    Each input is also decompressed on the fly to count its lines and to prove it is a complete
+    gzip stream: a truncated shard is reported by name instead of ending up in the merged file.
+    """
+    h = hashlib.sha256()
+    docs = 0
+    for path in inputs:
+
+        def blocks(path=path) -> Iterator[bytes]:
+            with open(path, "rb") as f:
+                while block := f.read(BLOCK):
+                    out.write(block)
+                    h.update(block)
+                    yield block
+
+        docs += count_lines_gz_bytes(blocks(), str(path))
+    return docs, h.hexdigest()
+
+
+def _inputs_record(inputs: list[Path]) -> list[dict]:
+    return [{"name": p.name, "bytes": p.stat().st_size} for p in inputs]
+
+
+def _entry_current(entry: dict | None, inputs: list[Path], out: Path, extra: dict) -> bool:
+    """Whether a manifest entry still describes `out` as built from `inputs` (names and sizes)."""
+    if not isinstance(entry, dict) or not out.is_file():
+        return False
+    if entry.get("inputs") != _inputs_record(inputs) or entry.get("bytes") != out.stat().st_size:
+        return False
+    return all(entry.get(k) == v for k, v in extra.items())
+
+
+def consolidate(
+    src: str | Path,
+    dst: str | Path,
+    n_validation: int = C4_N_VALIDATION,
+    n_groups: int = N_GROUPS,
+    workers: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Merge C4 shards in `src` into `n_groups` train files and one validation subset in `dst`.
+
+    Train: shards in index order, split into `n_groups` equal groups, gzip bytes concatenated
+    into `c4-train.en_{k}.json.gz`. Validation: the validation shards in order, first
+    `n_validation` lines, gzip'd into `c4-validation-{n_validation}-samples.en.json.gz`.
+    Writes `manifest.json` (per output: inputs, documents, bytes, sha256) and returns it.
+    `workers` > 1 builds that many train groups at a time. Outputs whose manifest entry matches
+    are kept. Raises DataError on missing or damaged shards.
+    """
+    src, dst = Path(src), Path(dst)
+    log = log or (lambda s: None)
+    if n_validation < 1:
+        raise DataError(f"--n-validation {n_validation}: use 1 or more")
+    train = find_shards(src, "train")
+    valid = find_shards(src, "validation")
+    if len(train) % n_groups:
+        raise DataError(f"{src}: {len(train)} train shards do not split into {n_groups} equal groups")
+    per = len(train) // n_groups
+    dst.mkdir(parents=True, exist_ok=True)
+    manifest_path = dst / MANIFEST
+    old = read_json(manifest_path)
+    old = old.get("outputs", {}) if isinstance(old, dict) else {}
+    outputs: dict[str, dict] = {}
+
+    jobs = []
+    for k in range(n_groups):
+        inputs = train[k * per : (k + 1) * per]
+        out = dst / group_name(k)
+        if _entry_current(old.get(out.name), inputs, out, {}):
+            outputs[out.name] = old[out.name]
+            log(f"{out.name}: up to date")
+        else:
+            jobs.append((inputs, out))
+
+    def record(name: str, entry: dict) -> None:
+        outputs[name] = entry
+        # Rewritten after every output so that an interrupted run keeps what it finished.
+        write_json_atomic(manifest_path, {"source": str(src.resolve()), "outputs": _ordered(outputs)})
+
+    if workers > 1 and len(jobs) > 1:
+        from utils.parallel import ordered_map
+
+        results = ordered_map(_build_group, jobs, min(workers, len(jobs)))
+    else:
+        results = map(_build_group, jobs)
+    for (inputs, out), entry in zip(jobs, results, strict=True):
+        record(out.name, entry)
+        log(f"{out.name}: {entry['documents']:,} documents from {len(inputs)} shards")
+
+    out = dst / validation_name(n_validation)
+    extra = {"documents": n_validation}
+    if _entry_current(old.get(out.name), valid, out, extra):
+        outputs[out.name] = old[out.name]
+        log(f"{out.name}: up to date")
+    else:
+        record(out.name, _build_validation(valid, out, n_validation))
+        log(f"{out.name}: first {n_validation:,} documents of {len(valid)} shards")
+    write_json_atomic(manifest_path, {"source": str(src.resolve()), "outputs": _ordered(outputs)})
+    return read_json(manifest_path)
+
+
+def _ordered(outputs: dict) -> dict:
+    return dict(sorted(outputs.items()))
+
+
+def _build_group(job: tuple[list[Path], Path]) -> dict:
+    inputs, out = job
+    remove_stale_tmp(out.parent, out.name)
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        docs, sha = _stream_concat(inputs, f)
+    return {"inputs": _inputs_record(inputs), "documents": docs, "bytes": out.stat().st_size, "sha256": sha}
+
+
+def _build_validation(inputs: list[Path], out: Path, n: int) -> dict:
+    remove_stale_tmp(out.parent, out.name)
+    written = 0
+    h = hashlib.sha256()
+    with atomic_output(out) as tmp:
+        with open(tmp, "wb") as raw:
+            # mtime=0 and no file name in the header: the same lines always give the same bytes.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                for path in inputs:
+                    with LineReader(path) as reader:
+                        for line in reader:
+                            if not line.endswith(b"\n"):
+                                line += b"\n"
+                            gz.write(line)
+                            written += 1
+                            if written == n:
+                                break
+                    if written == n:
+                        break
+        if written < n:
+            raise DataError(
+                f"the {len(inputs)} validation shards hold only {written:,} documents, fewer than --n-validation {n:,}"
+            )
+        with open(tmp, "rb") as f:
+            while block := f.read(BLOCK):
+                h.update(block)
+    return {"inputs": _inputs_record(inputs), "documents": n, "bytes": out.stat().st_size, "sha256": h.hexdigest()}
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    """python -m utils.c4 {download,compress,consolidate} ...: see the module docstring."""
+    p = argparse.ArgumentParser(
+        prog="python -m utils.c4",
+        description="C4 en 3.0.1 for the llama31_8b benchmark: download, compress, consolidate.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser(
+        "consolidate",
+        help="merge the 1024 train shards into 8 files and cut the validation subset",
+        description="Concatenate the train shards, in index order, into 8 equal groups "
+        "(c4-train.en_{0..7}.json.gz) and write the first N validation documents to "
+        "c4-validation-{N}-samples.en.json.gz, with a manifest.json.",
+    )
+    c.add_argument("--src", required=True, type=Path, help="folder with c4-train.*-of-*.json.gz and c4-validation.*")
+    c.add_argument("--dst", required=True, type=Path, help="output folder (MERGED_C4_PATH)")
+    c.add_argument("--n-validation", type=int, default=C4_N_VALIDATION, help=f"default {C4_N_VALIDATION}")
+    c.add_argument("--groups", type=int, default=N_GROUPS, help=f"train groups (default {N_GROUPS})")
+    c.add_argument("--workers", type=int, default=1, help="groups built at a time (default 1)")
+    a = p.parse_args(argv)
+    try:
+        if a.command == "consolidate":
+            consolidate(a.src, a.dst, a.n_validation, a.groups, a.workers, log=print)
+            print(f"manifest: {a.dst / MANIFEST}")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished outputs are kept, the one in progress was not written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
