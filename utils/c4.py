@@ -1,9 +1,13 @@
 """C4 en for the benchmark: download, compress, consolidate.
 
+download: see utils/download.py. compress: gzip the .json files of a folder in parallel, each
+written atomically (for sources that hold uncompressed JSON lines).
+
 Run:
-  python -m utils.c4 download --dst C4_PATH --source hf [--workers 8]
+  python -m utils.c4 download --dst C4_PATH [--source hf] [--workers 8]
   python -m utils.c4 download --dst C4_PATH --source rclone --remote REMOTE:PATH
-  python -m utils.c4 compress DIR [--workers N]
+  python -m utils.c4 download --dst C4_PATH --source local --from DIR
+  python -m utils.c4 compress DIR [--workers N] [--keep]
   python -m utils.c4 consolidate --src C4_PATH --dst MERGED_C4_PATH [--n-validation 91205]
 
 consolidate: the train shards, in index order, are split into 8 equal groups and each group's
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -238,6 +243,48 @@ def _build_validation(inputs: list[Path], out: Path, n: int) -> dict:
     return {"inputs": _inputs_record(inputs), "documents": n, "bytes": out.stat().st_size, "sha256": h.hexdigest()}
 
 
+# ----------------------------------------------------------------------------- compress
+def compress_one(path: Path, keep: bool = False, level: int = 6) -> Path:
+    """Gzip `path` (a .json file) into `path.gz` atomically, then delete `path` unless `keep`.
+
+    The gzip header holds no time or name, so the same input always gives the same bytes.
+    """
+    out = path.with_name(path.name + ".gz")
+    remove_stale_tmp(out.parent, out.name)
+    with atomic_output(out) as tmp, open(path, "rb") as src, open(tmp, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=level) as gz:
+            while block := src.read(BLOCK):
+                gz.write(block)
+    if not keep:
+        path.unlink()
+    return out
+
+
+def compress(folder: str | Path, workers: int = 1, keep: bool = False, log: Callable[[str], None] | None = None):
+    """Gzip every `*.json` file in `folder` (not recursive), `workers` files at a time.
+
+    Each file is written under a temporary name and renamed when complete; its .json is deleted
+    only after that (unless `keep`), so an interrupted run is resumed by running it again.
+    Returns the paths of the .json.gz files written.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(".json"))
+    if not files:
+        raise DataError(f"{folder}: no .json files to compress")
+    log = log or (lambda s: None)
+    # zlib releases the GIL while it compresses, so threads use the cores.
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        outs = []
+        for out in ex.map(lambda p: compress_one(p, keep), files):
+            log(f"{out.name}")
+            outs.append(out)
+    return outs
+
+
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.c4 {download,compress,consolidate} ...: see the module docstring."""
@@ -258,11 +305,64 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--n-validation", type=int, default=C4_N_VALIDATION, help=f"default {C4_N_VALIDATION}")
     c.add_argument("--groups", type=int, default=N_GROUPS, help=f"train groups (default {N_GROUPS})")
     c.add_argument("--workers", type=int, default=1, help="groups built at a time (default 1)")
+
+    z = sub.add_parser(
+        "compress",
+        help="gzip every .json file of a folder, in parallel",
+        description="Gzip every *.json file in DIR into *.json.gz (atomically, one file per worker at a "
+        "time) and delete the .json once its .json.gz is complete. Rerun to resume.",
+    )
+    z.add_argument("dir", type=Path, help="folder with .json files")
+    z.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="files at a time (default: cores)")
+    z.add_argument("--keep", action="store_true", help="keep the .json files")
+
+    d = sub.add_parser(
+        "download",
+        help="download the 1024 train + 8 validation shards of C4 en (resumable)",
+        description="Download C4 en 3.0.1 (c4-train.{00000..01023}-of-01024.json.gz, "
+        "c4-validation.{00000..00007}-of-00008.json.gz) into DST. Rerunning fetches only what is "
+        "missing or incomplete; the end lists any shard still missing. Sources: hf (Hugging Face "
+        "dataset allenai/c4, en/), rclone (a remote you configured with `rclone config`; its "
+        "credentials stay in rclone's config), local (a folder holding the shards).",
+    )
+    d.add_argument("--dst", required=True, type=Path, help="output folder (C4_PATH)")
+    d.add_argument("--source", choices=("hf", "rclone", "local"), default="hf", help="where from (default hf)")
+    d.add_argument("--remote", default=None, help="rclone: REMOTE:PATH of the folder with the shards")
+    d.add_argument("--from", dest="from_dir", type=Path, default=None, help="local: folder with the shards")
+    d.add_argument("--repo", default="allenai/c4", help="hf: dataset repository (default allenai/c4)")
+    d.add_argument("--revision", default=None, help="hf: branch, tag or commit")
+    d.add_argument("--workers", type=int, default=8, help="parallel transfers (default 8)")
+    d.add_argument(
+        "--only",
+        choices=("all", "train", "validation"),
+        default="all",
+        help="which split to fetch (default all)",
+    )
     a = p.parse_args(argv)
     try:
         if a.command == "consolidate":
             consolidate(a.src, a.dst, a.n_validation, a.groups, a.workers, log=print)
             print(f"manifest: {a.dst / MANIFEST}")
+        elif a.command == "compress":
+            outs = compress(a.dir, a.workers, a.keep, log=print)
+            print(f"compressed {len(outs)} files in {a.dir}")
+        elif a.command == "download":
+            from utils import download as dl
+
+            if a.source == "rclone":
+                if not a.remote:
+                    p.error("--source rclone needs --remote REMOTE:PATH")
+                source = dl.RcloneSource(a.remote)
+            elif a.source == "local":
+                if not a.from_dir:
+                    p.error("--source local needs --from DIR")
+                source = dl.LocalSource(a.from_dir)
+            else:
+                source = dl.HFSource(a.repo, a.revision)
+            names = dl.expected_names()
+            if a.only != "all":
+                names = [n for n in names if n.startswith(f"c4-{a.only}.")]
+            dl.download(source, a.dst, names, a.workers)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
