@@ -1,0 +1,356 @@
+"""run_llama31.sh against a real Slurm: a one-node cluster on loopback, started by the fixture.
+
+Debian's slurm-wlm and munge (installed by .ci/run, never by the tests) run here as root: munged with
+a freshly generated key, slurmctld and slurmd with a slurm.conf in a temporary folder, on free ports.
+The fixture waits for the node to be idle and stops every daemon by its PID afterwards. Through it:
+the embedded-default benchmark submitted with NEXP=2 (two logs, two seeds, both passing the smoke
+compliance profile), an NPAR=2 chain that resumes from its checkpoint, a job that fails and is
+requeued, and submission errors reported in words. The benchmark runs are shrunk through the
+environment (a few evaluations of a few steps) so that the module stays within a few minutes.
+Run: bash dev/test.sh tests/test_slurm.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SBIN_PATH = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
+KNOBS_RE = re.compile(r"^export ([A-Z][A-Z0-9_]*)=", re.M)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_name() -> str:
+    """This machine's name when it resolves (the batch script's rendezvous address), else localhost."""
+    name = socket.gethostname()
+    try:
+        socket.gethostbyname(name)
+        return name
+    except OSError:
+        return "localhost"
+
+
+SLURM_CONF = """\
+# A one-node cluster for the tests, on loopback, everything as root, no cgroups, no accounting.
+ClusterName=llama31test
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+CredType=cred/munge
+# A short credential lifetime also shortens the wait before a requeued job may start again.
+AuthInfo=socket={root}/munge.socket,cred_expire=5
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MpiDefault=none
+MailProg=/bin/true
+ReturnToService=2
+SchedulerParameters=sched_interval=1
+JobRequeue=1
+MinJobAge=600
+KillWait=5
+NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
+PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class Cluster:
+    """The running cluster: its environment for client commands and a few helpers."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.conf = root / "slurm.conf"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf), "PATH": SBIN_PATH}
+
+    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=check, timeout=60)
+
+    def start(self) -> None:
+        root = self.root
+        for d in ("state", "spool"):
+            (root / d).mkdir()
+        key = root / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+        self.conf.write_text(SLURM_CONF.format(
+            root=root, ctld_port=_free_port(), slurmd_port=_free_port(), node=_node_name(), cpus=os.cpu_count() or 1,
+        ))
+        self._spawn("munged", "munged", "--foreground", "--force", f"--key-file={key}",
+                    f"--socket={root}/munge.socket", f"--pid-file={root}/munged.pid",
+                    f"--seed-file={root}/munged.seed", f"--log-file={root}/munged.log")
+        self._wait(lambda: (root / "munge.socket").exists(), 10, "munged did not create its socket")
+        self._spawn("slurmctld", "slurmctld", "-D", "-i", "-f", str(self.conf))
+        self._spawn("slurmd", "slurmd", "-D", "-N", _node_name(), "-f", str(self.conf))
+
+        def idle() -> bool:
+            out = self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split()
+            return out == ["idle"]
+
+        self._wait(idle, 30, "the node did not become idle")
+
+    def _spawn(self, name: str, *cmd: str) -> None:
+        log = open(self.root / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def _wait(self, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.daemon_output(name)}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{what} within {timeout} s:\n" + "\n".join(self.daemon_output(n) for n in self.procs))
+
+    def daemon_output(self, name: str) -> str:
+        texts = []
+        for suffix in (".out", ".log"):
+            path = self.root / f"{name}{suffix}"
+            if path.exists():
+                texts.append(path.read_text(errors="replace")[-3000:])
+        return f"--- {name}\n" + "\n".join(texts)
+
+    def stop(self) -> None:
+        """Cancel what is left, then stop each daemon by its PID (SIGTERM, then SIGKILL)."""
+        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
+            self.run("scancel", "--user", "root", check=False)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and self.run("squeue", "-h", check=False).stdout.strip():
+                time.sleep(0.5)
+        for name in ("slurmd", "slurmctld", "munged"):
+            proc = self.procs.get(name)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def wait_for_jobs(self, job_ids: list[str], timeout: float) -> dict[str, str]:
+        """Wait until none of the jobs is pending or running; return each job's final state."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.run("squeue", "-h", "-j", ",".join(job_ids), check=False).stdout.strip():
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"jobs {job_ids} still queued after {timeout} s:\n{self.run('squeue').stdout}")
+        states = {}
+        for job in job_ids:
+            out = self.run("scontrol", "show", "job", job).stdout
+            states[job] = re.search(r"JobState=(\S+)", out).group(1)
+        return states
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    missing = [t for t in (*DAEMONS, *CLIENTS) if not shutil.which(t, path=SBIN_PATH)]
+    reason = ""
+    if missing:
+        reason = f"{', '.join(missing)} not installed: .ci/run installs slurm-wlm and munge"
+    elif os.geteuid() != 0:
+        reason = "the one-node Slurm runs its daemons as root"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cluster = Cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _clean_env(cluster: Cluster, **knobs: str) -> dict[str, str]:
+    names = set(KNOBS_RE.findall((REPO / "config.sh").read_text())) | {"SEED", "RESULT_DIR", "LLAMA31_CONTAINER"}
+    env = {k: v for k, v in cluster.env.items() if k not in names}
+    env.update(knobs)
+    return env
+
+
+def submit(cluster: Cluster, **knobs: str) -> subprocess.CompletedProcess:
+    """`source config.sh && bash run_llama31.sh` with MODE=slurm and the given knobs."""
+    env = _clean_env(cluster, MODE="slurm", **knobs)
+    cmd = ["bash", "-c", 'source config.sh && bash run_llama31.sh "$@"', "submit"]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def job_ids(job_dir: Path) -> list[str]:
+    return [line.split()[2] for line in (job_dir / "jobs.txt").read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------------------------
+# The plumbing, with a stand-in interpreter (seconds)
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# Stand-in for python: records the rendezvous it was given, writes the --log-file, and fails the
+# first attempt of a job when FAIL_FIRST_ATTEMPT is set.
+set -euo pipefail
+if [[ " $* " == *" --print-config "* ]]; then echo '{}'; exit 0; fi
+log=""; prev=""
+for a in "$@"; do [[ "${prev}" == --log-file ]] && log="${a}"; prev="${a}"; done
+echo "rank=${RANK} world=${WORLD_SIZE} local=${LOCAL_RANK} master=${MASTER_ADDR}:${MASTER_PORT}" \
+     "seed=${SEED} attempt=${SLURM_RESTART_COUNT:-0} ckpt=${CHECKPOINT_DIR}"
+echo ":::MLLOG attempt ${SLURM_RESTART_COUNT:-0}" > "${log}"
+python3 -c "import socket, os; socket.create_connection((os.environ['MASTER_ADDR'], 1), 0.5)" 2>/dev/null \
+  || python3 -c "import socket, os; socket.getaddrinfo(os.environ['MASTER_ADDR'], None)"
+if [[ -n "${FAIL_FIRST_ATTEMPT:-}" && "${SLURM_RESTART_COUNT:-0}" == 0 ]]; then exit 3; fi
+"""
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    path = tmp_path / "fake-python"
+    path.write_text(FAKE_PYTHON)
+    path.chmod(0o755)
+    return path
+
+
+def test_jobs_get_seeds_rendezvous_and_a_requeue_after_failure(slurm, fake_python, tmp_path):
+    job_dir = tmp_path / "jobs"
+    proc = submit(slurm, LLAMA31_CONTAINER="1", PYTHON=str(fake_python), PRESET="smoke", GPUS_PER_NODE="0",
+                  NEXP="2", SEEDS="17 18", MAX_RETRIES="1", FAIL_FIRST_ATTEMPT="1", JOB_DIR=str(job_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = job_ids(job_dir)
+    assert len(ids) == 2
+    states = slurm.wait_for_jobs(ids, timeout=90)
+    assert set(states.values()) == {"COMPLETED"}, states
+    for run, seed, job in (("run01_seed17", "17", ids[0]), ("run02_seed18", "18", ids[1])):
+        out = (job_dir / run / f"slurm-{job}.out").read_text()
+        assert f"seed={seed}" in out
+        assert "rank=0 world=1 local=0 master=" in out
+        assert f":{10000 + int(job) % 20000} " in out
+        assert "attempt 1 failed (exit 3); requeueing" in out
+        assert "attempt=1" in out
+        assert (job_dir / run / "mlperf.log").read_text() == ":::MLLOG attempt 1\n"
+        assert (job_dir / run / "mlperf.log.failed-attempt-0").read_text() == ":::MLLOG attempt 0\n"
+    assert (job_dir / "seeds.txt").read_text() == "run01_seed17 17 given\nrun02_seed18 18 given\n"
+
+
+def test_bad_partition_is_reported_in_words(slurm, fake_python, tmp_path):
+    job_dir = tmp_path / "jobs"
+    proc = submit(slurm, LLAMA31_CONTAINER="1", PYTHON=str(fake_python), PRESET="smoke", GPUS_PER_NODE="0",
+                  PARTITION="no-such-partition", JOB_DIR=str(job_dir))
+    assert proc.returncode == 1
+    assert "sbatch could not submit run01_seed" in proc.stderr
+    assert "invalid partition" in proc.stderr.lower()
+    assert "PARTITION='no-such-partition'" in proc.stderr
+    assert not slurm.run("squeue", "-h").stdout.strip()
+
+
+def test_unreachable_controller_is_reported_in_words(slurm, fake_python, tmp_path):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(re.sub(r"SlurmctldPort=\d+", f"SlurmctldPort={_free_port()}", slurm.conf.read_text()))
+    env = _clean_env(slurm, MODE="slurm", LLAMA31_CONTAINER="1", PYTHON=str(fake_python), PRESET="smoke",
+                     GPUS_PER_NODE="0", JOB_DIR=str(tmp_path / "jobs"), SLURM_CONF=str(conf))
+    proc = subprocess.run(["bash", "run_llama31.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "sbatch could not submit run01_seed" in proc.stderr
+    assert "slurm controller" in proc.stderr.lower() or "connection refused" in proc.stderr.lower(), proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark itself (the embedded default, shrunk)
+
+# A few evaluations of a few steps each; a target the smoke model passes at its first evaluation.
+# (The smoke model's loss starts near ln(2048) = 7.6 and is about 6.2 after 8 steps.)
+SHRUNK = {"PRESET": "smoke", "GPUS_PER_NODE": "0", "EVAL_EVERY": "128", "EVAL_SAMPLES": "16", "TARGET": "7.0",
+          "WARMUP_SAMPLES": "32", "MAX_TRAIN_SAMPLES": "512", "LOG_EVERY": "2"}
+# Generous: a loaded 2-core machine runs a smoke step in seconds rather than a fraction of one.
+JOB_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory):
+    """One embedded dataset for every job of the module (utils.smoke serializes concurrent builders)."""
+    return tmp_path_factory.mktemp("smoke-data")
+
+
+def _check(log: Path):
+    from compliance.check import check_log
+
+    return check_log(log, profile="smoke")
+
+
+def test_benchmark_two_runs_with_distinct_seeds_pass_the_smoke_check(slurm, smoke_data, tmp_path):
+    job_dir = tmp_path / "jobs"
+    proc = submit(slurm, NEXP="2", JOB_DIR=str(job_dir), SMOKE_DATA_DIR=str(smoke_data), **SHRUNK)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = job_ids(job_dir)
+    states = slurm.wait_for_jobs(ids, timeout=JOB_TIMEOUT_S)
+    runs = sorted(p for p in job_dir.iterdir() if p.is_dir())
+    outputs = "\n".join(p.read_text()[-3000:] for run in runs for p in run.glob("slurm-*.out"))
+    assert set(states.values()) == {"COMPLETED"}, f"{states}\n{outputs}"
+    seeds = [line.split()[1] for line in (job_dir / "seeds.txt").read_text().splitlines()]
+    assert len(runs) == 2 and len(set(seeds)) == 2
+    for run, seed in zip(runs, seeds, strict=True):
+        assert run.name.endswith(f"_seed{seed}")
+        log = run / "mlperf.log"
+        text = log.read_text()
+        assert f'"key": "seed", "value": {seed},' in text
+        assert '"status": "success"' in text
+        report = _check(log)
+        assert report.passed, report.format()
+
+
+def _has_knobs(*names: str) -> list[str]:
+    help_text = subprocess.run(
+        [str(REPO / ".venv/bin/python"), "-m", "benchmark.train", "--help"], cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, check=True,
+    ).stdout
+    return [n for n in names if not re.search(rf"\(env\s+{n}\)", help_text)]
+
+
+def test_benchmark_npar_chain_resumes_from_the_first_jobs_checkpoint(slurm, smoke_data, tmp_path):
+    missing = _has_knobs("SAVE_CKPT", "CHECKPOINT_DIR")
+    if missing:
+        pytest.skip(f"benchmark.train does not read {', '.join(missing)} yet (python -m benchmark.train --help)")
+    job_dir = tmp_path / "jobs"
+    knobs = {**SHRUNK, "TARGET": "0.5", "MAX_TRAIN_SAMPLES": "256"}
+    proc = submit(slurm, NPAR="2", SAVE_CKPT="1", SEEDS="77", JOB_DIR=str(job_dir), SMOKE_DATA_DIR=str(smoke_data),
+                  **knobs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = job_ids(job_dir)
+    states = slurm.wait_for_jobs(ids, timeout=JOB_TIMEOUT_S)
+    run = job_dir / "run01_seed77"
+    outputs = "\n".join(p.read_text()[-3000:] for p in sorted(run.glob("slurm-*.out")))
+    assert list(states.values()) == ["COMPLETED", "COMPLETED"], f"{states}\n{outputs}"
+    assert any((run / "checkpoints").iterdir()), "the first job saved no checkpoint"
+    second = (run / "mlperf_part2.log").read_text()
+    step = re.search(r'"key": "init_checkpoint_step", "value": (\d+)', second)
+    assert step and int(step.group(1)) > 0, "the second job did not resume from the first one's checkpoint"
