@@ -99,21 +99,29 @@ class IndexedWriter:
         self._f.close()
 
 
-def write_index(idx_file: str | os.PathLike, dtype: np.dtype, lengths: np.ndarray) -> None:
-    """Write an .idx for documents of one sequence each with these token counts."""
+def write_index(
+    idx_file: str | os.PathLike, dtype: np.dtype, lengths: np.ndarray, doc_index: np.ndarray | None = None
+) -> None:
+    """Write an .idx for sequences with these token counts, back to back in the .bin.
+
+    `doc_index`: where each document starts, in sequences, then the sequence count; default one
+    sequence per document (what utils.tokenize and the reference's preprocessing write).
+    """
     dtype = np.dtype(dtype)
     s = len(lengths)
     pointers = np.zeros(s, dtype=np.int64)
     if s > 1:
         np.cumsum(lengths[:-1], dtype=np.int64, out=pointers[1:])
     pointers *= dtype.itemsize
-    doc_index = np.arange(s + 1, dtype=np.int64)
+    doc_index = np.arange(s + 1, dtype=np.int64) if doc_index is None else np.asarray(doc_index, dtype=np.int64)
+    if doc_index[0] != 0 or doc_index[-1] != s:
+        raise ValueError("doc_index must start at 0 and end at the sequence count")
     with open(idx_file, "wb") as f:
         f.write(HEADER)
         f.write(struct.pack("<Q", VERSION))
         f.write(struct.pack("<B", DTYPE_CODES[dtype]))
         f.write(struct.pack("<Q", s))
-        f.write(struct.pack("<Q", s + 1))
+        f.write(struct.pack("<Q", len(doc_index)))
         f.write(np.ascontiguousarray(lengths, dtype=np.int32).tobytes())
         f.write(pointers.tobytes())
         f.write(doc_index.tobytes())
@@ -121,8 +129,8 @@ def write_index(idx_file: str | os.PathLike, dtype: np.dtype, lengths: np.ndarra
 
 @dataclass
 class IndexedReader:
-    """Memory-mapped view of an indexed dataset: `lengths`, `pointers`, `doc_index`, and
-    `document(i)` for documents of one sequence (what utils.tokenize writes)."""
+    """Memory-mapped view of an indexed dataset: `lengths` and `pointers` per sequence,
+    `doc_index` per document, and `document(i)`."""
 
     prefix: str
     dtype: np.dtype
@@ -168,5 +176,8 @@ class IndexedReader:
         return int(self.lengths.sum(dtype=np.int64))
 
     def document(self, i: int) -> np.ndarray:
-        start = int(self.pointers[i]) // self.dtype.itemsize
-        return np.asarray(self.tokens_mmap[start : start + int(self.lengths[i])])
+        """The tokens of document i (all its sequences, which are contiguous in the .bin)."""
+        first, end = int(self.doc_index[i]), int(self.doc_index[i + 1])
+        start = int(self.pointers[first]) // self.dtype.itemsize if end > first else 0
+        n = int(self.lengths[first:end].sum(dtype=np.int64))
+        return np.asarray(self.tokens_mmap[start : start + n])
