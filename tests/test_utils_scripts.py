@@ -1,0 +1,145 @@
+"""preprocess.sh and the thin wrappers in utils/*.sh: arguments, errors, and real runs on tiny data."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils import c4, corpus, tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = [REPO / "preprocess.sh", *sorted((REPO / "utils").glob("*.sh"))]
+
+
+def run(cmd, env=None, cwd=None):
+    full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+    for name in ("MERGED_C4_PATH", "PREPROCESSED_PATH", "TOKENIZER_PATH", "IMAGE", "TASK", "SLURM_JOB_ID"):
+        if env is None or name not in env:
+            full_env.pop(name, None)
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd or REPO)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    shards = corpus.write_corpus(root / "c4", seed=9, train_shards=16, valid_shards=2, docs_per_shard=4)
+    tokenizer.train_bpe(shards[:4], root / "tok", vocab_size=512)
+    return root
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_shellcheck():
+    r = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_scripts_are_strict_and_have_help():
+    for script in SCRIPTS:
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
+    r = run(["bash", "preprocess.sh", "--help"])
+    assert r.returncode == 0 and "MERGED_C4_PATH" in r.stdout and "#SBATCH" not in r.stdout
+    assert "#SBATCH --array=0-8" in (REPO / "preprocess.sh").read_text()
+
+
+def test_preprocess_reports_every_problem_at_once(tmp_path):
+    r = run(["bash", "preprocess.sh"], env={"TOKENIZER_PATH": str(tmp_path / "none"), "TASK": "9"})
+    assert r.returncode == 2
+    for text in (
+        "MERGED_C4_PATH is not set",
+        "PREPROCESSED_PATH is not set",
+        f"TOKENIZER_PATH={tmp_path / 'none'} is not a folder",
+        "task 9 is out of range",
+    ):
+        assert text in r.stderr
+    env = {"MERGED_C4_PATH": str(tmp_path), "PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
+    r = run(["bash", "preprocess.sh"], env={**env, "IMAGE": "registry#image"})
+    assert r.returncode == 2 and "pyxis containers need a Slurm job" in r.stderr
+
+
+def test_preprocess_dry_run_in_a_container(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "t").mkdir()
+    env = {
+        "MERGED_C4_PATH": str(tmp_path / "m"),
+        "PREPROCESSED_PATH": str(tmp_path / "p"),
+        "TOKENIZER_PATH": str(tmp_path / "t"),
+        "IMAGE": "nvcr.io#nvidia/nemo:26.02",
+        "SLURM_JOB_ID": "42",
+        "SLURM_ARRAY_TASK_ID": "6",
+        "SLURM_CPUS_PER_TASK": "24",
+    }
+    r = run(["bash", "preprocess.sh", "--dry-run"], env=env)
+    assert r.returncode == 0, r.stderr
+    m, p, t = (str(tmp_path / x) for x in "mpt")
+    assert r.stdout.split() == [
+        "srun",
+        "--ntasks=1",
+        "--container-image=nvcr.io#nvidia/nemo:26.02",
+        f"--container-mounts={m}:{m}\\,{p}:{p}\\,{t}:{t}",
+        "--container-workdir=/workspace/llama31",
+        "python",
+        "-m",
+        "utils.tokenize",
+        "--input",
+        f"{m}/c4-train.en_6.json.gz",
+        "--output-prefix",
+        f"{p}/c4-train.en_6",
+        "--tokenizer",
+        t,
+        "--workers",
+        "24",
+    ]
+    assert not (tmp_path / "p").exists()  # a dry run creates nothing
+
+
+def test_wrappers_and_preprocess_on_tiny_data(tiny, tmp_path):
+    merged, pre = tmp_path / "merged", tmp_path / "pre"
+    r = run(
+        ["bash", "utils/consolidate_data.sh", "--n-validation", "6"],
+        env={"C4_PATH": str(tiny / "c4"), "MERGED_C4_PATH": str(merged)},
+    )
+    assert r.returncode == 0, r.stderr
+    assert (merged / "c4-validation-6-samples.en.json.gz").is_file() and (merged / "manifest.json").is_file()
+    env = {
+        "MERGED_C4_PATH": str(merged),
+        "PREPROCESSED_PATH": str(pre),
+        "TOKENIZER_PATH": str(tiny / "tok"),
+        "N_VALIDATION": "6",
+        "WORKERS": "1",
+    }
+    r = run(["bash", str(REPO / "preprocess.sh")], env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    names = [f"c4-train.en_{k}" for k in range(8)] + ["c4-validation-6-samples.en"]
+    for name in names:
+        assert (pre / f"{name}_text_document.bin").is_file() and (pre / f"{name}_text_document.idx").is_file()
+    assert r.stdout.count("[preprocess] task") == 9
+    # Resubmitting redoes nothing that is complete.
+    r = run(["bash", str(REPO / "preprocess.sh")], env={**env, "TASK": "8"}, cwd=tmp_path)
+    assert r.returncode == 0 and "up to date" in r.stdout
+    # A missing input is named.
+    r = run(["bash", str(REPO / "preprocess.sh")], env={**env, "TASK": "8", "N_VALIDATION": "7"}, cwd=tmp_path)
+    assert r.returncode == 2 and "c4-validation-7-samples.en.json.gz not found" in r.stderr
+
+
+def test_compress_and_tokenizer_wrappers(tmp_path):
+    (tmp_path / "a.json").write_text('{"text": "x"}\n')
+    r = run(["bash", "utils/parallel_compress_json_to_gz.sh", str(tmp_path), "--workers", "2"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json.gz"]
+    r = run(["bash", "utils/parallel_compress_json_to_gz.sh"])
+    assert r.returncode == 2 and "C4_PATH" in r.stderr
+    r = run(["bash", "utils/download_hf_llama3.sh"])
+    assert r.returncode == 2 and "TOKENIZER_PATH" in r.stderr
+    r = run(["bash", "utils/download_hf_llama3.sh", str(tmp_path / "tok")], env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and "could not reach the Hugging Face hub" in r.stderr and "Traceback" not in r.stderr
+    r = run(["bash", "utils/consolidate_data.sh"])
+    assert r.returncode == 2 and "C4_PATH and MERGED_C4_PATH" in r.stderr
+
+
+def test_c4_layout_constants():
+    assert c4.group_name(6) == "c4-train.en_6.json.gz"
+    assert c4.validation_name(91205) == "c4-validation-91205-samples.en.json.gz"
