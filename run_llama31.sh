@@ -321,6 +321,10 @@ if [[ "${MODE}" == local ]]; then
                 rc=0
                 env "${env_vars[@]}" "${cmd[@]}" 2>&1 | tee -a "${run_dir}/output_part${k}.txt" || rc=$?
                 ((rc == 0)) && break
+                if ((rc == 130)); then # the entry's exit status after Ctrl-C: stop, retry nothing
+                    log "interrupted: ${run} part ${k}; the runs after it were not started"
+                    exit 130
+                fi
             done
             if ((rc != 0)); then
                 status="failed in part ${k} of ${n_parts} (exit ${rc})"

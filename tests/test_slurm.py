@@ -337,20 +337,28 @@ def _has_knobs(*names: str) -> list[str]:
 
 
 def test_benchmark_npar_chain_resumes_from_the_first_jobs_checkpoint(slurm, smoke_data, tmp_path):
+    """Two chained jobs on one run's checkpoint folder: the second starts where the first saved."""
     missing = _has_knobs("SAVE_CKPT", "CHECKPOINT_DIR")
     if missing:
         pytest.skip(f"benchmark.train does not read {', '.join(missing)} yet (python -m benchmark.train --help)")
     job_dir = tmp_path / "jobs"
-    knobs = {**SHRUNK, "TARGET": "0.5", "MAX_TRAIN_SAMPLES": "256"}
     proc = submit(slurm, NPAR="2", SAVE_CKPT="1", SEEDS="77", JOB_DIR=str(job_dir), SMOKE_DATA_DIR=str(smoke_data),
-                  **knobs)
+                  **SHRUNK)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = job_ids(job_dir)
+    assert len(ids) == 2
     states = slurm.wait_for_jobs(ids, timeout=JOB_TIMEOUT_S)
     run = job_dir / "run01_seed77"
     outputs = "\n".join(p.read_text()[-3000:] for p in sorted(run.glob("slurm-*.out")))
     assert list(states.values()) == ["COMPLETED", "COMPLETED"], f"{states}\n{outputs}"
-    assert any((run / "checkpoints").iterdir()), "the first job saved no checkpoint"
+    # the dependency held the second job until the first had finished
+    first_end = re.search(r"EndTime=(\S+)", slurm.run("scontrol", "show", "job", ids[0]).stdout).group(1)
+    second_start = re.search(r"StartTime=(\S+)", slurm.run("scontrol", "show", "job", ids[1]).stdout).group(1)
+    assert second_start >= first_end
+    checkpoints = run / "checkpoints"
+    assert checkpoints.is_dir() and any(checkpoints.iterdir()), "the first job saved no checkpoint"
+    first = (run / "mlperf_part1.log").read_text()
     second = (run / "mlperf_part2.log").read_text()
+    assert re.search(r'"key": "init_checkpoint_step", "value": 0\b', first)
     step = re.search(r'"key": "init_checkpoint_step", "value": (\d+)', second)
-    assert step and int(step.group(1)) > 0, "the second job did not resume from the first one's checkpoint"
+    assert step and int(step.group(1)) > 0, f"the second job did not resume from a checkpoint:\n{outputs}"
