@@ -287,6 +287,7 @@ if ((dry_run)); then
     else
         echo "# training configuration: not resolved (${job_python} does not exist yet)"
     fi
+    echo "# what would run, one line per job:"
 elif [[ "${MODE}" == slurm ]] && ((!in_image)); then
     if ! resolved_config >/dev/null; then
         echo "error: the training configuration is invalid (above); nothing was submitted" >&2
