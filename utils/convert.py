@@ -683,6 +683,8 @@ class NemoWeights:
             raise ConvertError(f"{self.dir} holds no GPT model weights (no embedding.word_embeddings.weight)")
         self.prefix = embedding[0][: -len("embedding.word_embeddings.weight")]
         self.stacked = f"{self.prefix}decoder.layers.{LAYER_TENSORS[1]}" in self.meta
+        self._stack_name: str | None = None
+        self._stack: torch.Tensor | None = None
 
     def dtype(self) -> torch.dtype:
         return self.meta[self.prefix + "embedding.word_embeddings.weight"].dtype
@@ -708,29 +710,32 @@ class NemoWeights:
                 raise ConvertError(f"{self.dir}: tensor {self.prefix + name} has shape {list(meta.global_shape)} "
                                    f"but the model config implies {list(shape)}")
 
-    def load(self, requests: dict[str, tuple[str, int | None]]) -> dict[str, torch.Tensor]:
-        """Load {name: (checkpoint key without prefix, layer index or None)} in one read."""
+    def load(self, key: str) -> torch.Tensor:
+        """One whole tensor (key without the prefix).
+
+        Reading a single layer's slice of a stacked tensor is not possible in a one-process group
+        (torch's ShardedTensor would place the other slices on this rank too), so a stacked name is
+        read whole: the largest, linear_fc1, is under half of the model.
+        """
         from megatron.core import dist_checkpointing
         from megatron.core.dist_checkpointing import ShardedTensor
 
-        sharded = {}
-        for name, (key, layer) in requests.items():
-            if layer is not None and not self.stacked:
-                key, layer = key.replace("decoder.layers.", f"decoder.layers.{layer}.", 1), None
-            meta = self.meta[self.prefix + key]
-            if layer is None:
-                local = torch.empty(tuple(meta.global_shape), dtype=meta.dtype)
-                sharded[name] = ShardedTensor.from_rank_offsets(self.prefix + key, local, replica_id=0)
-            else:  # slice `layer` of the stacked [num_layers, ...] tensor
-                local = torch.empty(tuple(meta.global_shape[1:]), dtype=meta.dtype)
-                sharded[name] = ShardedTensor.from_rank_offsets(
-                    self.prefix + key, local, (0, layer, meta.global_shape[0]), replica_id=0, prepend_axis_num=1)
+        meta = self.meta[self.prefix + key]
+        local = torch.empty(tuple(meta.global_shape), dtype=meta.dtype)
+        request = {"t": ShardedTensor.from_rank_offsets(self.prefix + key, local, replica_id=0)}
         with process_group(single=False):
-            loaded = dist_checkpointing.load(sharded, str(self.dir))
-        return {name: loaded[name] for name in requests}
+            return dist_checkpointing.load(request, str(self.dir))["t"]
 
-    def layer(self, i: int) -> dict[str, torch.Tensor]:
-        return self.load({name: (f"decoder.layers.{name}", i) for name in LAYER_TENSORS})
+    def layer_tensor(self, name: str, i: int) -> torch.Tensor:
+        """Layer i of the per-layer tensor `name` (e.g. "mlp.linear_fc1.weight"), for either layout.
+        The last stacked tensor read is kept, so reading a name layer after layer reads it once."""
+        if not self.stacked:
+            return self.load(f"decoder.layers.{i}.{name}")
+        if self._stack_name != name:
+            self._stack = None  # free the previous stack before reading the next
+            self._stack = self.load(f"decoder.layers.{name}")
+            self._stack_name = name
+        return self._stack[i]
 
     def step(self) -> int:
         from megatron.core import dist_checkpointing
@@ -739,22 +744,35 @@ class NemoWeights:
         return int(common.get("global_step", 0)) if isinstance(common, dict) else 0
 
 
-def _nemo_layer_to_hf(layer: dict[str, torch.Tensor], i: int, shape: LlamaShape) -> dict[str, torch.Tensor]:
-    p = f"model.layers.{i}."
-    q, k, v = split_qkv(layer["self_attention.linear_qkv.weight"], shape)
-    gate, up = layer["mlp.linear_fc1.weight"].chunk(2, dim=0)
-    out = {
-        p + "input_layernorm.weight": layer["self_attention.linear_qkv.layer_norm_weight"],
-        p + "self_attn.q_proj.weight": q,
-        p + "self_attn.k_proj.weight": k,
-        p + "self_attn.v_proj.weight": v,
-        p + "self_attn.o_proj.weight": layer["self_attention.linear_proj.weight"],
-        p + "post_attention_layernorm.weight": layer["mlp.linear_fc1.layer_norm_weight"],
-        p + "mlp.gate_proj.weight": gate,
-        p + "mlp.up_proj.weight": up,
-        p + "mlp.down_proj.weight": layer["mlp.linear_fc2.weight"],
-    }
-    return {k: t.contiguous() for k, t in out.items()}
+# Hugging Face per-layer tensor -> (NeMo per-layer tensor, how to get it from that tensor).
+def _from_qkv(part: int) -> Callable[[torch.Tensor, LlamaShape], torch.Tensor]:
+    return lambda t, shape: split_qkv(t, shape)[part]
+
+
+def _from_fc1(part: int) -> Callable[[torch.Tensor, LlamaShape], torch.Tensor]:
+    return lambda t, shape: t.chunk(2, dim=0)[part]
+
+
+def _same(t: torch.Tensor, shape: LlamaShape) -> torch.Tensor:
+    return t
+
+
+HF_FROM_NEMO_LAYER = {
+    "input_layernorm.weight": ("self_attention.linear_qkv.layer_norm_weight", _same),
+    "self_attn.q_proj.weight": ("self_attention.linear_qkv.weight", _from_qkv(0)),
+    "self_attn.k_proj.weight": ("self_attention.linear_qkv.weight", _from_qkv(1)),
+    "self_attn.v_proj.weight": ("self_attention.linear_qkv.weight", _from_qkv(2)),
+    "self_attn.o_proj.weight": ("self_attention.linear_proj.weight", _same),
+    "post_attention_layernorm.weight": ("mlp.linear_fc1.layer_norm_weight", _same),
+    "mlp.gate_proj.weight": ("mlp.linear_fc1.weight", _from_fc1(0)),
+    "mlp.up_proj.weight": ("mlp.linear_fc1.weight", _from_fc1(1)),
+    "mlp.down_proj.weight": ("mlp.linear_fc2.weight", _same),
+}
+HF_FROM_NEMO_SINGLE = {
+    "model.embed_tokens.weight": "embedding.word_embeddings.weight",
+    "model.norm.weight": "decoder.final_layernorm.weight",
+    "lm_head.weight": "output_layer.weight",
+}
 
 
 def _plan_shards(names: list[str], nbytes: dict[str, int], max_shard_bytes: int) -> list[list[str]]:
@@ -782,26 +800,22 @@ def nemo_to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, max_shard_byte
     dtype = nemo.dtype()
     shape = arch.shape
     hf_shapes = arch.hf_shapes()
-    names = list(hf_shapes)
+    # Name-major order (all layers' q_proj, then all k_proj, ...), so each stacked NeMo tensor is
+    # read once and held only while its layers are written.
+    names = (["model.embed_tokens.weight"]
+             + [f"model.layers.{i}.{field}" for field in HF_FROM_NEMO_LAYER for i in range(arch.num_layers)]
+             + ["model.norm.weight", "lm_head.weight"])
     nbytes = {n: torch.Size(s).numel() * dtype.itemsize for n, s in hf_shapes.items()}
     shards = _plan_shards(names, nbytes, max_shard_bytes)
     files = (["model.safetensors"] if len(shards) == 1 else
              [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))])
 
-    # One layer is loaded when its first tensor is asked for and kept until the next layer's.
-    cache: dict[str, Any] = {"layer": None, "tensors": {}}
-    singles = {"model.embed_tokens.weight": "embedding.word_embeddings.weight",
-               "model.norm.weight": "decoder.final_layernorm.weight", "lm_head.weight": "output_layer.weight"}
-
     def produce(name: str) -> torch.Tensor:
-        if name in singles:
-            return nemo.load({"t": (singles[name], None)})["t"].to(dtype)
-        i = int(name.split(".")[2])
-        if cache["layer"] != i:
-            cache["tensors"] = {}  # drop the previous layer first
-            cache["tensors"] = _nemo_layer_to_hf(nemo.layer(i), i, shape)
-            cache["layer"] = i
-        return cache["tensors"].pop(name).to(dtype)
+        if name in HF_FROM_NEMO_SINGLE:
+            return nemo.load(HF_FROM_NEMO_SINGLE[name]).to(dtype)
+        _, _, i, field_name = name.split(".", 3)
+        nemo_name, extract = HF_FROM_NEMO_LAYER[field_name]
+        return extract(nemo.layer_tensor(nemo_name, int(i)), shape).to(dtype)
 
     with staged_output(dst) as out:
         log(f"reading {nemo.dir}: {arch.num_layers} layers, hidden {arch.hidden_size}, {dtype}")
