@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -20,13 +23,17 @@ def ordered_map(
 
     At most `in_flight` items (default 2 per worker) are submitted and not yet yielded, so memory
     stays bounded however long the input is; the input is consumed lazily. `initializer(*initargs)`
-    runs once in each worker. Workers start with "spawn": a fresh interpreter that does not inherit
-    the caller's threads (forking a process that runs torch or tokenizers threads can deadlock).
+    runs once in each worker; a worker exits by itself if this process dies. Workers start with
+    "spawn": a fresh interpreter that does not inherit the caller's threads (forking a process
+    that runs torch or tokenizers threads can deadlock).
     An exception in a worker is raised here, and the pending work is cancelled.
     """
     in_flight = in_flight or 2 * workers
     ex = ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=initializer, initargs=initargs
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
     )
     pending: deque = deque()
     try:
@@ -38,3 +45,17 @@ def ordered_map(
             yield pending.popleft().result()
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    """Runs first in every worker: exit when the parent dies (a worker blocked on the task queue
+    would otherwise outlive a killed parent), then the caller's initializer."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+    if initializer is not None:
+        initializer(*initargs)
