@@ -141,6 +141,22 @@ class DataConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Saving, resuming, and starting from converted weights."""
+
+    save: bool = knob(False, "SAVE_CKPT", "save a checkpoint after every evaluation (and when a job pauses)")
+    directory: str = knob(
+        "", "CHECKPOINT_DIR", "checkpoint folder; a run resumes from the newest complete checkpoint in it"
+    )
+    job_samples: int = knob(
+        0, "JOB_SAMPLES", "pause this job (checkpoint, status aborted) after this many samples; 0 = never"
+    )
+    use_ckpt: bool = knob(False, "USE_CKPT", "initialise the weights from MODEL_CKPT instead of at random")
+    from_hf: bool = knob(False, "FROM_HF", "MODEL_CKPT was converted from Hugging Face (utils.convert hf-to-nemo)")
+    model_ckpt: str = knob("", "MODEL_CKPT", "NeMo 2 checkpoint folder (context/ + weights/) for USE_CKPT")
+
+
+@dataclass
 class LogConfig:
     """Where results go and what the MLPerf log says about the submitter."""
 
@@ -161,6 +177,7 @@ class Config:
     train: TrainConfig
     parallel: ParallelConfig
     data: DataConfig
+    ckpt: CheckpointConfig
     log: LogConfig
 
     def sections(self) -> dict[str, Any]:
@@ -193,7 +210,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 def _section_classes() -> dict[str, type]:
     return {
-        "model": ModelConfig, "train": TrainConfig, "parallel": ParallelConfig, "data": DataConfig, "log": LogConfig,
+        "model": ModelConfig, "train": TrainConfig, "parallel": ParallelConfig, "data": DataConfig,
+        "ckpt": CheckpointConfig, "log": LogConfig,
     }
 
 
@@ -373,6 +391,23 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         raise ConfigError(f"FUSIONS={p.fusions!r} must be one of auto, on, off")
     if p.device not in ("auto", "cuda", "cpu"):
         raise ConfigError(f"DEVICE={p.device!r} must be one of auto, cuda, cpu")
+    c = cfg.ckpt
+    if (c.save or c.job_samples) and not c.directory:
+        raise ConfigError(
+            "SAVE_CKPT=1 or JOB_SAMPLES needs CHECKPOINT_DIR: set the folder where checkpoints go"
+        )
+    if c.job_samples < 0 or c.job_samples % t.eval_every:
+        raise ConfigError(
+            f"JOB_SAMPLES={c.job_samples} must be 0 or a multiple of EVAL_EVERY={t.eval_every}: "
+            f"a job pauses after an evaluation"
+        )
+    if c.use_ckpt and not c.model_ckpt:
+        raise ConfigError("USE_CKPT=1 needs MODEL_CKPT: the NeMo 2 checkpoint folder to start from")
+    if c.model_ckpt and c.use_ckpt and not (Path(c.model_ckpt) / "weights").is_dir():
+        raise ConfigError(
+            f"MODEL_CKPT={c.model_ckpt} has no weights/ folder: give a NeMo 2 checkpoint "
+            f"(python -m utils.convert hf-to-nemo writes one)"
+        )
     if cfg.log.submission_division not in ("closed", "open"):
         raise ConfigError(f"SUBMISSION_DIVISION={cfg.log.submission_division!r} must be closed or open")
     if cfg.preset != "smoke":

@@ -82,10 +82,11 @@ class LocalEngine:
             count += per_token.numel()
         return (total / count).item()
 
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+    def sharded_state_dict(self, is_loading: bool = False) -> dict:
+        """Model as dist-checkpoint ShardedTensors; the torch optimizer's state as a common object."""
+        return {"model": self.model.sharded_state_dict(), "optimizer": self.optimizer.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_sharded_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 
@@ -198,6 +199,14 @@ class MegatronEngine:
         self.model.eval()
         loss, _ = self._run(micro_batches, forward_only=True)
         return loss
+
+    def sharded_state_dict(self, is_loading: bool = False) -> dict:
+        model = self.model.sharded_state_dict()
+        return {"model": model, "optimizer": self.optimizer.sharded_state_dict(model, is_loading=is_loading)}
+
+    def load_sharded_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool):

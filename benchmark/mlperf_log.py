@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlperf_logging.mllog.mllog import MLLogger
 from mlperf_logging.mllog import constants as C
+from mlperf_logging.mllog.mllog import MLLogger
 
 from benchmark.config import REPO_ROOT, Config
 

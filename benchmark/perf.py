@@ -111,7 +111,8 @@ def main(argv=None) -> int:
         record = {
             "bench": "benchmark.perf", "label": a.label, "device": name, "gpus": world, "layers": a.layers,
             "seq": a.seq, "mbs": a.mbs, "gbs": gbs, "tp": a.tp, "pp": a.pp, "dp": dp, "recompute": a.recompute,
-            "fusions": a.fusions, "compile": a.compile, "spec": spec_name, "engine": type(engine).__name__, "step_time_s": round(step, 4),
+            "fusions": a.fusions, "compile": a.compile, "spec": spec_name, "engine": type(engine).__name__,
+            "step_time_s": round(step, 4),
             "tokens_per_sec_per_gpu": round(tokens_per_gpu, 1),
             "tflops_per_gpu": round(tokens_per_gpu * fpt / 1e12, 1),
             "mfu": round(tokens_per_gpu * fpt / peak, 4) if peak else None,

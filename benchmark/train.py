@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmark import checkpoint
 from benchmark.config import (
     REPO_ROOT,
     Config,
@@ -49,6 +50,11 @@ class RunResult:
     time_to_train_s: float = 0.0
     init_s: float = 0.0
     reason: str = ""
+    resumed_samples: int = 0
+
+    def position(self) -> dict:
+        """What a checkpoint records of the run: enough to continue it exactly."""
+        return {"steps": self.steps, "samples": self.samples, "eval_curve": [list(p) for p in self.eval_curve]}
 
     @property
     def final_eval_loss(self) -> float | None:
@@ -184,6 +190,7 @@ def run(
             if on_gpu:
                 model.cuda(device)
             n_params = sum(p.numel() for p in model.parameters())
+            weights_step = initial_weights(cfg, model, rank)
             engine = make_engine(cfg, model, device, bf16)
             if rank == 0:
                 print(
@@ -201,11 +208,13 @@ def run(
             )
             valid_ds = data_mod.ValidationSequences(str(data_dir / cfg.data.valid_file), m.seq_length, t.eval_samples)
             shard = DataShard(parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size())
+            resumed_step = resume(cfg, engine, result, rank)
+            init_step = resumed_step if resumed_step is not None else weights_step
             log.submission_and_hyperparameters(
                 cfg, platform=cfg.log.submission_platform or describe_platform(device, world_size),
                 grad_accum=grad_accumulation_steps(cfg, world_size),
                 train_samples=data_mod.one_epoch_sequences(train_prefixes, m.seq_length),
-                init_checkpoint_step=0,
+                init_checkpoint_step=init_step,
             )
             log.end("init_stop")
             result.init_s = time.perf_counter() - t_init
@@ -292,6 +301,43 @@ def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_
             return "success", f"eval loss {eval_loss:.4f} <= target {t.target} after {result.samples} samples"
         if result.samples >= t.max_train_samples:
             return "aborted", f"no eval at or under {t.target} within MAX_TRAIN_SAMPLES={t.max_train_samples}"
+        c = cfg.ckpt
+        pause = c.job_samples and result.samples - result.resumed_samples >= c.job_samples
+        if c.save or pause:
+            path = checkpoint.save(c.directory, engine, result.position())
+            if rank == 0:
+                print(f"[checkpoint] saved {path} at step {result.steps}", flush=True)
+        if pause:
+            return "aborted", (
+                f"paused after JOB_SAMPLES={c.job_samples} samples; the next job resumes from {c.directory}"
+            )
+
+
+def initial_weights(cfg: Config, model, rank: int) -> int:
+    """Load MODEL_CKPT into the bare model when USE_CKPT is set (before the engine copies the weights
+    into its fp32 master parameters); return the checkpoint's step, else 0."""
+    if not cfg.ckpt.use_ckpt:
+        return 0
+    from utils.convert import load_nemo_weights_into
+
+    step = load_nemo_weights_into(model, cfg.ckpt.model_ckpt)
+    if rank == 0:
+        print(f"[checkpoint] weights from {cfg.ckpt.model_ckpt} (step {step})", flush=True)
+    return step
+
+
+def resume(cfg: Config, engine, result: RunResult, rank: int) -> int | None:
+    """Continue from CHECKPOINT_DIR's newest checkpoint, if there is one; return its step."""
+    latest = checkpoint.latest_checkpoint(cfg.ckpt.directory) if cfg.ckpt.directory else None
+    if latest is None:
+        return None
+    position = checkpoint.load(latest, engine)
+    result.steps, result.samples = position["steps"], position["samples"]
+    result.resumed_samples = result.samples
+    result.eval_curve = [tuple(point) for point in position["eval_curve"]]
+    if rank == 0:
+        print(f"[checkpoint] resumed from {latest} at step {result.steps}", flush=True)
+    return result.steps
 
 
 def summarize(cfg: Config, result: RunResult, prep_s: float) -> str:

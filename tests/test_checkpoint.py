@@ -1,0 +1,75 @@
+"""Checkpoint and resume: a run paused after a block and resumed equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmark import checkpoint
+from benchmark.config import ConfigError, build_config
+from benchmark.train import run
+
+TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
+        "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000", "GBS": "16", "MBS": "8",
+        "EVAL_EVERY": "32", "EVAL_SAMPLES": "8", "MAX_TRAIN_SAMPLES": "96", "TARGET": "0.01", "SEED": "3"}
+
+
+def configure(smoke_data, tmp_path, **extra):
+    env = {"PRESET": "smoke", "PREPROCESSED_PATH": str(smoke_data.data_dir),
+           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path), **TINY}
+    env.update({k: str(v) for k, v in extra.items()})
+    cfg = build_config(env=env)
+    cfg.data.valid_file = Path(smoke_data.valid_prefix).name
+    return cfg
+
+
+def log_events(path):
+    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in Path(path).read_text().splitlines()
+            if line.startswith(":::MLLOG ")]
+
+
+def test_pause_and_resume_equals_uninterrupted(smoke_data, tmp_path):
+    whole = run(configure(smoke_data, tmp_path), log_path=tmp_path / "whole.log", echo=False)
+    assert whole.steps == 6 and len(whole.eval_curve) == 3
+
+    ckpt = tmp_path / "ckpt"
+    first = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=32),
+                log_path=tmp_path / "part1.log", echo=False)
+    assert first.status == "aborted" and first.reason.startswith("paused after JOB_SAMPLES=32")
+    assert first.samples == 32 and (ckpt / "latest").read_text().strip() == "iter_0000002"
+    assert not list(ckpt.glob("*.tmp"))
+
+    second = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=0),
+                 log_path=tmp_path / "part2.log", echo=False)
+    # same losses step for step, same evaluation curve, same end
+    assert first.train_losses + second.train_losses == whole.train_losses
+    assert second.eval_curve == whole.eval_curve
+    assert (second.steps, second.samples, second.status) == (6, 96, "aborted")
+    events = log_events(tmp_path / "part2.log")
+    values = {e["key"]: e["value"] for e in events}
+    assert values["init_checkpoint_step"] == 2
+    assert [e["metadata"]["samples_count"] for e in events if e["key"] == "block_start"] == [32, 64]
+
+
+def test_save_every_block_and_latest_pointer(smoke_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, SAVE_CKPT=1, MAX_TRAIN_SAMPLES=96),
+        log_path=tmp_path / "save.log", echo=False)
+    # saved after blocks 1 and 2 (the third ends the run); only the newest is kept
+    assert sorted(p.name for p in ckpt.iterdir()) == ["iter_0000004", "latest"]
+    assert checkpoint.latest_checkpoint(ckpt) == ckpt / "iter_0000004"
+    # a stale pointer is reported, not followed
+    (ckpt / "latest").write_text("iter_0000099\n")
+    with pytest.raises(FileNotFoundError, match="names iter_0000099, which does not exist"):
+        checkpoint.latest_checkpoint(ckpt)
+
+
+def test_checkpoint_knob_validation(smoke_data, tmp_path):
+    with pytest.raises(ConfigError, match="SAVE_CKPT=1 or JOB_SAMPLES needs CHECKPOINT_DIR"):
+        configure(smoke_data, tmp_path, SAVE_CKPT=1)
+    with pytest.raises(ConfigError, match="JOB_SAMPLES=40 must be 0 or a multiple of EVAL_EVERY=32"):
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=tmp_path, JOB_SAMPLES=40)
+    with pytest.raises(ConfigError, match="USE_CKPT=1 needs MODEL_CKPT"):
+        configure(smoke_data, tmp_path, USE_CKPT=1)
