@@ -599,9 +599,7 @@ def _nemo_sharded_state_dict(arch: LlamaArch, layers: Iterator[tuple[int, dict[s
         PREFIX + "decoder.final_layernorm.weight", final_norm, replica_id=0)
     sd[PREFIX + "output_layer.weight"] = ShardedTensor.from_rank_offsets(
         PREFIX + "output_layer.weight", output, replica_id=0)
-    # Megatron-Core's ColumnParallelLinear (the output layer in both specs) saves None as extra state.
-    sd[PREFIX + "output_layer._extra_state"] = ShardedObject(
-        PREFIX + "output_layer._extra_state", None, (1,), (0,), replica_id=0)
+    # GPTModel drops the output layer's (empty) extra state from its checkpoints, so none is written.
     return sd
 
 
@@ -857,7 +855,7 @@ def _global_shape(entry: Any) -> tuple[int, ...]:
     from megatron.core.dist_checkpointing.mapping import ShardedTensorFactory
 
     if isinstance(entry, ShardedTensorFactory):  # SwiGLU's fc1: two halves of one global tensor
-        entry = next(iter(nested_values(entry.build())))
+        entry = next(iter(nested_values({"built": entry.build()})))
     return tuple(entry.global_shape)
 
 
@@ -896,8 +894,9 @@ def load_nemo_weights_into(model: torch.nn.Module, nemo_dir: str | os.PathLike) 
                                f"(or vocabulary padding) differs from the run's configuration")
         entry.key = key
     with process_group(single=False):
-        state = dist_checkpointing.load(requests, str(nemo.dir))
-    _finish_load(model, state)
+        loaded = dist_checkpointing.load(requests, str(nemo.dir))
+    # The result also holds the checkpoint's common state (global_step, ...); keep the weights.
+    _finish_load(model, {k: loaded[k] for k in requests})
     return nemo.step()
 
 
@@ -944,7 +943,7 @@ def load_hf_weights_into(model: torch.nn.Module, hf_dir: str | os.PathLike) -> i
                                f"checkpoint but the model's {name} needs {list(_global_shape(entry))}: the "
                                f"checkpoint's architecture (or vocabulary padding) differs from the run's")
         built = entry.build() if isinstance(entry, ShardedTensorFactory) else entry
-        shards.extend(nested_values(built))
+        shards.extend(nested_values({"built": built}))
     # Layer by layer, so each layer's source tensors are read and converted once.
     shards.sort(key=lambda sh: sh.global_offset[0] if sh.prepend_axis_num else -1)
     with torch.no_grad():
