@@ -72,7 +72,8 @@ export VOCAB_SIZE="${VOCAB_SIZE:-}"             # (preset) embedding rows; empty
 export NEXP="${NEXP:-1}"                        # runs, each with its own seed; a submission needs 10
 export SEEDS="${SEEDS:-}"                       # seeds of the runs, space-separated; empty = generated (and logged)
 export NPAR="${NPAR:-1}"                        # consecutive jobs per run, each resuming from its checkpoint
-export SAVE_CKPT="${SAVE_CKPT:-0}"              # 1 = save checkpoints to the run's checkpoint folder (NPAR > 1 needs it)
+export JOB_SAMPLES="${JOB_SAMPLES:-}"           # (preset) samples a job trains before it checkpoints and ends; NPAR > 1 needs it
+export SAVE_CKPT="${SAVE_CKPT:-0}"              # 1 = also checkpoint after every evaluation (a retried job resumes there)
 export USE_CKPT="${USE_CKPT:-0}"                # 1 = initialize from MODEL_CKPT instead of random weights
 export FROM_HF="${FROM_HF:-0}"                  # 1 = MODEL_CKPT is a Hugging Face checkpoint, converted on load
 export MODEL_CKPT="${MODEL_CKPT:-}"             # checkpoint to start from; needed by USE_CKPT=1 or FROM_HF=1

@@ -164,8 +164,8 @@ if [[ "${USE_CKPT}" == 1 || "${FROM_HF}" == 1 ]]; then
         problems+=("MODEL_CKPT=${MODEL_CKPT} does not exist")
     fi
 fi
-if [[ "${NPAR}" != 1 && "${SAVE_CKPT}" != 1 ]]; then
-    problems+=("NPAR=${NPAR} chains jobs that resume from the run's checkpoint: set SAVE_CKPT=1")
+if [[ "${NPAR}" != 1 ]] && ! { is_uint "${JOB_SAMPLES:-}" && ((10#${JOB_SAMPLES} > 0)); }; then
+    problems+=("NPAR=${NPAR} chains jobs that each train JOB_SAMPLES samples and checkpoint for the next: set JOB_SAMPLES (a multiple of EVAL_EVERY)")
 fi
 if [[ "${MODE}" == local && "${NNODES}" != 1 ]]; then
     problems+=("NNODES=${NNODES}: MODE=local runs on this machine only; use MODE=slurm for several nodes")

@@ -159,8 +159,8 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
     for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
                  "c4-validation-91205-samples.en_text_document"):
         (data / f"{name}.idx").write_bytes(b"")
-    for d in ("tok", "model", "jobs", "ckpt", "cache"):
-        (tmp_path / d).mkdir()
+    for d in ("tok", "model/weights", "model/context", "jobs", "ckpt", "cache"):
+        (tmp_path / d).mkdir(parents=True)
     return {
         "MODE": "slurm", "GPUS_PER_NODE": "4", "ACCOUNT": "acct-sentinel", "PARTITION": "part-sentinel",
         "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "IMAGE": "", "DOCKER_IMAGE": "docker-sentinel",
@@ -172,7 +172,8 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "EVAL_EVERY": "64", "EVAL_SAMPLES": "6", "TARGET": "4.25", "MAX_TRAIN_SAMPLES": "640", "LOG_EVERY": "7",
         "NUM_LAYERS": "6", "HIDDEN_SIZE": "192", "FFN_HIDDEN_SIZE": "320", "NUM_HEADS": "6", "NUM_KV_GROUPS": "2",
         "SEQ_LENGTH": "128", "VOCAB_SIZE": "512",
-        "NEXP": "2", "SEEDS": "101 202", "NPAR": "2", "SAVE_CKPT": "1", "USE_CKPT": "1", "FROM_HF": "1",
+        "NEXP": "2", "SEEDS": "101 202", "NPAR": "2", "JOB_SAMPLES": "128", "SAVE_CKPT": "1", "USE_CKPT": "1",
+        "FROM_HF": "1",
         "MODEL_CKPT": str(tmp_path / "model"),
         "SUBMISSION_ORG": "org-sentinel", "SUBMISSION_PLATFORM": "platform-sentinel",
         "SUBMISSION_DIVISION": "open", "SUBMISSION_STATUS": "cloud",
@@ -254,7 +255,7 @@ def knob_reach(tmp_path_factory) -> tuple[list[str], str]:
 
 # The checkpoint knobs come with the harness's save/resume; until `--help` lists them they are
 # checked by their own test, which says which ones are missing.
-CHECKPOINT_KNOBS = ("SAVE_CKPT", "USE_CKPT", "FROM_HF", "MODEL_CKPT")
+CHECKPOINT_KNOBS = ("SAVE_CKPT", "JOB_SAMPLES", "USE_CKPT", "FROM_HF", "MODEL_CKPT")
 
 
 def test_every_knob_config_sh_exports_reaches_the_run(knob_reach):
@@ -289,7 +290,7 @@ def test_missing_values_are_reported_together_before_anything_is_submitted(tmp_p
     err = proc.stderr
     assert "nothing was started or submitted" in err
     for text in ("PREPROCESSED_PATH is not set", "TOKENIZER_PATH is not set", "MODEL_CKPT is not set",
-                 "set SAVE_CKPT=1", "repeats a seed"):
+                 "set JOB_SAMPLES", "repeats a seed"):
         assert text in err, err
     assert not (tmp_path / "sbatch-called").exists()
     assert not (tmp_path / "jobs").exists()
@@ -391,7 +392,7 @@ def test_dry_run_generates_distinct_logged_seeds(fake):
 
 
 def test_dry_run_chains_npar_jobs_on_one_checkpoint_folder(fake, tmp_path):
-    env = fake.env(MODE="slurm", PRESET="smoke", NPAR="3", SAVE_CKPT="1", SEEDS="7", MAX_RETRIES="2",
+    env = fake.env(MODE="slurm", PRESET="smoke", NPAR="3", JOB_SAMPLES="1024", SEEDS="7", MAX_RETRIES="2",
                    JOB_DIR=str(tmp_path / "jobs"), PARTITION="gpu")
     out = launch("--dry-run", env=env, config=False, check=True).stdout
     jobs = sbatch_lines(out)
@@ -456,7 +457,7 @@ def test_local_runs_retry_and_log_their_seeds(fake, tmp_path):
 
 
 def test_local_failed_part_ends_its_run_and_the_exit_status(fake, tmp_path):
-    env = fake.env(NPAR="2", SAVE_CKPT="1", SEEDS="8", FAKE_FAILURES="5", JOB_DIR=str(tmp_path / "jobs"))
+    env = fake.env(NPAR="2", JOB_SAMPLES="1024", SEEDS="8", FAKE_FAILURES="5", JOB_DIR=str(tmp_path / "jobs"))
     proc = launch(env=env, config=False)
     assert proc.returncode == 1
     assert len(fake.calls()) == 1  # part 2 never started
