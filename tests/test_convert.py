@@ -274,3 +274,13 @@ def test_matches_nemo_importer(work):
     assert ours.keys() == theirs.keys()
     for k in ours:
         assert torch.equal(ours[k], theirs[k].to(ours[k].dtype)), k
+
+
+def test_slurm_wrapper_usage():
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "utils" / "launch_nemo_convert.sh"
+    shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "sbatch utils/launch_nemo_convert.sh HF_DIR NEMO_DIR" in shown.stdout
+    wrong = subprocess.run(["bash", str(script), "only-one-arg"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "--to-hf" in wrong.stderr

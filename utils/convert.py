@@ -968,6 +968,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "NeMo 2 (context/ + weights/ as a Megatron-Core torch_dist checkpoint). NeMo is not "
                     "needed. The destination must not exist or be empty; it appears only when complete.",
     )
+    parser.add_argument("--summary", metavar="JSON", help="also write what was done (wall time, peak RSS, "
+                        "files) to this JSON file")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     a = sub.add_parser("hf-to-nemo", help="Hugging Face Llama folder -> NeMo 2 checkpoint folder",
                        description="Hugging Face Llama folder -> NeMo 2 checkpoint folder (weights keep "
@@ -988,12 +990,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "hf-to-nemo":
-            hf_to_nemo(args.src, args.dst)
+            summary = hf_to_nemo(args.src, args.dst)
         else:
-            nemo_to_hf(args.src, args.dst, max_shard_bytes=int(args.max_shard_gb * 1e9))
+            summary = nemo_to_hf(args.src, args.dst, max_shard_bytes=int(args.max_shard_gb * 1e9))
     except ConvertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 
