@@ -17,7 +17,7 @@ TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_H
 
 
 def configure(smoke_data, tmp_path, **extra):
-    env = {"PRESET": "smoke", "PREPROCESSED_PATH": str(smoke_data.data_dir),
+    env = {"PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
            "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path), **TINY}
     env.update({k: str(v) for k, v in extra.items()})
     cfg = build_config(env=env)

@@ -34,7 +34,7 @@ def events(path: Path) -> list[dict]:
 
 def smoke_env(smoke_data, **extra) -> dict[str, str]:
     env = {
-        "PRESET": "smoke", "PREPROCESSED_PATH": str(smoke_data.data_dir),
+        "PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
         "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), **TINY,
     }
     env.update({k: str(v) for k, v in extra.items()})
