@@ -143,3 +143,12 @@ def test_compress_and_tokenizer_wrappers(tmp_path):
 def test_c4_layout_constants():
     assert c4.group_name(6) == "c4-train.en_6.json.gz"
     assert c4.validation_name(91205) == "c4-validation-91205-samples.en.json.gz"
+
+
+def test_bench_tokenize_runs(tiny, capsys):
+    from utils import bench_tokenize
+
+    shard = tiny / "c4" / "c4-train.00000-of-00016.json.gz"
+    assert bench_tokenize.main(["--input", str(shard), "--tokenizer", str(tiny / "tok"), "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "raw encode_batch" in out and "utils.tokenize --workers 2" in out and "ratio ours/raw" in out

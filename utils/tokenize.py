@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     s = m["seconds"]
     print(
         f"{bin_path.with_suffix('')}: {m['documents']:,} documents, {m['tokens']:,} tokens "
-        f"({m['dtype']}), {m['skipped_lines']} lines skipped, {s:.1f} s, "
+        f"({m['dtype']}), skipped lines: {m['skipped_lines']}, {s:.1f} s, "
         f"{m['tokens'] / max(s, 1e-9) / 1e6:.2f}M tokens/s"
     )
     return 0
