@@ -200,9 +200,16 @@ class MegatronEngine:
         loss, _ = self._run(micro_batches, forward_only=True)
         return loss
 
+    # Each data-parallel rank saves its own shard of the optimizer state (no gather); a resumed job
+    # must use the same data-parallel size, which the chained jobs of one run do.
+    CHECKPOINT_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
+
     def sharded_state_dict(self, is_loading: bool = False) -> dict:
-        model = self.model.sharded_state_dict()
-        return {"model": model, "optimizer": self.optimizer.sharded_state_dict(model, is_loading=is_loading)}
+        model = self.model.sharded_state_dict(metadata=self.CHECKPOINT_METADATA)
+        optimizer = self.optimizer.sharded_state_dict(
+            model, is_loading=is_loading, metadata=self.CHECKPOINT_METADATA
+        )
+        return {"model": model, "optimizer": optimizer}
 
     def load_sharded_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
