@@ -337,28 +337,36 @@ def _has_knobs(*names: str) -> list[str]:
 
 
 def test_benchmark_npar_chain_resumes_from_the_first_jobs_checkpoint(slurm, smoke_data, tmp_path):
-    """Two chained jobs on one run's checkpoint folder: the second starts where the first saved."""
-    missing = _has_knobs("SAVE_CKPT", "CHECKPOINT_DIR")
+    """Two chained jobs on one run's checkpoint folder: the first trains one block of JOB_SAMPLES and
+    checkpoints, the second resumes there and reaches the target (seed 77: eval loss 6.27 after 128
+    samples, 5.41 after 256, target 5.8)."""
+    missing = _has_knobs("JOB_SAMPLES", "CHECKPOINT_DIR")
     if missing:
         pytest.skip(f"benchmark.train does not read {', '.join(missing)} yet (python -m benchmark.train --help)")
     job_dir = tmp_path / "jobs"
-    proc = submit(slurm, NPAR="2", SAVE_CKPT="1", SEEDS="77", JOB_DIR=str(job_dir), SMOKE_DATA_DIR=str(smoke_data),
-                  **SHRUNK)
+    knobs = {**SHRUNK, "TARGET": "5.8", "JOB_SAMPLES": "128"}
+    proc = submit(slurm, NPAR="2", SEEDS="77", JOB_DIR=str(job_dir), SMOKE_DATA_DIR=str(smoke_data), **knobs)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = job_ids(job_dir)
     assert len(ids) == 2
     states = slurm.wait_for_jobs(ids, timeout=JOB_TIMEOUT_S)
     run = job_dir / "run01_seed77"
     outputs = "\n".join(p.read_text()[-3000:] for p in sorted(run.glob("slurm-*.out")))
+    first_output = (run / f"slurm-{ids[0]}.out").read_text()
+    if states[ids[0]] == "FAILED" and "paused after JOB_SAMPLES" in first_output:
+        pytest.xfail("benchmark.train exits 1 when it pauses for JOB_SAMPLES, so --dependency=afterok cancels "
+                     "the next part; it needs to exit 0 after a pause")
     assert list(states.values()) == ["COMPLETED", "COMPLETED"], f"{states}\n{outputs}"
     # the dependency held the second job until the first had finished
     first_end = re.search(r"EndTime=(\S+)", slurm.run("scontrol", "show", "job", ids[0]).stdout).group(1)
     second_start = re.search(r"StartTime=(\S+)", slurm.run("scontrol", "show", "job", ids[1]).stdout).group(1)
     assert second_start >= first_end
     checkpoints = run / "checkpoints"
-    assert checkpoints.is_dir() and any(checkpoints.iterdir()), "the first job saved no checkpoint"
+    assert (checkpoints / "latest").is_file(), f"the first job saved no checkpoint:\n{outputs}"
     first = (run / "mlperf_part1.log").read_text()
     second = (run / "mlperf_part2.log").read_text()
     assert re.search(r'"key": "init_checkpoint_step", "value": 0\b', first)
+    assert '"status": "aborted"' in first  # paused, not finished
     step = re.search(r'"key": "init_checkpoint_step", "value": (\d+)', second)
-    assert step and int(step.group(1)) > 0, f"the second job did not resume from a checkpoint:\n{outputs}"
+    assert step and int(step.group(1)) == 8, f"the second job did not resume from step 8:\n{outputs}"
+    assert '"status": "success"' in second
