@@ -102,6 +102,7 @@ def test_hf_source_lists_en_and_downloads_into_place(tmp_path):
     download.download(src, tmp_path / "c4", NAMES, workers=2, log=lambda s: None)
     assert sorted(calls) == sorted(f"en/{n}" for n in NAMES)
     assert all((tmp_path / "c4" / n).read_bytes() == (remote / n).read_bytes() for n in NAMES)
+    assert not (tmp_path / "c4" / download.INCOMING).exists()
 
 
 class FakeRclone:

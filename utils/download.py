@@ -16,6 +16,7 @@ are present with the listed sizes and names every one that is not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -124,6 +125,8 @@ class HFSource(Source):
 
         with ThreadPoolExecutor(max(1, workers)) as ex:
             list(ex.map(one, names))
+        with contextlib.suppress(OSError):
+            (into / HF_SUBDIR).rmdir()  # emptied by the moves above
 
 
 class RcloneSource(Source):
