@@ -788,8 +788,12 @@ def _plan_shards(names: list[str], nbytes: dict[str, int], max_shard_bytes: int)
 def nemo_to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
                log: Callable[[str], None] = print) -> dict:
     """Convert a NeMo 2 Llama checkpoint folder into a Hugging Face folder; returns a summary."""
+    with process_group(single=False):  # one group for the many reads below
+        return _nemo_to_hf(Path(src), Path(dst), max_shard_bytes, log)
+
+
+def _nemo_to_hf(src: Path, dst: Path, max_shard_bytes: int, log: Callable[[str], None]) -> dict:
     start = time.perf_counter()
-    src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise ConvertError(f"{src} is not a directory")
     nemo = NemoWeights(src)
@@ -817,11 +821,11 @@ def nemo_to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, max_shard_byte
 
     with staged_output(dst) as out:
         log(f"reading {nemo.dir}: {arch.num_layers} layers, hidden {arch.hidden_size}, {dtype}")
-        for file, shard in zip(files, shards):
+        for file, shard in zip(files, shards, strict=True):
             _write_safetensors(out / file, [(n, hf_shapes[n], dtype) for n in shard], produce)
         if len(files) > 1:
             index = {"metadata": {"total_size": sum(nbytes.values())},
-                     "weight_map": {n: f for f, shard in zip(files, shards) for n in shard}}
+                     "weight_map": {n: f for f, shard in zip(files, shards, strict=True) for n in shard}}
             (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
         (out / "config.json").write_text(json.dumps(hf_config_dict(arch, dtype), indent=2) + "\n")
         if arch.generation_config:
@@ -950,7 +954,8 @@ def load_hf_weights_into(model: torch.nn.Module, hf_dir: str | os.PathLike) -> i
         for sh in shards:
             layer = sh.global_offset[0] if sh.prepend_axis_num else None
             src = full(sh.key, layer)
-            index = tuple(slice(o, o + n) for o, n in zip(sh.global_offset[sh.prepend_axis_num:], sh.local_shape))
+            offsets = sh.global_offset[sh.prepend_axis_num:]
+            index = tuple(slice(o, o + n) for o, n in zip(offsets, sh.local_shape, strict=True))
             # The shard's data is the parameter itself or a view of it (SwiGLU halves), so this
             # copy lands in the model.
             sh.data.copy_(src[index])
