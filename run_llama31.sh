@@ -13,6 +13,8 @@
 # just prints the resolved training configuration. Without config.sh: MODE=local, GPUS_PER_NODE=0
 # (one process, CPU or one GPU), NEXP=1, NPAR=1, JOB_DIR=results/<date-time>; config.sh lists every knob.
 #
+# With NPAR > 1 each job of a run trains JOB_SAMPLES samples, checkpoints and ends; the next one
+# resumes from the newest checkpoint in the run's checkpoint folder.
 # Each run writes JOB_DIR/run<NN>_seed<SEED>/: its MLPerf log (mlperf.log, or mlperf_part<k>.log for
 # NPAR > 1), the output of each job, and (CHECKPOINT_DIR empty) its checkpoints/. JOB_DIR/seeds.txt
 # records every run's seed and whether it was given (SEEDS) or generated; JOB_DIR/jobs.txt the Slurm
@@ -310,6 +312,11 @@ if [[ "${MODE}" == local ]]; then
         fi
         status=success
         for ((k = 1; k <= n_parts; k++)); do
+            # A run that reached its target in an earlier part is done (as the Slurm batch script does).
+            if ((!dry_run && k > 1)) && grep -sqE '"key": "run_stop".*"status": "success"' "$(log_file "${run_dir}" $((k - 1)))"; then
+                log "${run} reached its target in part $((k - 1)); parts $((k))-${n_parts} have nothing left to do"
+                break
+            fi
             mapfile -d '' -t cmd < <(train_cmd "$(log_file "${run_dir}" "${k}")")
             env_vars=(SEED="${seeds[$i]}" RESULT_DIR="${run_dir}" CHECKPOINT_DIR="$(ckpt_dir "${run}")")
             if ((dry_run)); then

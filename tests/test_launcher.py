@@ -44,6 +44,9 @@ n=$(( $(cat "${FAKE_COUNTER}" 2>/dev/null || echo 0) + 1 )); echo "${n}" > "${FA
 echo "call=${n} seed=${SEED} result_dir=${RESULT_DIR} ckpt=${CHECKPOINT_DIR} args=$*" >> "${FAKE_RECORD}"
 echo "fake training, call ${n}"
 [[ -n "${log}" ]] && echo ":::MLLOG fake ${n}" > "${log}"
+if [[ -n "${FAKE_SUCCESS:-}" ]]; then
+  echo ':::MLLOG {"key": "run_stop", "value": null, "metadata": {"status": "success"}}' >> "${log}"
+fi
 if (( n <= ${FAKE_FAILURES:-0} )); then exit 3; fi
 exit 0
 """
@@ -462,6 +465,13 @@ def test_local_failed_part_ends_its_run_and_the_exit_status(fake, tmp_path):
     assert proc.returncode == 1
     assert len(fake.calls()) == 1  # part 2 never started
     assert "run01_seed8: failed in part 1 of 2 (exit 3)" in proc.stdout
+
+
+def test_local_chain_stops_once_the_run_reached_its_target(fake, tmp_path):
+    env = fake.env(NPAR="3", JOB_SAMPLES="1024", SEEDS="4", FAKE_SUCCESS="1", JOB_DIR=str(tmp_path / "jobs"))
+    proc = launch(env=env, config=False, check=True)
+    assert len(fake.calls()) == 1
+    assert "run01_seed4 reached its target in part 1; parts 2-3 have nothing left to do" in proc.stdout
 
 
 def test_print_config_is_a_question_not_a_run(fake, tmp_path):

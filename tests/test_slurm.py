@@ -227,6 +227,9 @@ for a in "$@"; do [[ "${prev}" == --log-file ]] && log="${a}"; prev="${a}"; done
 echo "rank=${RANK} world=${WORLD_SIZE} local=${LOCAL_RANK} master=${MASTER_ADDR}:${MASTER_PORT}" \
      "seed=${SEED} attempt=${SLURM_RESTART_COUNT:-0} ckpt=${CHECKPOINT_DIR}"
 echo ":::MLLOG attempt ${SLURM_RESTART_COUNT:-0}" > "${log}"
+if [[ -n "${FAKE_SUCCESS:-}" ]]; then
+  echo ':::MLLOG {"key": "run_stop", "value": null, "metadata": {"status": "success"}}' >> "${log}"
+fi
 python3 -c "import socket, os; socket.create_connection((os.environ['MASTER_ADDR'], 1), 0.5)" 2>/dev/null \
   || python3 -c "import socket, os; socket.getaddrinfo(os.environ['MASTER_ADDR'], None)"
 if [[ -n "${FAIL_FIRST_ATTEMPT:-}" && "${SLURM_RESTART_COUNT:-0}" == 0 ]]; then exit 3; fi
@@ -260,6 +263,28 @@ def test_jobs_get_seeds_rendezvous_and_a_requeue_after_failure(slurm, fake_pytho
         assert (job_dir / run / "mlperf.log").read_text() == ":::MLLOG attempt 1\n"
         assert (job_dir / run / "mlperf.log.failed-attempt-0").read_text() == ":::MLLOG attempt 0\n"
     assert (job_dir / "seeds.txt").read_text() == "run01_seed17 17 given\nrun02_seed18 18 given\n"
+
+
+def test_chained_jobs_wait_for_each_other_and_stop_after_the_target(slurm, fake_python, tmp_path):
+    job_dir = tmp_path / "jobs"
+    proc = submit(slurm, LLAMA31_CONTAINER="1", PYTHON=str(fake_python), PRESET="smoke", GPUS_PER_NODE="0",
+                  NPAR="3", JOB_SAMPLES="1024", SEEDS="5", FAKE_SUCCESS="1", JOB_DIR=str(job_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = job_ids(job_dir)
+    assert len(ids) == 3
+    states = slurm.wait_for_jobs(ids, timeout=90)
+    assert list(states.values()) == ["COMPLETED"] * 3, states
+    times = [slurm.run("scontrol", "show", "job", job).stdout for job in ids]
+    ends = [re.search(r"EndTime=(\S+)", t).group(1) for t in times]
+    starts = [re.search(r"StartTime=(\S+)", t).group(1) for t in times]
+    assert starts[1] >= ends[0] and starts[2] >= ends[1]
+    run = job_dir / "run01_seed5"
+    assert (run / "mlperf_part1.log").is_file()
+    for job in ids[1:]:
+        out = (run / f"slurm-{job}.out").read_text()
+        assert "the run reached its target in mlperf_part1.log; nothing left for this job" in out
+        assert "rank=0" not in out  # the training entry was not started
+    assert not (run / "mlperf_part2.log").exists()
 
 
 def test_bad_partition_is_reported_in_words(slurm, fake_python, tmp_path):
