@@ -87,8 +87,29 @@ class LocalEngine:
         return {"model": self.model.sharded_state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_sharded_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        # Float16Module names its child "module." in the sharded state dict but passes load_state_dict
+        # straight through to it, so load into the GPTModel itself, without that prefix.
+        prefix = "module." if self.gpt is not self.model.module else ""
+        self.gpt.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
+
+    def _init_empty_adam_state(self) -> None:
+        """Give a fresh torch AdamW the state entries a loaded checkpoint will overwrite.
+
+        Without TE/Apex the distributed optimizer reads the torch optimizer's per-parameter 'step'
+        while building the loading template, and a new torch AdamW has no state until its first
+        step; Megatron's own state initialiser fills the moments but not 'step'.
+        """
+        inner = getattr(self.optimizer, "optimizer", None)
+        if not isinstance(inner, torch.optim.AdamW):
+            return
+        for group in inner.param_groups:
+            for p in group["params"]:
+                state = inner.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
 
 
 class MegatronEngine:
@@ -102,6 +123,7 @@ class MegatronEngine:
         from megatron.core.transformer.module import Float16Module
 
         self.cfg = cfg
+        self.gpt = model
         t = cfg.train
         config = model.config
         module = Float16Module(config, model) if bf16 else model
@@ -205,6 +227,8 @@ class MegatronEngine:
     CHECKPOINT_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
     def sharded_state_dict(self, is_loading: bool = False) -> dict:
+        if is_loading:
+            self._init_empty_adam_state()
         model = self.model.sharded_state_dict(metadata=self.CHECKPOINT_METADATA)
         optimizer = self.optimizer.sharded_state_dict(
             model, is_loading=is_loading, metadata=self.CHECKPOINT_METADATA
@@ -212,8 +236,29 @@ class MegatronEngine:
         return {"model": model, "optimizer": optimizer}
 
     def load_sharded_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        # Float16Module names its child "module." in the sharded state dict but passes load_state_dict
+        # straight through to it, so load into the GPTModel itself, without that prefix.
+        prefix = "module." if self.gpt is not self.model.module else ""
+        self.gpt.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
+
+    def _init_empty_adam_state(self) -> None:
+        """Give a fresh torch AdamW the state entries a loaded checkpoint will overwrite.
+
+        Without TE/Apex the distributed optimizer reads the torch optimizer's per-parameter 'step'
+        while building the loading template, and a new torch AdamW has no state until its first
+        step; Megatron's own state initialiser fills the moments but not 'step'.
+        """
+        inner = getattr(self.optimizer, "optimizer", None)
+        if not isinstance(inner, torch.optim.AdamW):
+            return
+        for group in inner.param_groups:
+            for p in group["params"]:
+                state = inner.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
 
 
 def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool):
