@@ -19,9 +19,11 @@ error plus 1e-3, and the round trip is exact.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,33 @@ def run_convert(direction: str, src: Path, dst: Path, summary: Path) -> dict:
            "--dst", str(dst)]
     subprocess.run(cmd, cwd=REPO, check=True)
     return json.loads(summary.read_text())
+
+
+@contextlib.contextmanager
+def model_parallel(device: torch.device):
+    """One process, TP = PP = 1: the Megatron-Core state build_model needs. (benchmark.train has the
+    same, but imports the whole harness, MLPerf logging included, which a bare GPU box may lack.)"""
+    from megatron.core import parallel_state, tensor_parallel
+
+    with socket.socket() as sock:  # a free local port for the one-process rendezvous
+        sock.bind(("127.0.0.1", 0))
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(sock.getsockname()[1])
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        from benchmark.compat import apply_cpu_shims
+
+        apply_cpu_shims()
+    parallel_state.initialize_model_parallel(1, 1)
+    torch.manual_seed(2)
+    if device.type == "cuda":
+        tensor_parallel.model_parallel_cuda_manual_seed(2)  # the RNG tracker GPU initialisation draws from
+    try:
+        yield
+    finally:
+        parallel_state.destroy_model_parallel()
+        torch.distributed.destroy_process_group()
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -119,17 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         # 3. The benchmark's GPTModel, loaded from the NeMo checkpoint.
         from benchmark.config import build_config
         from benchmark.model import build_model
-        from benchmark.train import distributed, seed_everything
         from utils.convert import load_nemo_weights_into
 
         cfg = build_config(env={}, preset="smoke")
         for k in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups"):
             setattr(cfg.model, k, shape[k])
         cfg.model.seq_length = seq
-        cfg.parallel.device = args.device
         tokens = torch.randint(0, shape["vocab"], (1, seq), generator=torch.Generator().manual_seed(1)).to(device)
-        with distributed(cfg) as dev:
-            seed_everything(2, dev)
+        with model_parallel(device):
             t = time.perf_counter()
             model, _ = build_model(cfg, shape["vocab"], bf16=True, use_cpu_initialization=device.type == "cpu")
             model = model.to(device).eval()
