@@ -267,9 +267,19 @@ def test_help_lists_both_directions(capsys):
 def test_matches_nemo_importer(work):
     pytest.importorskip("nemo.collections.llm", reason="NeMo 2 is not installed (only in the container)")
     from nemo.collections import llm
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
+    # NeMo's importer loads the source's tokenizer, so this copy carries a real (tiny) one.
+    src = copy_hf(work, "hf_with_tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (src / name).unlink()
+    vocab = {f"t{i}": i for i in range(VOCAB)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0").save_pretrained(src)
     out = work["root"] / "nemo_by_nemo"
-    llm.import_ckpt(model=llm.LlamaModel(llm.Llama31Config8B()), source=f"hf://{work['hf_dir']}", output_path=out)
+    llm.import_ckpt(model=llm.LlamaModel(llm.Llama31Config8B()), source=f"hf://{src}", output_path=out)
     ours, theirs = nemo_tensors(work["nemo_dir"]), nemo_tensors(out)
     assert ours.keys() == theirs.keys()
     for k in ours:
