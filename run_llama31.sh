@@ -233,17 +233,17 @@ log_file() { # run dir, part (1-based)
 ckpt_dir() { # run name
     if [[ -n "${CHECKPOINT_DIR:-}" ]]; then printf '%s/%s' "${CHECKPOINT_DIR}" "$1"; else printf '%s/%s/checkpoints' "${JOB_DIR}" "$1"; fi
 }
-# The one Python entry, as a job runs it.
+# The one Python entry, as a job runs it: torchrun's processes for local GPUs, else one process.
+use_torchrun=0
+[[ "${MODE}" == local && "${GPUS_PER_NODE}" != 0 ]] && use_torchrun=1
 train_cmd() { # log file
-    if ((MODE_IS_TORCHRUN)); then
+    if ((use_torchrun)); then
         printf '%s\0' "${job_python}" -m torch.distributed.run --standalone --nnodes=1 \
             "--nproc-per-node=${procs_per_node}" -m benchmark.train --log-file "$1" "${train_args[@]}"
     else
         printf '%s\0' "${job_python}" -m benchmark.train --log-file "$1" "${train_args[@]}"
     fi
 }
-MODE_IS_TORCHRUN=0
-[[ "${MODE}" == local && "${GPUS_PER_NODE}" != 0 ]] && MODE_IS_TORCHRUN=1
 
 # Knob names, in config.sh's order: the environment every job gets, shown by --dry-run.
 mapfile -t knob_names < <(sed -n 's/^export \([A-Z][A-Z0-9_]*\)=.*/\1/p' config.sh)
