@@ -20,6 +20,7 @@ loads and that `utils.tokenize` reads.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -49,8 +50,6 @@ def load_fast_tokenizer(tokenizer_dir: str | os.PathLike):
 
     Raises DataError naming the directory and the fix when it is not one.
     """
-    from tokenizers import Tokenizer
-
     d = Path(tokenizer_dir)
     hint = (
         "pass a Hugging Face tokenizer directory (one with tokenizer.json): "
@@ -62,10 +61,21 @@ def load_fast_tokenizer(tokenizer_dir: str | os.PathLike):
     f = d / "tokenizer.json"
     if not f.is_file():
         raise DataError(f"{d}: not a tokenizer directory (no tokenizer.json); {hint}")
+    st = f.stat()
     try:
-        return Tokenizer.from_file(str(f))
+        return _load_cached(str(f.resolve()), st.st_mtime_ns, st.st_size)
     except Exception as e:  # the Rust loader raises a bare Exception on malformed files
         raise DataError(f"{f}: cannot be loaded as a Hugging Face tokenizer ({e}); {hint}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, size: int):
+    """Loading Llama 3's tokenizer.json takes most of a second; a process that tokenizes several
+    files with it loads it once. The key includes the file's time stamp and size, so a changed
+    file is loaded again. Encoding does not modify the object, so sharing it is safe."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
 
 
 def eos_id(tokenizer_dir: str | os.PathLike, tok=None) -> int:
