@@ -123,3 +123,11 @@ def test_cli_errors_without_traceback(tmp_path, capsys):
     assert c4.main(["consolidate", "--src", str(tmp_path / "none"), "--dst", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "folder not found" in err
+
+
+def test_parallel_groups_give_the_same_files(src, tmp_path):
+    one = c4.consolidate(src, tmp_path / "one", n_validation=4)
+    two = c4.consolidate(src, tmp_path / "two", n_validation=4, workers=2)
+    assert one["outputs"] == two["outputs"]
+    for name in one["outputs"]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
