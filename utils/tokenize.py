@@ -54,8 +54,8 @@ from utils.indexed import IndexedWriter, token_dtype
 from utils.tokenizer import eos_id, load_fast_tokenizer
 
 SUFFIX = "_text_document"
-# Lines per unit of work: large enough that per-batch overhead vanishes, small enough that
-# 2 batches per worker in flight stay a few MB.
+# Input bytes per unit of work: large enough that per-chunk overhead vanishes, small enough that
+# 2 chunks per worker in flight stay a few MB.
 CHUNK_BYTES = 1 << 20
 # How many skipped lines the manifest lists individually (all of them are counted).
 MAX_LISTED_SKIPS = 100
@@ -75,7 +75,6 @@ class Encoded:
     tokens: np.ndarray  # int32, all kept documents back to back
     lengths: np.ndarray  # int32, one per kept document
     bad: list[tuple[int, str]]  # (line number, reason)
-    n_lines: int
 
 
 _TOKENIZER = None
@@ -140,7 +139,7 @@ def encode_chunk(chunk: tuple[int, list[bytes]]) -> Encoded:
     if _EOD is not None:
         tokens = np.insert(tokens, np.cumsum(lengths), _EOD)
         lengths = lengths + 1
-    return Encoded(tokens, lengths, bad, len(lines))
+    return Encoded(tokens, lengths, bad)
 
 
 def _chunks(reader: LineReader, chunk_bytes: int) -> Iterator[tuple[int, list[bytes]]]:
