@@ -92,6 +92,15 @@ class LocalEngine:
         prefix = "module." if self.gpt is not self.model.module else ""
         self.gpt.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
+        # Without TE/Apex, the distributed optimizer keeps Adam's step count in its param groups
+        # ("step"), but after loading, torch AdamW's per-parameter steps read 0 (seen on an H200 with
+        # Megatron-Core 0.16.1), which would restart Adam's bias correction. Set them from the group.
+        inner = getattr(self.optimizer, "optimizer", None)
+        if isinstance(inner, torch.optim.AdamW):
+            for group in inner.param_groups:
+                if "step" in group:
+                    for p in group["params"]:
+                        inner.state[p]["step"].fill_(float(group["step"]))
 
     def _init_empty_adam_state(self) -> None:
         """Give a fresh torch AdamW the state entries a loaded checkpoint will overwrite.
@@ -241,6 +250,15 @@ class MegatronEngine:
         prefix = "module." if self.gpt is not self.model.module else ""
         self.gpt.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
+        # Without TE/Apex, the distributed optimizer keeps Adam's step count in its param groups
+        # ("step"), but after loading, torch AdamW's per-parameter steps read 0 (seen on an H200 with
+        # Megatron-Core 0.16.1), which would restart Adam's bias correction. Set them from the group.
+        inner = getattr(self.optimizer, "optimizer", None)
+        if isinstance(inner, torch.optim.AdamW):
+            for group in inner.param_groups:
+                if "step" in group:
+                    for p in group["params"]:
+                        inner.state[p]["step"].fill_(float(group["step"]))
 
     def _init_empty_adam_state(self) -> None:
         """Give a fresh torch AdamW the state entries a loaded checkpoint will overwrite.

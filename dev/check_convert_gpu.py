@@ -11,9 +11,11 @@ Steps, each timed: build transformers' LlamaForCausalLM with random weights in b
 build the benchmark's GPTModel and load the NeMo checkpoint with load_nemo_weights_into; compare
 logits of one random sequence with transformers' in bf16, and both against transformers in fp32;
 convert back with nemo-to-hf and check every tensor equals the original. Figures go to --out as JSON.
-Passes when the GPTModel's bf16 logits are within 2% relative error (Frobenius norm) of
-transformers' bf16 logits, its error against fp32 is no more than twice transformers' own bf16
-error plus 1e-3, and the round trip is exact.
+Passes when the GPTModel's bf16 logits are no further from transformers' fp32 logits (relative
+Frobenius error) than 1.25 x transformers' own bf16 logits are, plus 1e-3, and the round trip is
+exact. The fp32 model is the reference: at the 8B shape with random weights the two bf16
+computations each sit about 7% from it in different directions (measured on an H200), so their
+distance from each other (about 8.5%) measures bf16 rounding, not the conversion.
 """
 
 from __future__ import annotations
@@ -179,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "top1_agreement_gptmodel_vs_hf_bf16": (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item(),
         }
         result["logits"] = errors
-        ok_logits = (errors["rel_gptmodel_bf16_vs_hf_bf16"] < 0.02 and errors["rel_gptmodel_bf16_vs_hf_fp32"]
-                     <= 2 * errors["rel_hf_bf16_vs_hf_fp32"] + 1e-3)
+        ok_logits = errors["rel_gptmodel_bf16_vs_hf_fp32"] <= 1.25 * errors["rel_hf_bf16_vs_hf_fp32"] + 1e-3
         ok_finite = all(math.isfinite(v) for v in errors.values())
 
         # 4. NeMo -> HF, compared tensor by tensor with the original.

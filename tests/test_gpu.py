@@ -1,8 +1,7 @@
 """The GPU path (MegatronEngine: DDP + distributed optimizer, bf16) on the embedded dataset.
 
 Runs where CUDA is present (the device machine); skipped elsewhere with that reason. The CPU tests
-cover the same loop with exact assertions; on GPU, embedding and attention backward kernels use
-atomics, so repeated runs agree to rounding, not bit for bit.
+cover the same loop; these check the GPU engine, its bf16 training and its dist-checkpoint resume.
 """
 
 from __future__ import annotations
@@ -51,11 +50,7 @@ def test_pause_and_resume_on_gpu(smoke_data, tmp_path):
     assert first.samples == 256 and second.samples == 768
     resumed = first.train_losses + second.train_losses
     assert len(resumed) == len(whole.train_losses) == 48
-    # Up to the pause the two runs are the same computation; the first steps after the resume start
-    # from the saved weights, moments and step count. bf16 training at this learning rate has loss
-    # spikes whose exact step depends on kernel rounding, so later steps are compared through the
-    # evaluations only (measured on an H200: within 2%).
-    assert resumed[:16] == pytest.approx(whole.train_losses[:16], rel=1e-3)
-    assert resumed[16:19] == pytest.approx(whole.train_losses[16:19], rel=1e-2)
+    # The resumed run repeats the uninterrupted one exactly (measured on an H200: bit for bit).
+    assert resumed == whole.train_losses
     assert [s for s, _ in second.eval_curve] == [256, 512, 768]
-    assert [v for _, v in second.eval_curve] == pytest.approx([v for _, v in whole.eval_curve], rel=3e-2)
+    assert second.eval_curve == whole.eval_curve
