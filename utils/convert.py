@@ -488,31 +488,12 @@ def process_group(*, single: bool) -> Iterator[None]:
         torch.distributed.destroy_process_group()
 
 
-@contextlib.contextmanager
-def dist_checkpoint_shims() -> Iterator[None]:
-    """Let Megatron-Core 0.16's torch_dist writer run in a CPU-only process.
+def dist_checkpoint_shims() -> None:
+    """Let Megatron-Core 0.16's torch_dist writer run in a CPU-only process (benchmark/compat.py)."""
+    if not torch.cuda.is_available():
+        from benchmark.compat import apply_cpu_shims
 
-    - It calls torch.cuda.synchronize() after staging tensors and torch.cuda.current_device() to
-      place a failure flag; both fail without CUDA, so they become a no-op and "cpu" there.
-    - Its writer processes record their RSS through psutil, which megatron-core does not declare
-      as a dependency; without psutil the writer dies and the save waits forever, so the RSS is
-      read from /proc instead.
-    Nothing is patched when CUDA is available and psutil is installed.
-    """
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
-
-    with contextlib.ExitStack() as stack:
-        if not torch.cuda.is_available():
-            stack.enter_context(mock.patch.object(torch.cuda, "synchronize", lambda *a, **k: None))
-            stack.enter_context(mock.patch.object(torch.cuda, "current_device", lambda: "cpu"))
-        if not filesystem_async.HAVE_PSUTIL:
-            stack.enter_context(mock.patch.object(filesystem_async, "_process_memory", _rss_bytes))
-        yield
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        apply_cpu_shims()
 
 
 def peak_rss_gib() -> float:
@@ -608,7 +589,8 @@ def save_nemo_weights(weights_dir: Path, sharded: dict, step: int = 0) -> None:
     from megatron.core import dist_checkpointing
 
     checkpoint = {"sharded_state_dict": sharded, "state_dict": {}, "global_step": step, "epoch": 0}
-    with process_group(single=True), dist_checkpoint_shims():
+    dist_checkpoint_shims()
+    with process_group(single=True):
         dist_checkpointing.save(checkpoint, str(weights_dir), content_metadata={})
 
 
