@@ -87,38 +87,8 @@ class LocalEngine:
         return {"model": self.model.sharded_state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_sharded_state_dict(self, state: dict) -> None:
-        # Float16Module names its child "module." in the sharded state dict but passes load_state_dict
-        # straight through to it, so load into the GPTModel itself, without that prefix.
-        prefix = "module." if self.gpt is not self.model.module else ""
-        self.gpt.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()}, strict=True)
+        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        # Without TE/Apex, the distributed optimizer keeps Adam's step count in its param groups
-        # ("step"), but after loading, torch AdamW's per-parameter steps read 0 (seen on an H200 with
-        # Megatron-Core 0.16.1), which would restart Adam's bias correction. Set them from the group.
-        inner = getattr(self.optimizer, "optimizer", None)
-        if isinstance(inner, torch.optim.AdamW):
-            for group in inner.param_groups:
-                if "step" in group:
-                    for p in group["params"]:
-                        inner.state[p]["step"].fill_(float(group["step"]))
-
-    def _init_empty_adam_state(self) -> None:
-        """Give a fresh torch AdamW the state entries a loaded checkpoint will overwrite.
-
-        Without TE/Apex the distributed optimizer reads the torch optimizer's per-parameter 'step'
-        while building the loading template, and a new torch AdamW has no state until its first
-        step; Megatron's own state initialiser fills the moments but not 'step'.
-        """
-        inner = getattr(self.optimizer, "optimizer", None)
-        if not isinstance(inner, torch.optim.AdamW):
-            return
-        for group in inner.param_groups:
-            for p in group["params"]:
-                state = inner.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
 
 
 class MegatronEngine:
