@@ -37,7 +37,7 @@ def test_pause_and_resume_equals_uninterrupted(smoke_data, tmp_path):
     ckpt = tmp_path / "ckpt"
     first = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=32),
                 log_path=tmp_path / "part1.log", echo=False)
-    assert first.status == "aborted" and first.reason.startswith("paused after JOB_SAMPLES=32")
+    assert first.status == "aborted" and first.reason.startswith("paused after JOB_SAMPLES=32") and first.paused
     assert first.samples == 32 and (ckpt / "latest").read_text().strip() == "iter_0000002"
     assert not list(ckpt.glob("*.tmp"))
 
@@ -73,3 +73,19 @@ def test_checkpoint_knob_validation(smoke_data, tmp_path):
         configure(smoke_data, tmp_path, CHECKPOINT_DIR=tmp_path, JOB_SAMPLES=40)
     with pytest.raises(ConfigError, match="USE_CKPT=1 needs MODEL_CKPT"):
         configure(smoke_data, tmp_path, USE_CKPT=1)
+
+
+def test_paused_job_exits_zero_so_the_chain_goes_on(smoke_data, tmp_path, monkeypatch):
+    from benchmark.train import main
+
+    env = {"PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
+           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path), **TINY,
+           "MAX_TRAIN_SAMPLES": "64", "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "JOB_SAMPLES": "32"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    valid = ["--valid-file", Path(smoke_data.valid_prefix).name]
+    assert main([*valid, "--log-file", str(tmp_path / "p1.log")]) == 0  # paused: not a failure
+    monkeypatch.setenv("JOB_SAMPLES", "0")
+    # the resumed job ends at MAX_TRAIN_SAMPLES without reaching TARGET=0.01: aborted, exit 1
+    assert main([*valid, "--log-file", str(tmp_path / "p2.log")]) == 1
+    assert log_events(tmp_path / "p2.log")[-1]["metadata"]["status"] == "aborted"
