@@ -152,8 +152,12 @@ class CheckpointConfig:
         0, "JOB_SAMPLES", "pause this job (checkpoint, status aborted) after this many samples; 0 = never"
     )
     use_ckpt: bool = knob(False, "USE_CKPT", "initialise the weights from MODEL_CKPT instead of at random")
-    from_hf: bool = knob(False, "FROM_HF", "MODEL_CKPT was converted from Hugging Face (utils.convert hf-to-nemo)")
-    model_ckpt: str = knob("", "MODEL_CKPT", "NeMo 2 checkpoint folder (context/ + weights/) for USE_CKPT")
+    from_hf: bool = knob(
+        False, "FROM_HF", "MODEL_CKPT is a Hugging Face Llama folder (converted while loading); else NeMo 2"
+    )
+    model_ckpt: str = knob(
+        "", "MODEL_CKPT", "weights for USE_CKPT: a NeMo 2 folder (utils.convert hf-to-nemo), or HF with FROM_HF=1"
+    )
 
 
 @dataclass
@@ -280,6 +284,8 @@ def build_config(
 
 def _derive(cfg: Config) -> None:
     """Fill the values that default to the RCP table of the chosen GBS."""
+    # FROM_HF=1 names a Hugging Face folder to start from, which is a start from MODEL_CKPT.
+    cfg.ckpt.use_ckpt = cfg.ckpt.use_ckpt or cfg.ckpt.from_hf
     t = cfg.train
     rcp = RCP_HYPERPARAMETERS.get(t.global_batch_size)
     if t.lr == 0.0:
@@ -403,10 +409,15 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         )
     if c.use_ckpt and not c.model_ckpt:
         raise ConfigError("USE_CKPT=1 needs MODEL_CKPT: the NeMo 2 checkpoint folder to start from")
-    if c.model_ckpt and c.use_ckpt and not (Path(c.model_ckpt) / "weights").is_dir():
+    if c.use_ckpt and c.from_hf and not (Path(c.model_ckpt) / "config.json").is_file():
+        raise ConfigError(
+            f"FROM_HF=1 but MODEL_CKPT={c.model_ckpt} has no config.json: give a Hugging Face Llama folder, "
+            f"or set FROM_HF=0 for a NeMo 2 checkpoint"
+        )
+    if c.use_ckpt and not c.from_hf and not (Path(c.model_ckpt) / "weights").is_dir():
         raise ConfigError(
             f"MODEL_CKPT={c.model_ckpt} has no weights/ folder: give a NeMo 2 checkpoint "
-            f"(python -m utils.convert hf-to-nemo writes one)"
+            f"(python -m utils.convert hf-to-nemo writes one), or set FROM_HF=1 for a Hugging Face folder"
         )
     if cfg.log.submission_division not in ("closed", "open"):
         raise ConfigError(f"SUBMISSION_DIVISION={cfg.log.submission_division!r} must be closed or open")

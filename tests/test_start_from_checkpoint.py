@@ -1,0 +1,85 @@
+"""The benchmark starts from Llama weights: USE_CKPT=1 with a NeMo 2 folder, or FROM_HF=1 with a HF one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.config import ConfigError, build_config
+from benchmark.data import build_train_dataset, load_tokenizer_info
+from benchmark.train import run
+from utils import convert
+
+SHAPE = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
+         "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000", "GBS": "16", "MBS": "8",
+         "EVAL_EVERY": "32", "EVAL_SAMPLES": "8", "MAX_TRAIN_SAMPLES": "32", "TARGET": "0.01", "SEED": "9"}
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory, smoke_data):
+    """A random Llama 3.1-style HF model of the smoke data's vocabulary, and its NeMo conversion."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    vocab = load_tokenizer_info(str(smoke_data.tokenizer_dir)).vocab_size
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5, max_position_embeddings=131072,
+        tie_word_embeddings=False, rope_parameters={
+            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
+        },
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    root = tmp_path_factory.mktemp("start")
+    model.save_pretrained(root / "hf")
+    convert.hf_to_nemo(root / "hf", root / "nemo", log=lambda line: None)
+    return model, root
+
+
+def configure(smoke_data, tmp_path, **extra):
+    env = {"PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
+           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path), **SHAPE}
+    env.update({k: str(v) for k, v in extra.items()})
+    cfg = build_config(env=env)
+    cfg.data.valid_file = Path(smoke_data.valid_prefix).name
+    return cfg
+
+
+def first_batch_loss(model, cfg, smoke_data) -> float:
+    """transformers' loss on the run's first global batch (GPTDataset, same seed and cache)."""
+    ds = build_train_dataset(
+        list(smoke_data.train_prefixes), seq_length=64, num_samples=cfg.train.max_train_samples,
+        seed=cfg.train.seed, tokenizer=load_tokenizer_info(str(smoke_data.tokenizer_dir)),
+        cache_dir=str(Path(smoke_data.data_dir) / "index_cache"),
+    )
+    tokens = torch.stack([ds[i]["tokens"] for i in range(16)])
+    labels = torch.stack([ds[i]["labels"] for i in range(16)])
+    with torch.no_grad():
+        logits = model(tokens).logits
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1)).item()
+
+
+@pytest.mark.parametrize("form", ["nemo", "hf"])
+def test_run_starts_from_converted_weights(llama, smoke_data, tmp_path, form):
+    model, root = llama
+    cfg = configure(smoke_data, tmp_path, USE_CKPT=1, FROM_HF=int(form == "hf"), MODEL_CKPT=root / form)
+    result = run(cfg, log_path=tmp_path / "start.log", echo=False, stop_after_steps=1)
+    # the first step's loss is the loaded model's loss on the first batch, as transformers computes it
+    assert result.train_losses[0] == pytest.approx(first_batch_loss(model, cfg, smoke_data), rel=1e-5)
+    values = {}
+    for line in (tmp_path / "start.log").read_text().splitlines():
+        event = json.loads(line.split(":::MLLOG ", 1)[1])
+        values.setdefault(event["key"], event["value"])
+    assert values["init_checkpoint_step"] == 0
+
+
+def test_start_knobs_are_checked(llama, smoke_data, tmp_path):
+    _, root = llama
+    with pytest.raises(ConfigError, match="FROM_HF=1 but MODEL_CKPT=.*has no config.json"):
+        configure(smoke_data, tmp_path, USE_CKPT=1, FROM_HF=1, MODEL_CKPT=root / "nemo")
+    with pytest.raises(ConfigError, match="has no weights/ folder: give a NeMo 2 checkpoint"):
+        configure(smoke_data, tmp_path, USE_CKPT=1, MODEL_CKPT=root / "hf")
