@@ -311,6 +311,23 @@ def _derive(cfg: Config) -> None:
         t.max_train_samples = math.ceil(rcp[2] * ABORT_AFTER_RCP_MEAN / t.eval_every) * t.eval_every
 
 
+def check_fp8(cfg: Config) -> None:
+    """FP8 is asked for: say why it cannot run here (checked when a run starts, not by --print-config)."""
+    if not cfg.parallel.fp8:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("transformer_engine") is None:
+        raise ConfigError(
+            "FP8=1 needs TransformerEngine, which is not installed here: run in the container "
+            "(Dockerfile) or set FP8=0"
+        )
+    raise ConfigError(
+        "FP8=1: the TransformerEngine layer spec (and with it FP8) is not built by this harness yet; "
+        "set FP8=0 (bf16)"
+    )
+
+
 def world_size_from_env(env: dict[str, str] | None = None) -> int:
     env = dict(os.environ) if env is None else env
     return int(env.get("WORLD_SIZE", "1"))

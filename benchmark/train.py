@@ -31,6 +31,7 @@ from benchmark.config import (
     ConfigError,
     add_arguments,
     build_config,
+    check_fp8,
     grad_accumulation_steps,
     to_dict,
 )
@@ -164,6 +165,7 @@ def run(
     from benchmark import data as data_mod
     from benchmark.model import build_model, padded_vocab_size
 
+    check_fp8(cfg)
     resolve_smoke_data(cfg)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -193,6 +195,7 @@ def run(
             n_params = sum(p.numel() for p in model.parameters())
             weights_step = initial_weights(cfg, model, rank)
             engine = make_engine(cfg, model, device, bf16)
+            engine.vocab_size = vocab
             if rank == 0:
                 print(
                     f"[model] {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads / "
@@ -241,6 +244,21 @@ def run(
     return result
 
 
+def step_metrics(cfg: Config, engine, tokens_per_s_per_device: float) -> str:
+    """Throughput, MFU and memory for the stdout line (never the MLPerf log)."""
+    from benchmark.flops import flops_per_token, peak_flops
+
+    text = f"tokens/s/device {tokens_per_s_per_device:,.0f}"
+    device = getattr(engine, "device", None)
+    if device is not None and device.type == "cuda":
+        vocab = engine.vocab_size
+        peak = peak_flops(torch.cuda.get_device_name(device))
+        if peak:
+            text += f" mfu {tokens_per_s_per_device * flops_per_token(cfg.model, vocab) / peak:.3f}"
+        text += f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
+    return text
+
+
 @dataclass(frozen=True)
 class DataShard:
     """This replica's share of every global batch and of the evaluation set (contiguous slices)."""
@@ -274,12 +292,9 @@ def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_
             result.train_losses.append(loss)
             block_losses.append(loss)
             if rank == 0 and (result.steps % cfg.log.log_every == 0 or result.steps == 1):
-                print(
-                    f"[train] step {result.steps} samples {result.samples} loss {loss:.4f} lr {lr:.3e} "
-                    f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms "
-                    f"tokens/s/device {tokens_per_step / dt / world_size:,.0f}",
-                    flush=True,
-                )
+                print(f"[train] step {result.steps} samples {result.samples} loss {loss:.4f} lr {lr:.3e} "
+                      f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms "
+                      + step_metrics(cfg, engine, tokens_per_step / dt / world_size), flush=True)
             if stop_after_steps is not None and result.steps >= stop_after_steps:
                 log.end("block_stop", samples_count=result.samples)
                 return "aborted", f"stopped after {result.steps} steps as asked"

@@ -78,3 +78,13 @@ def test_world_size_and_accumulation():
     cfg.parallel.tensor_parallel = 2
     with pytest.raises(ConfigError, match="3 processes cannot be split into TP x PP x CP = 2"):
         validate(cfg, world_size=3)
+
+
+def test_fp8_without_transformer_engine_is_an_error():
+    from benchmark.config import check_fp8
+
+    cfg = cfg_from(env={"FP8": "1"})
+    assert cfg.parallel.fp8 is True  # --print-config shows it
+    with pytest.raises(ConfigError, match="FP8=1 needs TransformerEngine, which is not installed here"):
+        check_fp8(cfg)
+    check_fp8(cfg_from())  # bf16: nothing to say

@@ -164,6 +164,7 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         (data / f"{name}.idx").write_bytes(b"")
     for d in ("tok", "model/weights", "model/context", "jobs", "ckpt", "cache"):
         (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "model" / "config.json").write_text("{}")  # FROM_HF=1 reads a Hugging Face folder
     return {
         "MODE": "slurm", "GPUS_PER_NODE": "4", "ACCOUNT": "acct-sentinel", "PARTITION": "part-sentinel",
         "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "IMAGE": "", "DOCKER_IMAGE": "docker-sentinel",
