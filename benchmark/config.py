@@ -132,7 +132,8 @@ class DataConfig:
         "training prefixes inside data_dir (the last 256 C4 shards)",
     )
     valid_file: str = knob(
-        "c4-validation-91205-samples.en_text_document", None, "validation prefix inside data_dir"
+        "c4-validation-91205-samples.en_text_document", None,
+        "validation prefix inside data_dir; empty = the one c4-validation-*-samples.en_text_document there",
     )
     tokenizer: str = knob("", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made if empty")
     index_cache_dir: str = knob(
@@ -283,7 +284,17 @@ def build_config(
 
 
 def _derive(cfg: Config) -> None:
-    """Fill the values that default to the RCP table of the chosen GBS."""
+    """Fill the values that follow from others: the RCP table of the chosen GBS, the validation file."""
+    d = cfg.data
+    if d.data_dir and not d.valid_file and Path(d.data_dir).is_dir():
+        pattern = "c4-validation-*-samples.en_text_document.idx"
+        found = sorted(p.name[: -len(".idx")] for p in Path(d.data_dir).glob(pattern))
+        if len(found) != 1:
+            raise ConfigError(
+                f"PREPROCESSED_PATH={d.data_dir} holds {len(found)} validation files "
+                f"(c4-validation-<N>-samples.en_text_document): name one with --valid-file"
+            )
+        d.valid_file = found[0]
     # FROM_HF=1 names a Hugging Face folder to start from, which is a start from MODEL_CKPT.
     cfg.ckpt.use_ckpt = cfg.ckpt.use_ckpt or cfg.ckpt.from_hf
     t = cfg.train

@@ -9,6 +9,7 @@ from benchmark.config import build_config
 from benchmark.train import run
 from compliance.check import check_log
 from compliance.rules import SMOKE_RELAXATIONS
+from tests.helpers import smoke_config
 
 
 def _write_random_tokens(prefix, n_tokens, vocab, seed, doc_len=1000):
@@ -42,7 +43,9 @@ def test_8b_hyperparameters_pass_official_checker_except_target(smoke_data, tmp_
         "MBS": "8", "EVAL_EVERY": "32", "MAX_TRAIN_SAMPLES": "32", "RESULT_DIR": str(tmp_path),
     }
     cfg = build_config(env=env)
-    assert (cfg.train.lr, cfg.train.warmup_steps, cfg.model.seq_length, cfg.train.eval_samples) == (4e-4, 16, 8192, 1024)
+    t = cfg.train
+    assert (t.lr, t.warmup_steps, t.eval_samples, t.max_steps) == (4e-4, 16, 1024, 1_200_000)
+    assert cfg.model.seq_length == 8192
     result = run(cfg, log_path=tmp_path / "8b.log", echo=False)
     assert result.status == "aborted" and result.samples == 32 and len(result.eval_curve) == 1
     report = check_log(tmp_path / "8b.log", ruleset="6.0.0", profile="closed")
@@ -55,11 +58,7 @@ def test_8b_hyperparameters_pass_official_checker_except_target(smoke_data, tmp_
 @pytest.mark.slow
 def test_smoke_preset_reaches_target_and_passes_relaxed_check(smoke_data, tmp_path):
     """The embedded default exactly as `bash run_llama31.sh` runs it (data already built)."""
-    cfg = build_config(env={
-        "PRESET": "smoke", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-        "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path),
-    })
-    cfg.data.valid_file = smoke_data.valid_prefix.rsplit("/", 1)[1]
+    cfg = smoke_config(smoke_data, tmp_path, {})
     result = run(cfg, log_path=tmp_path / "smoke.log", echo=False)
     assert result.status == "success", result.reason
     # not at the first evaluation: the target takes learning

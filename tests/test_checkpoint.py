@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from benchmark import checkpoint
-from benchmark.config import ConfigError, build_config
+from benchmark.config import ConfigError
 from benchmark.train import run
+from tests.helpers import mllog_events, smoke_config
 
 TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
         "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000", "GBS": "16", "MBS": "8",
@@ -17,17 +17,7 @@ TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_H
 
 
 def configure(smoke_data, tmp_path, **extra):
-    env = {"PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path), **TINY}
-    env.update({k: str(v) for k, v in extra.items()})
-    cfg = build_config(env=env)
-    cfg.data.valid_file = Path(smoke_data.valid_prefix).name
-    return cfg
-
-
-def log_events(path):
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in Path(path).read_text().splitlines()
-            if line.startswith(":::MLLOG ")]
+    return smoke_config(smoke_data, tmp_path, {**TINY, **extra})
 
 
 def test_pause_and_resume_equals_uninterrupted(smoke_data, tmp_path):
@@ -47,7 +37,7 @@ def test_pause_and_resume_equals_uninterrupted(smoke_data, tmp_path):
     assert first.train_losses + second.train_losses == whole.train_losses
     assert second.eval_curve == whole.eval_curve
     assert (second.steps, second.samples, second.status) == (6, 96, "aborted")
-    events = log_events(tmp_path / "part2.log")
+    events = mllog_events(tmp_path / "part2.log")
     values = {e["key"]: e["value"] for e in events}
     assert values["init_checkpoint_step"] == 2
     assert [e["metadata"]["samples_count"] for e in events if e["key"] == "block_start"] == [32, 64]
@@ -88,4 +78,4 @@ def test_paused_job_exits_zero_so_the_chain_goes_on(smoke_data, tmp_path, monkey
     monkeypatch.setenv("JOB_SAMPLES", "0")
     # the resumed job ends at MAX_TRAIN_SAMPLES without reaching TARGET=0.01: aborted, exit 1
     assert main([*valid, "--log-file", str(tmp_path / "p2.log")]) == 1
-    assert log_events(tmp_path / "p2.log")[-1]["metadata"]["status"] == "aborted"
+    assert mllog_events(tmp_path / "p2.log")[-1]["metadata"]["status"] == "aborted"

@@ -88,3 +88,16 @@ def test_fp8_without_transformer_engine_is_an_error():
     with pytest.raises(ConfigError, match="FP8=1 needs TransformerEngine, which is not installed here"):
         check_fp8(cfg)
     check_fp8(cfg_from())  # bf16: nothing to say
+
+
+def test_validation_file_is_found_when_not_named(tmp_path):
+    for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
+                 "c4-validation-269-samples.en_text_document"):
+        (tmp_path / f"{name}.idx").write_bytes(b"")
+    env = {"PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
+    assert cfg_from(env=env).data.valid_file == "c4-validation-269-samples.en_text_document"
+    (tmp_path / "c4-validation-91205-samples.en_text_document.idx").write_bytes(b"")
+    with pytest.raises(ConfigError, match="holds 2 validation files .*: name one with --valid-file"):
+        cfg_from(env=env)
+    # the 8B preset names SPEC's file itself
+    assert cfg_from(env=env, preset="llama31_8b").data.valid_file == "c4-validation-91205-samples.en_text_document"

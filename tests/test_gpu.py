@@ -6,13 +6,11 @@ cover the same loop; these check the GPU engine, its bf16 training and its dist-
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from benchmark.config import build_config
 from benchmark.train import run
+from tests.helpers import smoke_config
 
 pytestmark = [
     pytest.mark.gpu,
@@ -21,12 +19,7 @@ pytestmark = [
 
 
 def configure(smoke_data, tmp_path, **extra):
-    env = {"PRESET": "smoke", "DEVICE": "cuda", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path)}
-    env.update({k: str(v) for k, v in extra.items()})
-    cfg = build_config(env=env)
-    cfg.data.valid_file = Path(smoke_data.valid_prefix).name
-    return cfg
+    return smoke_config(smoke_data, tmp_path, {"DEVICE": "cuda", **extra})
 
 
 def test_smoke_reaches_target_on_gpu(smoke_data, tmp_path):

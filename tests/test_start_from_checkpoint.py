@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import ConfigError, build_config
+from benchmark.config import ConfigError
 from benchmark.data import build_train_dataset, load_tokenizer_info
 from benchmark.train import run
+from tests.helpers import smoke_config
 from utils import convert
 
 SHAPE = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
@@ -41,12 +42,7 @@ def llama(tmp_path_factory, smoke_data):
 
 
 def configure(smoke_data, tmp_path, **extra):
-    env = {"PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path), **SHAPE}
-    env.update({k: str(v) for k, v in extra.items()})
-    cfg = build_config(env=env)
-    cfg.data.valid_file = Path(smoke_data.valid_prefix).name
-    return cfg
+    return smoke_config(smoke_data, tmp_path, {**SHAPE, **extra})
 
 
 def first_batch_loss(model, cfg, smoke_data) -> float:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from benchmark.config import build_config
 from benchmark.train import run
+from tests.helpers import mllog_events, smoke_config
 
 # SPEC: the keys a compliant run emits, in order, up to run_start.
 SPEC_KEYS = [
@@ -27,24 +24,8 @@ TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_H
         "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000"}
 
 
-def events(path: Path) -> list[dict]:
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in path.read_text().splitlines()
-            if line.startswith(":::MLLOG ")]
-
-
-def smoke_env(smoke_data, **extra) -> dict[str, str]:
-    env = {
-        "PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-        "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), **TINY,
-    }
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
 def configure(smoke_data, tmp_path, **extra):
-    cfg = build_config(env=smoke_env(smoke_data, RESULT_DIR=tmp_path, **extra))
-    cfg.data.valid_file = Path(smoke_data.valid_prefix).name
-    return cfg
+    return smoke_config(smoke_data, tmp_path, {**TINY, **extra})
 
 
 def test_samples_count_of_every_event_and_hyperparameters(smoke_data, tmp_path):
@@ -53,7 +34,7 @@ def test_samples_count_of_every_event_and_hyperparameters(smoke_data, tmp_path):
                     MAX_TRAIN_SAMPLES=96, TARGET=0.01, SEED=5)
     result = run(cfg, log_path=tmp_path / "run.log", echo=False)
     assert result.status == "aborted" and result.samples == 96 and result.steps == 6
-    ev = events(tmp_path / "run.log")
+    ev = mllog_events(tmp_path / "run.log")
     keys = [e["key"] for e in ev]
     assert keys[: len(SPEC_KEYS)] == SPEC_KEYS
     body = [(e["key"], e["metadata"].get("samples_count")) for e in ev[len(SPEC_KEYS):] if e["key"] != "tracked_stats"]
@@ -95,7 +76,7 @@ def test_same_seed_same_run_other_seed_differs(smoke_data, tmp_path):
                         MAX_TRAIN_SAMPLES=48, TARGET=0.01, SEED=seed)
         result = run(cfg, log_path=tmp_path / name, echo=False)
         logged = [(e["key"], e["value"], e["metadata"].get("samples_count"))
-                  for e in events(tmp_path / name) if e["key"] not in ("submission_platform",)
+                  for e in mllog_events(tmp_path / name) if e["key"] not in ("submission_platform",)
                   and e["event_type"] == "POINT_IN_TIME" and e["key"] != "tracked_stats"]
         return result.train_losses, result.eval_curve, logged
 
@@ -108,7 +89,7 @@ def test_same_seed_same_run_other_seed_differs(smoke_data, tmp_path):
 def test_stop_closes_log_aborted_and_crash_too(smoke_data, tmp_path, monkeypatch):
     cfg = configure(smoke_data, tmp_path, EVAL_EVERY=64, EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=640)
     result = run(cfg, log_path=tmp_path / "stop.log", echo=False, stop_after_steps=2)
-    ev = events(tmp_path / "stop.log")
+    ev = mllog_events(tmp_path / "stop.log")
     assert ev[-1]["key"] == "run_stop" and ev[-1]["metadata"] == {**ev[-1]["metadata"], "status": "aborted"}
     assert result.steps == 2 and ev[-1]["metadata"]["samples_count"] == 32
 
@@ -122,7 +103,7 @@ def test_stop_closes_log_aborted_and_crash_too(smoke_data, tmp_path, monkeypatch
     cfg = configure(smoke_data, tmp_path, EVAL_EVERY=64, EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=640)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, log_path=tmp_path / "ctrl_c.log", echo=False)
-    last = events(tmp_path / "ctrl_c.log")[-1]
+    last = mllog_events(tmp_path / "ctrl_c.log")[-1]
     assert last["key"] == "run_stop" and last["metadata"]["status"] == "aborted"
     assert last["metadata"]["samples_count"] == 0
 
@@ -134,4 +115,4 @@ def test_non_finite_loss_stops_aborted(smoke_data, tmp_path):
     result = run(cfg, log_path=tmp_path / "nan.log", echo=False)
     assert result.status == "aborted"
     assert result.reason.startswith(f"non-finite training values at step {result.steps + 1}")
-    assert events(tmp_path / "nan.log")[-1]["metadata"]["status"] == "aborted"
+    assert mllog_events(tmp_path / "nan.log")[-1]["metadata"]["status"] == "aborted"
