@@ -195,7 +195,6 @@ def run(
             n_params = sum(p.numel() for p in model.parameters())
             weights_step = initial_weights(cfg, model, rank)
             engine = make_engine(cfg, model, device, bf16)
-            engine.vocab_size = vocab
             if rank == 0:
                 print(
                     f"[model] {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads / "
@@ -226,7 +225,7 @@ def run(
             run_started = True
             t_run_start = time.perf_counter()
             result.status, result.reason = _train_loop(
-                cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank
+                cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab
             )
     except KeyboardInterrupt:
         result.reason = "interrupted (Ctrl-C)"
@@ -244,17 +243,15 @@ def run(
     return result
 
 
-def step_metrics(cfg: Config, engine, tokens_per_s_per_device: float) -> str:
+def step_metrics(device: torch.device, flops_per_tok: float, tokens_per_s_per_device: float) -> str:
     """Throughput, MFU and memory for the stdout line (never the MLPerf log)."""
-    from benchmark.flops import flops_per_token, peak_flops
+    from benchmark.flops import peak_flops
 
     text = f"tokens/s/device {tokens_per_s_per_device:,.0f}"
-    device = getattr(engine, "device", None)
-    if device is not None and device.type == "cuda":
-        vocab = engine.vocab_size
+    if device.type == "cuda":
         peak = peak_flops(torch.cuda.get_device_name(device))
         if peak:
-            text += f" mfu {tokens_per_s_per_device * flops_per_token(cfg.model, vocab) / peak:.3f}"
+            text += f" mfu {tokens_per_s_per_device * flops_per_tok / peak:.3f}"
         text += f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
     return text
 
@@ -267,8 +264,12 @@ class DataShard:
     size: int
 
 
-def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank):
+def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab):
     from benchmark.data import batches
+    from benchmark.flops import flops_per_token
+
+    device = torch.device(getattr(engine, "device", "cpu"))
+    flops_per_tok = flops_per_token(cfg.model, vocab)
 
     t = cfg.train
     per_replica = t.global_batch_size // shard.size
@@ -294,7 +295,7 @@ def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_
             if rank == 0 and (result.steps % cfg.log.log_every == 0 or result.steps == 1):
                 print(f"[train] step {result.steps} samples {result.samples} loss {loss:.4f} lr {lr:.3e} "
                       f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms "
-                      + step_metrics(cfg, engine, tokens_per_step / dt / world_size), flush=True)
+                      + step_metrics(device, flops_per_tok, tokens_per_step / dt / world_size), flush=True)
             if stop_after_steps is not None and result.steps >= stop_after_steps:
                 log.end("block_stop", samples_count=result.samples)
                 return "aborted", f"stopped after {result.steps} steps as asked"

@@ -15,3 +15,12 @@ def test_peak():
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops("NVIDIA H200") == 989e12
     assert peak_flops("cpu") is None
+
+
+def test_step_metrics_line_on_cpu():
+    import torch
+
+    from benchmark.train import step_metrics
+
+    # MFU and memory are GPU figures; on CPU the line carries throughput only
+    assert step_metrics(torch.device("cpu"), 5.15e10, 12345.4) == "tokens/s/device 12,345"
