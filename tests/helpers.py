@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmark.config import Config, build_config
+from benchmark.config import Config, ModelConfig, build_config
 
 
 def smoke_config(smoke_data, tmp_path, env: dict) -> Config:
@@ -20,3 +20,22 @@ def mllog_events(path) -> list[dict]:
     """The JSON of every :::MLLOG line of a log, in order."""
     return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in Path(path).read_text().splitlines()
             if line.startswith(":::MLLOG ")]
+
+
+def hf_llama31(m: ModelConfig, vocab: int, **config_extra):
+    """transformers' LlamaForCausalLM with the Llama 3.1 settings of m (GQA, llama3 RoPE scaling,
+    untied embeddings, no biases), randomly initialised from torch's current seed, in eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
+        num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_query_groups, head_dim=m.head_dim, rms_norm_eps=m.norm_eps,
+        max_position_embeddings=131072, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+        rope_parameters={
+            "rope_type": "llama3", "rope_theta": float(m.rotary_base), "factor": m.rope_scaling_factor,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
+        },
+        **config_extra,
+    )
+    return LlamaForCausalLM(config).eval()

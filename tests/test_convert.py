@@ -14,6 +14,7 @@ import yaml
 from benchmark.config import build_config
 from benchmark.model import build_model
 from benchmark.train import distributed, seed_everything
+from tests.helpers import hf_llama31
 from utils import convert
 
 # Small Llama 3.1: GQA (2 KV groups for 4 heads), untied embeddings, llama3 RoPE scaling.
@@ -30,22 +31,8 @@ def small_cfg():
 
 
 def hf_model(cfg, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    m = cfg.model
-    config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
-        num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
-        num_key_value_heads=m.num_query_groups, head_dim=m.head_dim, rms_norm_eps=m.norm_eps,
-        max_position_embeddings=131072, tie_word_embeddings=False,
-        bos_token_id=5, eos_token_id=6,
-        rope_parameters={
-            "rope_type": "llama3", "rope_theta": float(m.rotary_base), "factor": m.rope_scaling_factor,
-            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
-        },
-    )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
+    model = hf_llama31(cfg.model, VOCAB, bos_token_id=5, eos_token_id=6)
     with torch.no_grad():  # norms away from ones, so a misplaced norm cannot go unnoticed
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -119,28 +106,18 @@ def test_nemo_layout(work):
     assert "module.decoder.layers.self_attention.linear_qkv._extra_state/shard_1_2" in objects
 
 
-def test_gptmodel_from_nemo_matches_transformers(work):
+@pytest.mark.parametrize("source", ["nemo", "hf"])
+def test_gptmodel_loaded_matches_transformers(work, source):
+    """Both loaders: from our NeMo conversion, and straight from the Hugging Face folder."""
     cfg = work["cfg"]
     with distributed(cfg) as device:
         seed_everything(1, device)
         model, _ = build_model(cfg, VOCAB, bf16=False, use_cpu_initialization=True)
         model.eval()
-        assert convert.load_nemo_weights_into(model, work["nemo_dir"]) == 0
-        x = tokens(cfg)
-        with torch.no_grad():
-            ours = model(x, None, None).float()
-            theirs = work["hf"](x).logits.float()
-    rel = ((ours - theirs).norm() / theirs.norm()).item()
-    assert rel < 1e-5, f"relative logits error {rel:.2e}"
-
-
-def test_gptmodel_from_hf_directly_matches(work):
-    cfg = work["cfg"]
-    with distributed(cfg) as device:
-        seed_everything(2, device)
-        model, _ = build_model(cfg, VOCAB, bf16=False, use_cpu_initialization=True)
-        model.eval()
-        assert convert.load_hf_weights_into(model, work["hf_dir"]) == 0
+        if source == "nemo":
+            assert convert.load_nemo_weights_into(model, work["nemo_dir"]) == 0
+        else:
+            assert convert.load_hf_weights_into(model, work["hf_dir"]) == 0
         x = tokens(cfg)
         with torch.no_grad():
             ours = model(x, None, None).float()

@@ -7,6 +7,7 @@ from benchmark.config import build_config
 from benchmark.hf_mapping import LlamaShape, hf_to_megatron, megatron_to_hf
 from benchmark.model import build_model, padded_vocab_size
 from benchmark.train import distributed, seed_everything
+from tests.helpers import hf_llama31
 
 
 @pytest.fixture(scope="module")
@@ -15,23 +16,6 @@ def smoke_cfg():
     # Sequence longer than the RoPE scaling's high-frequency wavelength so the 3.1 scaling matters.
     cfg.model.seq_length = 64
     return cfg
-
-
-def hf_llama(cfg, vocab):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    m = cfg.model
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
-        num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
-        num_key_value_heads=m.num_query_groups, head_dim=m.head_dim, rms_norm_eps=m.norm_eps,
-        max_position_embeddings=131072, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
-        rope_parameters={
-            "rope_type": "llama3", "rope_theta": float(m.rotary_base), "factor": m.rope_scaling_factor,
-            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
-        },
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 def test_logits_match_transformers(smoke_cfg):
@@ -51,7 +35,7 @@ def test_logits_match_transformers(smoke_cfg):
                 if "layernorm" in name:
                     p.add_(torch.randn_like(p) * 0.1)
         mg_sd = {k: v for k, v in model.state_dict().items() if "_extra_state" not in k}
-        hf = hf_llama(cfg, vocab)
+        hf = hf_llama31(cfg.model, vocab)
         missing, unexpected = hf.load_state_dict(megatron_to_hf(mg_sd, shape), strict=False)
         assert not unexpected and all("rotary" in k for k in missing)
         tokens = torch.randint(0, vocab, (2, cfg.model.seq_length), generator=torch.Generator().manual_seed(0))

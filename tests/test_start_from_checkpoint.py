@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import ConfigError
+from benchmark.config import ConfigError, ModelConfig
 from benchmark.data import build_train_dataset, load_tokenizer_info
 from benchmark.train import run
-from tests.helpers import smoke_config
+from tests.helpers import hf_llama31, smoke_config
 from utils import convert
 
 SHAPE = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
@@ -22,19 +22,10 @@ SHAPE = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory, smoke_data):
     """A random Llama 3.1-style HF model of the smoke data's vocabulary, and its NeMo conversion."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     vocab = load_tokenizer_info(str(smoke_data.tokenizer_dir)).vocab_size
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5, max_position_embeddings=131072,
-        tie_word_embeddings=False, rope_parameters={
-            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
-        },
-    )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
+    model = hf_llama31(ModelConfig(num_layers=2, hidden_size=64, ffn_hidden_size=192, num_attention_heads=4,
+                                   num_query_groups=2), vocab)
     root = tmp_path_factory.mktemp("start")
     model.save_pretrained(root / "hf")
     convert.hf_to_nemo(root / "hf", root / "nemo", log=lambda line: None)
