@@ -50,6 +50,7 @@ export CP="${CP:-}"                             # (preset) context-parallel size
 export PRECISION="${PRECISION:-}"               # (preset) bf16 | fp32 | auto (bf16 on GPU)
 export FP8="${FP8:-}"                           # (preset) 1 = FP8 hybrid through TransformerEngine; 0
 export RECOMPUTE="${RECOMPUTE:-}"               # (preset) 1 = full activation recomputation; 0
+export RECOMPUTE_LAYERS="${RECOMPUTE_LAYERS:-}" # (preset) with RECOMPUTE=1, only the first N layers per stage; 0 = all
 export FUSIONS="${FUSIONS:-}"                   # (preset) Megatron's fused SwiGLU/cross-entropy: on | off | auto
 export COMPILE="${COMPILE:-}"                   # (preset) 1 = torch.compile each transformer layer; 0
 export DEVICE="${DEVICE:-}"                     # (preset) cuda | cpu | auto

@@ -114,6 +114,9 @@ class ParallelConfig:
     precision: str = knob("auto", "PRECISION", "bf16 | fp32 | auto (bf16 on GPU, fp32 on CPU)")
     fp8: bool = knob(False, "FP8", "FP8 hybrid through TransformerEngine (GPU only)")
     recompute: bool = knob(False, "RECOMPUTE", "full activation recomputation")
+    recompute_layers: int = knob(
+        0, "RECOMPUTE_LAYERS", "with RECOMPUTE=1: recompute only the first N layers of each pipeline stage; 0 = all"
+    )
     fusions: str = knob(
         "auto", "FUSIONS", "Megatron's compiled SwiGLU and cross-entropy kernels: on | off | auto (on for GPU)"
     )
@@ -388,6 +391,14 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         )
     if m.num_layers % p.pipeline_parallel:
         raise ConfigError(f"NUM_LAYERS={m.num_layers} is not divisible by PP={p.pipeline_parallel}")
+    per_stage = m.num_layers // p.pipeline_parallel
+    if not 0 <= p.recompute_layers <= per_stage:
+        raise ConfigError(
+            f"RECOMPUTE_LAYERS={p.recompute_layers} must be between 0 (all layers) and the "
+            f"{per_stage} layers of a pipeline stage (NUM_LAYERS / PP)"
+        )
+    if p.recompute_layers and not p.recompute:
+        raise ConfigError(f"RECOMPUTE_LAYERS={p.recompute_layers} acts only with RECOMPUTE=1: set both, or unset it")
     if m.vocab_size < 0 or (m.vocab_size and m.vocab_size % p.tensor_parallel):
         raise ConfigError(f"VOCAB_SIZE={m.vocab_size} must be 0 (from the tokenizer) or a multiple of TP")
     model_parallel = p.tensor_parallel * p.pipeline_parallel * p.context_parallel

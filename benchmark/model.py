@@ -19,6 +19,7 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from benchmark import wgrad
 from benchmark.config import Config
 
 
@@ -75,6 +76,8 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
     m, p = cfg.model, cfg.parallel
     # Megatron's SwiGLU and cross-entropy fusions are torch.compile'd functions; on by default on GPU.
     fusions = p.fusions == "on" or (p.fusions == "auto" and not use_cpu_initialization)
+    # Weight gradients straight into DDP's fp32 main_grad: GPU only (the CPU engine has no main_grad).
+    wgrad_fusion = fusions and not use_cpu_initialization and wgrad.available()
     return TransformerConfig(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
@@ -104,9 +107,11 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
         pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_cpu_initialization=use_cpu_initialization,
         perform_initialization=True,
+        # All layers (uniform, one per recompute block), or only the first RECOMPUTE_LAYERS of each stage.
         recompute_granularity="full" if p.recompute else None,
-        recompute_method="uniform" if p.recompute else None,
-        recompute_num_layers=1 if p.recompute else None,
+        recompute_method=("block" if p.recompute_layers else "uniform") if p.recompute else None,
+        recompute_num_layers=(p.recompute_layers or 1) if p.recompute else None,
+        gradient_accumulation_fusion=wgrad_fusion,
         cross_entropy_loss_fusion=fusions,
         cross_entropy_fusion_impl="native",
     )
@@ -122,8 +127,14 @@ def layer_spec() -> tuple[ModuleSpec, str]:
 def build_model(cfg: Config, vocab_size: int, *, bf16: bool, use_cpu_initialization: bool) -> tuple[GPTModel, str]:
     """A Llama 3.1 GPTModel (untied embeddings, RoPE base 500000 with 3.1 scaling)."""
     spec, spec_name = layer_spec()
+    config = transformer_config(cfg, bf16=bf16, use_cpu_initialization=use_cpu_initialization)
+    if config.gradient_accumulation_fusion:
+        spec_name += f", weight gradients into fp32 main_grad ({wgrad.install()})"
+    if config.recompute_granularity:
+        which = config.recompute_num_layers if config.recompute_method == "block" else "all"
+        spec_name += f", recompute {which} layers"
     model = GPTModel(
-        config=transformer_config(cfg, bf16=bf16, use_cpu_initialization=use_cpu_initialization),
+        config=config,
         transformer_layer_spec=spec,
         vocab_size=vocab_size,
         max_sequence_length=cfg.model.seq_length,

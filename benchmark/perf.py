@@ -33,9 +33,13 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--recompute", action="store_true", help="full activation recomputation")
+    p.add_argument("--recompute-layers", type=int, default=0,
+                   help="with --recompute: only the first N layers of each pipeline stage; 0 = all")
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--fusions", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer layer")
+    p.add_argument("--no-wgrad-fusion", action="store_true",
+                   help="bf16 weight gradients added to main_grad by the DDP hook (to measure the fused path)")
     p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
@@ -55,11 +59,16 @@ def main(argv=None) -> int:
     env = {
         "PRESET": "smoke", "NUM_LAYERS": str(a.layers), "HIDDEN_SIZE": "4096", "FFN_HIDDEN_SIZE": "14336",
         "NUM_HEADS": "32", "NUM_KV_GROUPS": "8", "SEQ_LENGTH": str(a.seq), "GBS": str(gbs), "MBS": str(a.mbs),
-        "TP": str(a.tp), "PP": str(a.pp), "RECOMPUTE": "1" if a.recompute else "0", "EVAL_EVERY": str(gbs),
+        "TP": str(a.tp), "PP": str(a.pp), "RECOMPUTE": "1" if a.recompute else "0",
+        "RECOMPUTE_LAYERS": str(a.recompute_layers), "EVAL_EVERY": str(gbs),
         "EVAL_SAMPLES": str(a.mbs * dp), "LR": "1e-4", "WARMUP_SAMPLES": "0", "VOCAB_SIZE": str(a.vocab),
         "FUSIONS": a.fusions, "COMPILE": "1" if a.compile else "0",
     }
     cfg = build_config(env=env)
+    if a.no_wgrad_fusion:
+        from benchmark import wgrad
+
+        wgrad.available = lambda: False
     with distributed(cfg) as device:
         from megatron.core import parallel_state
 
@@ -111,6 +120,7 @@ def main(argv=None) -> int:
         record = {
             "bench": "benchmark.perf", "label": a.label, "device": name, "gpus": world, "layers": a.layers,
             "seq": a.seq, "mbs": a.mbs, "gbs": gbs, "tp": a.tp, "pp": a.pp, "dp": dp, "recompute": a.recompute,
+            "recompute_layers": a.recompute_layers,
             "fusions": a.fusions, "compile": a.compile, "spec": spec_name, "engine": type(engine).__name__,
             "step_time_s": round(step, 4),
             "tokens_per_sec_per_gpu": round(tokens_per_gpu, 1),

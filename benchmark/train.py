@@ -306,14 +306,17 @@ def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_
             step=result.samples,
         )
         log.start("eval_start", samples_count=result.samples)
+        t_eval = time.perf_counter()
         eval_loss = engine.evaluate(
             batches(valid_ds, shard.rank * eval_per_replica, eval_per_replica, t.micro_batch_size)
         )
+        t_eval = time.perf_counter() - t_eval
         log.event("eval_accuracy", eval_loss, samples_count=result.samples)
         log.end("eval_stop", samples_count=result.samples)
         result.eval_curve.append((result.samples, eval_loss))
         if rank == 0:
-            print(f"[eval] samples {result.samples} eval_loss {eval_loss:.4f} (target {t.target})", flush=True)
+            print(f"[eval] samples {result.samples} eval_loss {eval_loss:.4f} (target {t.target}) "
+                  f"in {t_eval:.1f} s", flush=True)
         if eval_loss <= t.target:
             return "success", f"eval loss {eval_loss:.4f} <= target {t.target} after {result.samples} samples"
         if result.samples >= t.max_train_samples:

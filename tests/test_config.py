@@ -62,6 +62,8 @@ def test_precedence_preset_env_flag():
         (["--eval-every", "1000"], {}, r"EVAL_EVERY=1000 is not a multiple of GBS=16"),
         (["--data-dir", "/nonexistent"], {}, r"PREPROCESSED_PATH=/nonexistent lacks c4-train.en_6"),
         ([], {"FP8": "maybe"}, r"FP8='maybe' is not a valid bool"),
+        ([], {"RECOMPUTE": "1", "RECOMPUTE_LAYERS": "5"}, r"RECOMPUTE_LAYERS=5 must be between 0 .* the 4 layers"),
+        ([], {"RECOMPUTE_LAYERS": "2"}, r"RECOMPUTE_LAYERS=2 acts only with RECOMPUTE=1"),
     ],
 )
 def test_validation_names_knob_and_fix(argv, env, message):
@@ -101,3 +103,20 @@ def test_validation_file_is_found_when_not_named(tmp_path):
         cfg_from(env=env)
     # the 8B preset names SPEC's file itself
     assert cfg_from(env=env, preset="llama31_8b").data.valid_file == "c4-validation-91205-samples.en_text_document"
+
+
+@pytest.mark.parametrize(
+    "env, method, layers",
+    [({}, None, None), ({"RECOMPUTE": "1"}, "uniform", 1), ({"RECOMPUTE": "1", "RECOMPUTE_LAYERS": "3"}, "block", 3)],
+)
+def test_recompute_and_wgrad_fusion_reach_megatron(env, method, layers):
+    """RECOMPUTE[_LAYERS] become Megatron's recompute settings; the CPU model never fuses wgrad."""
+    from benchmark.model import transformer_config
+
+    cfg = cfg_from(env={**env, "FUSIONS": "on"})
+    tc = transformer_config(cfg, bf16=False, use_cpu_initialization=True)
+    assert (tc.recompute_method, tc.recompute_num_layers) == (method, layers)
+    assert tc.recompute_granularity == ("full" if method else None)
+    # the CPU engine has no fp32 main_grad buffers for the fused weight-gradient GEMM to write into
+    assert tc.gradient_accumulation_fusion is False
+    assert tc.bias_activation_fusion is True  # FUSIONS=on still applies the compiled SwiGLU

@@ -47,3 +47,20 @@ def test_pause_and_resume_on_gpu(smoke_data, tmp_path):
     assert resumed == whole.train_losses
     assert [s for s, _ in second.eval_curve] == [256, 512, 768]
     assert second.eval_curve == whole.eval_curve
+
+
+def test_wgrad_accumulation_into_fp32_main_grad():
+    """benchmark.wgrad's kernel adds grad_output^T @ input to an fp32 buffer in place, as Apex's does."""
+    from benchmark import wgrad
+
+    assert wgrad.available()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(512, 256, device="cuda", generator=g).bfloat16()
+    dy = torch.randn(512, 384, device="cuda", generator=g).bfloat16()
+    main_grad = torch.randn(384, 256, device="cuda", generator=g)
+    expected = main_grad.double() + dy.double().t() @ x.double()
+    pointer = main_grad.data_ptr()
+    wgrad.wgrad_gemm_accum_fp32(x, dy, main_grad)
+    assert main_grad.data_ptr() == pointer and main_grad.dtype == torch.float32
+    # fp32 accumulation of exact bf16 products: far tighter than a bf16 result (2^-9 relative).
+    torch.testing.assert_close(main_grad.double(), expected, rtol=1e-5, atol=1e-4)
