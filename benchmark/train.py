@@ -413,13 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: the MLPerf log was closed with status aborted", file=sys.stderr)
         return 130
-    print(summarize(cfg, result, prep_s))
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if rank0:  # one summary per run, not one per process
+        print(summarize(cfg, result, prep_s))
     if result.paused:
         # A deliberate pause is not a failure: the next job of the chain (Slurm afterok, or the local
         # loop) must start, and the part's log, which ends without the target, is checked with the run.
         return 0
     ok = result.status == "success"
-    if result.log_path and not args.no_check and int(os.environ.get("RANK", "0")) == 0:
+    if result.log_path and not args.no_check and rank0:
         passed, text = compliance_verdict(cfg, result.log_path)
         print(text)
         ok = ok and passed
