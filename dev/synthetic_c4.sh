@@ -8,26 +8,28 @@
 # 16 train shards are grouped into en_0..en_7 and the benchmark area (en_6, en_7) is tokenized: about
 # 4 x TRAIN_DOCS_PER_SHARD x 240 tokens (default 8000: about 930 sequences of 8,192 tokens). The
 # validation subset has the real one's name and size, the first 91,205 documents of 8 shards (about
-# 22M tokens, enough for 1,024 sequences of 8,192). WORKERS defaults to the machine's cores.
+# 22M tokens, enough for 1,024 sequences of 8,192; N_VALIDATION=N in the environment makes a smaller
+# one, which the llama31_8b preset does not read). WORKERS defaults to the machine's cores.
 # Prints the PREPROCESSED_PATH and TOKENIZER_PATH to use, with VOCAB_SIZE=128256 for the real
 # model's embedding size (the tokenizer has 2,048 ids).
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     [[ $# -ge 1 ]] && exit 0 || exit 2
 fi
-dst="$1"
 train_docs="${2:-8000}"
 workers="${3:-$(nproc)}"
-for v in "${train_docs}" "${workers}"; do
-    [[ "${v}" =~ ^[1-9][0-9]*$ ]] || { echo "error: '${v}' must be a positive whole number" >&2; exit 2; }
+n_valid="${N_VALIDATION:-91205}"
+for arg in "TRAIN_DOCS_PER_SHARD=${train_docs}" "WORKERS=${workers}" "N_VALIDATION=${n_valid}"; do
+    [[ "${arg#*=}" =~ ^[1-9][0-9]*$ ]] || { echo "error: ${arg} must be a positive whole number" >&2; exit 2; }
 done
+mkdir -p "$1"
+dst="$(cd "$1" && pwd)"  # absolute, before moving to the repository root
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python3}"
 
 "${py}" -m utils.smoke --dst "${dst}/smoke" >/dev/null
-n_valid=91205
 "${py}" -m utils.corpus --dst "${dst}/raw" --train-shards 16 --valid-shards 8 \
     --docs-per-shard "${train_docs}" --valid-docs-per-shard $(((n_valid + 7) / 8)) --workers "${workers}"
 "${py}" -m utils.c4 consolidate --src "${dst}/raw" --dst "${dst}/merged" --n-validation "${n_valid}" \

@@ -331,8 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--workers",
         type=int,
-        default=max(1, min(os.cpu_count() or 1, 8)),
-        help="tokenizing processes; 1 encodes in this process (default: cores, at most 8)",
+        # Measured on 16 cores: 16 processes 4.26M tokens/s, 8 processes 3.07M (docs/DATA.md).
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        help="tokenizing processes; 1 encodes in this process with the library's threads "
+        "(default: the cores this process may use)",
     )
     p.add_argument("--append-eod", action="store_true", help="append the tokenizer's eos id to each document")
     p.add_argument(
