@@ -43,10 +43,14 @@ def install() -> str:
     """Point Megatron-Core's linear layers at a wgrad-accumulation kernel; say which one."""
     from megatron.core.tensor_parallel import layers
 
+    ours = "torch addmm(out_dtype=fp32)"
+    installed = getattr(layers, "fused_weight_gradient_mlp_cuda", None)
+    if getattr(installed, "wgrad_gemm_accum_fp32", None) is wgrad_gemm_accum_fp32:
+        return ours  # installed by an earlier model build in this process
     if layers._grad_accum_fusion_available:
         return "apex"
     layers.fused_weight_gradient_mlp_cuda = types.SimpleNamespace(
         wgrad_gemm_accum_fp32=wgrad_gemm_accum_fp32, wgrad_gemm_accum_fp16=wgrad_gemm_accum_fp16
     )
     layers._grad_accum_fusion_available = True
-    return "torch addmm(out_dtype=fp32)"
+    return ours
