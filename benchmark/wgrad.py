@@ -18,6 +18,9 @@ import torch
 
 def wgrad_gemm_accum_fp32(total_input: torch.Tensor, grad_output: torch.Tensor, main_grad: torch.Tensor) -> None:
     """main_grad [out, in] (fp32) += grad_output[tokens, out]^T @ total_input[tokens, in] (bf16)."""
+    if total_input.dtype == torch.float32:  # PRECISION=fp32: a plain fp32 GEMM accumulates in place
+        main_grad.addmm_(grad_output.t(), total_input)
+        return
     torch.addmm(main_grad, grad_output.t(), total_input, out_dtype=torch.float32, out=main_grad)
 
 

@@ -136,3 +136,19 @@ def test_wgrad_kernel_install_names_its_source(monkeypatch):
     assert wgrad.install() == "torch addmm(out_dtype=fp32)"  # a second model build: still ours
     monkeypatch.setattr(layers, "fused_weight_gradient_mlp_cuda", object())  # Apex's extension
     assert wgrad.install() == "apex"
+
+
+def test_wgrad_kernel_with_fp32_inputs_on_cpu():
+    """With PRECISION=fp32 the kernel gets fp32 operands: a plain in-place GEMM, any device."""
+    import torch
+
+    from benchmark import wgrad
+
+    g = torch.Generator().manual_seed(0)
+    x, dy, main_grad = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((32, 8), (32, 6), (6, 8)))
+    expected = main_grad + dy.t() @ x
+    main_grad = main_grad.float()
+    pointer = main_grad.data_ptr()
+    wgrad.wgrad_gemm_accum_fp32(x.float(), dy.float(), main_grad)
+    assert main_grad.data_ptr() == pointer
+    torch.testing.assert_close(main_grad.double(), expected, rtol=1e-5, atol=1e-5)
