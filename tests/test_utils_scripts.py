@@ -1,5 +1,7 @@
 """preprocess.sh and the thin wrappers in utils/*.sh: arguments, errors, and real runs on tiny data."""
 
+import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -150,9 +152,39 @@ def test_bench_tokenize_runs(tiny, capsys):
     from utils import bench_tokenize
 
     shard = tiny / "c4" / "c4-train.00000-of-00016.json.gz"
-    assert bench_tokenize.main(["--input", str(shard), "--tokenizer", str(tiny / "tok"), "--repeats", "1"]) == 0
+    args = ["--input", str(shard), "--tokenizer", str(tiny / "tok"), "--repeats", "1", "--ceiling"]
+    assert bench_tokenize.main(args) == 0
     out = capsys.readouterr().out
     assert "raw encode_batch" in out and "utils.tokenize --workers 2" in out and "ratio ours/raw" in out
+    # The independent encoders counted the same tokens (else main returns 1) and are compared.
+    assert "independent encoders x2" in out and "ratio ours/independent encoders" in out
+
+
+def test_bench_tokenize_without_raw(tiny, capsys):
+    from utils import bench_tokenize
+
+    shard = tiny / "c4" / "c4-train.00000-of-00016.json.gz"
+    args = ["--input", str(shard), "--tokenizer", str(tiny / "tok"), "--repeats", "1", "--ceiling", "--no-raw"]
+    assert bench_tokenize.main(args) == 0
+    out = capsys.readouterr().out
+    assert "raw encode_batch" not in out and "ratio ours/raw" not in out
+    assert "ratio ours/independent encoders" in out and "ours >= 1.0M tok/s" in out
+
+
+def test_bench_tokenize_ceiling_counts_every_document(tiny):
+    from tokenizers import Tokenizer
+
+    from utils import bench_tokenize
+
+    shard = tiny / "c4" / "c4-train.00000-of-00016.json.gz"
+    tok = Tokenizer.from_file(str(tiny / "tok" / "tokenizer.json"))
+    with gzip.open(shard, "rt") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    expected = sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))
+    # 3 processes over a count of documents that 3 does not divide: every document once.
+    assert len(texts) % 3 != 0
+    wall, cpu, tokens = bench_tokenize._ceiling(shard, tiny / "tok" / "tokenizer.json", 3, dict(os.environ))
+    assert tokens == expected and wall > 0 and cpu > 0
 
 
 STAND_IN = """
