@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from utils import corpus, tokenizer
-from utils.fileio import DataError
+from utils.fileio import DataError, count_lines_gz_bytes
 from utils.indexed import IndexedReader
 from utils.tokenize import main, output_paths, tokenize_file
 
@@ -160,6 +160,21 @@ def test_invalid_utf8_and_truncated_gzip(llama3_dir, tmp_path):
     with pytest.raises(DataError, match=r"t\.json\.gz: the gzip stream is truncated or corrupt after line \d+"):
         tokenize_file(gz, tmp_path / "o", llama3_dir)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json.gz", "u.json"]
+
+
+def test_corrupt_deflate_data_is_named(llama3_dir, tmp_path):
+    # Bytes overwritten inside the deflate stream: an invalid block, not only a wrong checksum.
+    data = gzip.compress((GOOD * 5000).encode(), mtime=0)
+    gz = tmp_path / "c.json.gz"
+    gz.write_bytes(data[:20] + b"\xff" * 8 + data[28:])
+    with pytest.raises(DataError, match=r"c\.json\.gz: the gzip stream is truncated or corrupt after line 0 "):
+        tokenize_file(gz, tmp_path / "o", llama3_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json.gz"]
+    with pytest.raises(DataError, match=r"shard\.gz: the gzip stream is corrupt \(.*[Ii]nvalid deflate"):
+        count_lines_gz_bytes(iter([gz.read_bytes()]), "shard.gz")
+    # The intact stream, in blocks that cut it anywhere and twice over (two gzip members): all lines.
+    blocks = [data[i : i + 100] for i in range(0, len(data), 100)] * 2
+    assert count_lines_gz_bytes(iter(blocks), "ok.gz") == 2 * 5000 * GOOD.count("\n")
 
 
 def test_cli_reports_errors_without_traceback(llama3_dir, tmp_path, capsys):

@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name].append(n_tokens / dt)
                 per_cpu[name].append(n_tokens / cpu)
                 label = LABELS[name] + {"raw": "", "ceiling": f" x{a.workers}"}.get(name, f" --workers {a.workers}")
-                parts.append(f"{label} {dt:6.2f} s {n_tokens / dt / 1e6:5.3f}M tok/s ({n_tokens / cpu / 1e6:5.3f}M/CPU-s)")
+                speed = f"{n_tokens / dt / 1e6:5.3f}M tok/s ({n_tokens / cpu / 1e6:5.3f}M/CPU-s)"
+                parts.append(f"{label} {dt:6.2f} s {speed}")
             print(f"repeat {r + 1} (load {load:.1f}): " + " | ".join(parts), flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     same = "; Megatron's .bin/.idx identical to utils.tokenize's" if "megatron" in tools else ""

@@ -12,9 +12,16 @@ import gzip
 import hashlib
 import json
 import os
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+# Reading .gz inputs goes through ISA-L (python-isal), whose inflate is about 3x zlib's: in
+# utils.tokenize one process decompresses for every worker, and at 32 or more workers that one
+# process was what limited the throughput (docs/DATA.md). Same results and gzip errors as zlib.
+from isal import igzip, isal_zlib
+
+# What a truncated or corrupt gzip stream raises through igzip or isal_zlib.
+GZIP_ERRORS = (EOFError, isal_zlib.error, gzip.BadGzipFile)
 
 # Read and hash in large blocks: the inputs are files of hundreds of MB to tens of GB.
 BLOCK = 1 << 22
@@ -110,7 +117,7 @@ def count_lines_gz_bytes(chunks: Iterator[bytes], name: str) -> int:
     """Count newline-terminated lines in a stream of gzip bytes (possibly several gzip members),
     checking that the stream decompresses completely. Raises DataError naming `name` otherwise."""
     lines = 0
-    d = zlib.decompressobj(wbits=31)
+    d = isal_zlib.decompressobj(wbits=31)
     in_member = False  # bytes of an unfinished gzip member have been fed
     try:
         for chunk in chunks:
@@ -120,11 +127,11 @@ def count_lines_gz_bytes(chunks: Iterator[bytes], name: str) -> int:
                 if d.eof:
                     # A gzip member ended; the rest of this chunk starts the next member.
                     chunk = d.unused_data
-                    d = zlib.decompressobj(wbits=31)
+                    d = isal_zlib.decompressobj(wbits=31)
                     in_member = False
                 else:
                     chunk = b""
-    except zlib.error as e:
+    except isal_zlib.error as e:
         raise DataError(f"{name}: the gzip stream is corrupt ({e}); download or rebuild this file") from None
     if in_member:
         raise DataError(f"{name}: the gzip stream is truncated; download or rebuild this file")
@@ -147,7 +154,7 @@ class LineReader:
             raise DataError(f"{self.path}: no such file") from None
         except IsADirectoryError:
             raise DataError(f"{self.path}: is a folder, expected a .json or .json.gz file") from None
-        self._f = gzip.GzipFile(fileobj=self._raw, mode="rb") if is_gzip(self.path) else self._raw
+        self._f = igzip.GzipFile(fileobj=self._raw, mode="rb") if is_gzip(self.path) else self._raw
         self.lines_read = 0
 
     def position(self) -> int:
@@ -168,7 +175,7 @@ class LineReader:
             for line in self._f:
                 self.lines_read += 1
                 yield line
-        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        except GZIP_ERRORS as e:
             raise DataError(
                 f"{self.path}: the gzip stream is truncated or corrupt after line {self.lines_read} "
                 f"({e}); download or rebuild this file"
