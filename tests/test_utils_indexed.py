@@ -68,3 +68,32 @@ def test_reader_rejects_damaged_files(tmp_path):
         indexed.IndexedReader.open(tmp_path / "d")
     with pytest.raises(DataError, match="not found"):
         indexed.IndexedReader.open(tmp_path / "nothing")
+
+
+def test_writer_hashes_what_it_writes_and_reports_write_errors(tmp_path, monkeypatch):
+    import hashlib
+
+    w = indexed.IndexedWriter(tmp_path / "h.bin", np.int32)
+    rng = np.random.default_rng(0)
+    buf = rng.integers(0, 128256, size=1000, dtype=np.int32)
+    for _ in range(20):
+        w.add(buf, np.array([400, 600], dtype=np.int32))
+        buf[:] = 0  # the caller reusing its array must not change what was written
+    w.finalize(tmp_path / "h.idx")
+    data = (tmp_path / "h.bin").read_bytes()
+    assert len(data) == 4 * (1000 + 19 * 1000)
+    assert w.bin_sha256 == hashlib.sha256(data).hexdigest()
+    assert np.frombuffer(data[:4000], dtype=np.int32).any() and not np.frombuffer(data[4000:], dtype=np.int32).any()
+
+    # A failing write in the writer thread (a full disk, say) reaches the caller.
+    w = indexed.IndexedWriter(tmp_path / "f.bin", np.int32)
+
+    def full(_buf):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(w._sink._f, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(100):
+            w.add(buf, np.array([1000], dtype=np.int32))
+        w.finalize(tmp_path / "f.idx")
+    w.abort()

@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     repo = Path(__file__).resolve().parent.parent
     caller_path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+    # This checkout first, then whatever the caller's PYTHONPATH provides (packages installed with
+    # `pip install --target`, for instance).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(x for x in (str(repo), caller_path) if x)}
     env.pop("TOKENIZERS_PARALLELISM", None)
     tools = ([] if a.no_raw else ["raw"]) + ["ours"] + (["ceiling"] if a.ceiling else [])
     if a.megatron_lm is not None:

@@ -15,10 +15,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-# Reading .gz inputs goes through ISA-L (python-isal), whose inflate is about 3x zlib's: in
-# utils.tokenize one process decompresses for every worker, and at 32 or more workers that one
-# process was what limited the throughput (docs/DATA.md). Same results and gzip errors as zlib.
-from isal import igzip, isal_zlib
+# Reading .gz inputs goes through ISA-L (python-isal), whose inflate is about 3x zlib's, on a
+# thread of its own (igzip_threaded; inflate releases the GIL): in utils.tokenize one process reads
+# for every worker, and at 32 or more workers that process was what limited the throughput
+# (docs/DATA.md). Same bytes and the same gzip errors as the standard library's gzip.
+from isal import igzip_threaded, isal_zlib
 
 # What a truncated or corrupt gzip stream raises through igzip or isal_zlib.
 GZIP_ERRORS = (EOFError, isal_zlib.error, gzip.BadGzipFile)
@@ -154,7 +155,7 @@ class LineReader:
             raise DataError(f"{self.path}: no such file") from None
         except IsADirectoryError:
             raise DataError(f"{self.path}: is a folder, expected a .json or .json.gz file") from None
-        self._f = igzip.GzipFile(fileobj=self._raw, mode="rb") if is_gzip(self.path) else self._raw
+        self._f = igzip_threaded.open(self._raw, "rb", threads=1) if is_gzip(self.path) else self._raw
         self.lines_read = 0
 
     def position(self) -> int:

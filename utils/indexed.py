@@ -20,8 +20,12 @@ The .bin holds the tokens of all sequences back to back, in the dtype of the .id
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import queue
 import struct
+import threading
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,20 +64,64 @@ def idx_path(prefix: str | os.PathLike) -> Path:
     return Path(f"{prefix}.idx")
 
 
+class _HashingSink:
+    """Writes buffers to a file and hashes them (sha256) on a thread of its own.
+
+    File writes and sha256 updates of large buffers release the GIL, so the caller's thread only
+    queues: in utils.tokenize that thread also reads the input and feeds every worker, and writing
+    then re-reading a .bin of tens of GB to hash it had cost it about a third of its time at 64
+    workers. At most `depth` buffers wait, so memory stays bounded. An error in the thread is
+    raised by the next `write` or by `close`.
+    """
+
+    def __init__(self, path: str | os.PathLike, depth: int = 8):
+        self._f = open(path, "wb")
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bin-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (buf := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._f.write(buf)
+                    self._sha.update(buf)
+                except BaseException as e:  # reported to the caller's thread
+                    self._error = e
+
+    def write(self, buf) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(buf)
+
+    def close(self) -> str:
+        """Write what is queued, close the file; the sha256 hex digest of everything written."""
+        self._queue.put(None)
+        self._thread.join()
+        self._f.close()
+        if self._error is not None:
+            raise self._error
+        return self._sha.hexdigest()
+
+
 class IndexedWriter:
     """Write one document = one sequence at a time, or many at once with `add`.
 
     Paths are given explicitly so callers can write under temporary names and rename later.
-    The index is kept as typed arrays: 12 bytes per document while writing.
+    The index is kept as typed arrays: 12 bytes per document while writing. The .bin is written
+    and hashed on a background thread; `bin_sha256` holds its digest after `finalize`.
     """
 
     def __init__(self, bin_file: str | os.PathLike, dtype: np.dtype | type):
         self.dtype = np.dtype(dtype)
         if self.dtype not in DTYPE_CODES:
             raise ValueError(f"dtype {self.dtype} has no Megatron code")
-        self._f = open(bin_file, "wb")
+        self._sink = _HashingSink(bin_file)
         self._lengths = array("i")
         self.tokens = 0
+        self.bin_sha256: str | None = None
 
     @property
     def documents(self) -> int:
@@ -86,17 +134,19 @@ class IndexedWriter:
         n = int(lengths.sum(dtype=np.int64))
         if tokens.size != n:
             raise ValueError(f"{tokens.size} tokens but the lengths add up to {n}")
-        self._f.write(tokens.astype(self.dtype, copy=False).tobytes())
+        # Always a copy: the sink thread reads it after this returns, and the caller may reuse its array.
+        self._sink.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
         self._lengths.frombytes(lengths.tobytes())
         self.tokens += n
 
     def finalize(self, idx_file: str | os.PathLike) -> None:
-        """Close the .bin and write the .idx."""
-        self._f.close()
+        """Close the .bin (its digest in `bin_sha256`) and write the .idx."""
+        self.bin_sha256 = self._sink.close()
         write_index(idx_file, self.dtype, np.frombuffer(self._lengths, dtype=np.int32))
 
     def abort(self) -> None:
-        self._f.close()
+        with contextlib.suppress(BaseException):
+            self._sink.close()
 
 
 def write_index(

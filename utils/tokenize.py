@@ -272,7 +272,7 @@ def tokenize_file(
             "skipped_lines": n_skipped,
             "skipped": [{"line": ln, "reason": r} for ln, r in skipped],
             "outputs": {
-                "bin": {"name": bin_path.name, "bytes": tmp_bin.stat().st_size, "sha256": sha256_file(tmp_bin)},
+                "bin": {"name": bin_path.name, "bytes": tmp_bin.stat().st_size, "sha256": writer.bin_sha256},
                 "idx": {"name": idx_path.name, "bytes": tmp_idx.stat().st_size, "sha256": sha256_file(tmp_idx)},
             },
         }
