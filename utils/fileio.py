@@ -139,6 +139,14 @@ def count_lines_gz_bytes(chunks: Iterator[bytes], name: str) -> int:
     return lines
 
 
+def split_lines(block: bytes) -> list[bytes]:
+    """The lines of a block from `LineReader.blocks`, without their newlines."""
+    lines = block.split(b"\n")
+    if lines[-1] == b"":  # the block ends with a newline (all but maybe the file's last one)
+        lines.pop()
+    return lines
+
+
 class LineReader:
     """Iterate the lines of a JSON-lines file (gzip'd when the name ends in .gz) as bytes.
 
@@ -170,6 +178,36 @@ class LineReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def blocks(self, size: int) -> Iterator[tuple[int, bytes]]:
+        """(number of its first line, whole lines back to back) in blocks of about `size` bytes.
+
+        For a reader that hands lines on to other processes: the lines are cut apart by whoever
+        receives a block (`split_lines`), so this loop costs a few C calls per block rather than
+        Python work per line. The last line of the file may lack its newline.
+        """
+        first = 1
+        carry: list[bytes] = []  # the start of a line that has not ended yet
+        try:
+            while data := self._f.read(size):
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # no line ends in this read: a line longer than `size`
+                    carry.append(data)
+                    continue
+                block = b"".join([*carry, data[:cut]]) if carry else data[:cut]
+                carry = [data[cut:]] if cut < len(data) else []
+                lines = block.count(b"\n")
+                yield first, block
+                first += lines
+                self.lines_read += lines
+            if carry:
+                self.lines_read += 1
+                yield first, b"".join(carry)
+        except GZIP_ERRORS as e:
+            raise DataError(
+                f"{self.path}: the gzip stream is truncated or corrupt after line {self.lines_read} "
+                f"({e}); download or rebuild this file"
+            ) from None
 
     def __iter__(self) -> Iterator[bytes]:
         try:

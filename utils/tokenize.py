@@ -34,7 +34,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -47,6 +46,7 @@ from utils.fileio import (
     read_json,
     remove_stale_tmp,
     sha256_file,
+    split_lines,
     tmp_path,
     write_json_atomic,
 )
@@ -110,9 +110,10 @@ def _parse(raw: bytes) -> tuple[str | None, str]:
     return obj["text"], ""
 
 
-def encode_chunk(chunk: tuple[int, list[bytes]]) -> Encoded:
-    """Tokenize the lines of a chunk (first line number, raw lines) with the loaded tokenizer."""
-    first_line, lines = chunk
+def encode_chunk(chunk: tuple[int, bytes]) -> Encoded:
+    """Tokenize a block of whole lines (number of its first line, the bytes) with the loaded tokenizer."""
+    first_line, block = chunk
+    lines = split_lines(block)
     texts: list[str] = []
     linenos: list[int] = []
     bad: list[tuple[int, str]] = []
@@ -140,21 +141,6 @@ def encode_chunk(chunk: tuple[int, list[bytes]]) -> Encoded:
         tokens = np.insert(tokens, np.cumsum(lengths), _EOD)
         lengths = lengths + 1
     return Encoded(tokens, lengths, bad)
-
-
-def _chunks(reader: LineReader, chunk_bytes: int) -> Iterator[tuple[int, list[bytes]]]:
-    """Group the lines of `reader` into (first line number, lines) of about `chunk_bytes`."""
-    lines: list[bytes] = []
-    size, first = 0, 1
-    for line in reader:
-        lines.append(line)
-        size += len(line)
-        if size >= chunk_bytes:
-            yield first, lines
-            first += len(lines)
-            lines, size = [], 0
-    if lines:
-        yield first, lines
 
 
 # ----------------------------------------------------------------------------- writing
@@ -229,7 +215,7 @@ def tokenize_file(
     results = None
     try:
         with LineReader(input_path) as reader, _progress_bar(input_path, progress) as bar:
-            chunks = _chunks(reader, chunk_bytes)
+            chunks = reader.blocks(chunk_bytes)
             if workers == 1:
                 _init_encoder(tok, eod)
                 results = map(encode_chunk, chunks)
