@@ -17,9 +17,9 @@ with add_special_tokens=False, which gives the same ids (pinned by tests/test_ut
 Tokens are stored as uint16 when the vocabulary has fewer than 65,500 ids, else int32, the rule
 Megatron's own preprocessing applies (DType.optimal_dtype); readers take the dtype from the .idx.
 
-Memory stays bounded whatever the file size: lines are read and encoded in chunks of about 1 MB,
-at most 2 per worker in flight, and the index grows by 12 bytes per document (~0.6 GB for one of
-C4's consolidated files, ~46M documents).
+Memory stays bounded whatever the file size: the input is read in blocks of whole lines of about
+1 MB, at most 2 per worker in flight and 8 queued for the .bin writer's thread, and the index grows
+by 12 bytes per document (~0.6 GB for one of C4's consolidated files, ~46M documents).
 
 Outputs are written under temporary names and renamed only when complete: a killed run leaves no
 file under a final name, and a rerun writes the same bytes. A rerun whose manifest shows the same
