@@ -179,6 +179,12 @@ class LineReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _gzip_error(self, e: BaseException) -> DataError:
+        return DataError(
+            f"{self.path}: the gzip stream is truncated or corrupt after line {self.lines_read} "
+            f"({e}); download or rebuild this file"
+        )
+
     def blocks(self, size: int) -> Iterator[tuple[int, bytes]]:
         """(number of its first line, whole lines back to back) in blocks of about `size` bytes.
 
@@ -204,10 +210,7 @@ class LineReader:
                 self.lines_read += 1
                 yield first, b"".join(carry)
         except GZIP_ERRORS as e:
-            raise DataError(
-                f"{self.path}: the gzip stream is truncated or corrupt after line {self.lines_read} "
-                f"({e}); download or rebuild this file"
-            ) from None
+            raise self._gzip_error(e) from None
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -215,7 +218,4 @@ class LineReader:
                 self.lines_read += 1
                 yield line
         except GZIP_ERRORS as e:
-            raise DataError(
-                f"{self.path}: the gzip stream is truncated or corrupt after line {self.lines_read} "
-                f"({e}); download or rebuild this file"
-            ) from None
+            raise self._gzip_error(e) from None
