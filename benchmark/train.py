@@ -85,6 +85,14 @@ def distributed(cfg: Config):
     use_cuda = cfg.parallel.device == "cuda" or (cfg.parallel.device == "auto" and torch.cuda.is_available())
     if cfg.parallel.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("DEVICE=cuda but PyTorch sees no CUDA device: set DEVICE=cpu or auto")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if not use_cuda and world_size > 1:
+        # The CPU engine (LocalEngine) trains one replica and reduces nothing across processes:
+        # several of them would each train on their own share, apart, under one MLPerf log.
+        raise ConfigError(
+            f"{world_size} processes on CPU: the CPU engine has no data parallelism, so they would train "
+            "separate replicas; run one process on CPU (GPUS_PER_NODE=0, no torchrun) or run on GPUs"
+        )
     created = False
     if not torch.distributed.is_initialized():
         if "WORLD_SIZE" not in os.environ:
