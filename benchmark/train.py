@@ -85,13 +85,17 @@ def distributed(cfg: Config):
     use_cuda = cfg.parallel.device == "cuda" or (cfg.parallel.device == "auto" and torch.cuda.is_available())
     if cfg.parallel.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("DEVICE=cuda but PyTorch sees no CUDA device: set DEVICE=cpu or auto")
+    p = cfg.parallel
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if not use_cuda and world_size > 1:
-        # The CPU engine (LocalEngine) trains one replica and reduces nothing across processes:
-        # several of them would each train on their own share, apart, under one MLPerf log.
+    dp = world_size // (p.tensor_parallel * p.pipeline_parallel * p.context_parallel)
+    if not use_cuda and dp > 1:
+        # The CPU engine (LocalEngine) reduces no gradients across data-parallel replicas: each
+        # process would train on its own share, apart from the others, under one MLPerf log.
+        # (Model-parallel processes on CPU, as the checkpoint converter's tests use, are fine.)
         raise ConfigError(
-            f"{world_size} processes on CPU: the CPU engine has no data parallelism, so they would train "
-            "separate replicas; run one process on CPU (GPUS_PER_NODE=0, no torchrun) or run on GPUs"
+            f"{world_size} processes on CPU make {dp} data-parallel replicas, and the CPU engine has no data "
+            "parallelism, so they would train apart; run one process on CPU (GPUS_PER_NODE=0, no torchrun) "
+            "or run on GPUs"
         )
     created = False
     if not torch.distributed.is_initialized():
@@ -112,7 +116,6 @@ def distributed(cfg: Config):
 
         apply_cpu_shims()
         device = torch.device("cpu")
-    p = cfg.parallel
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=p.tensor_parallel,
         pipeline_model_parallel_size=p.pipeline_parallel,

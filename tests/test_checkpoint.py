@@ -85,5 +85,5 @@ def test_several_cpu_processes_are_refused(smoke_data, tmp_path, monkeypatch):
     # Under torchrun on a machine without GPUs each process would train its own replica.
     cfg = configure(smoke_data, tmp_path, DEVICE="cpu", EVAL_SAMPLES=16)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="2 processes on CPU: the CPU engine has no data parallelism"):
+    with pytest.raises(ConfigError, match="2 processes on CPU make 2 data-parallel replicas"):
         run(cfg, log_path=tmp_path / "refused.log", echo=False)
