@@ -32,8 +32,10 @@ from benchmark.config import (
     add_arguments,
     build_config,
     check_fp8,
+    data_parallel_size,
     grad_accumulation_steps,
     to_dict,
+    world_size_from_env,
 )
 from benchmark.engine import NonFiniteError, make_engine
 from benchmark.mlperf_log import TRACKED_STATS, MLPerfLog
@@ -85,9 +87,8 @@ def distributed(cfg: Config):
     use_cuda = cfg.parallel.device == "cuda" or (cfg.parallel.device == "auto" and torch.cuda.is_available())
     if cfg.parallel.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("DEVICE=cuda but PyTorch sees no CUDA device: set DEVICE=cpu or auto")
-    p = cfg.parallel
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    dp = world_size // (p.tensor_parallel * p.pipeline_parallel * p.context_parallel)
+    world_size = world_size_from_env()
+    dp = data_parallel_size(cfg, world_size)
     if not use_cuda and dp > 1:
         # The CPU engine (LocalEngine) reduces no gradients across data-parallel replicas: each
         # process would train on its own share, apart from the others, under one MLPerf log.
@@ -116,6 +117,7 @@ def distributed(cfg: Config):
 
         apply_cpu_shims()
         device = torch.device("cpu")
+    p = cfg.parallel
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=p.tensor_parallel,
         pipeline_model_parallel_size=p.pipeline_parallel,
