@@ -61,18 +61,14 @@ def test_killed_tokenization_leaves_nothing_and_rerun_is_identical(data, tmp_pat
         import utils.indexed as ix
         from utils.tokenize import tokenize_file
         calls = []
-        def dying(original):
-            def add(*args):
-                original(*args)
-                calls.append(1)
-                if len(calls) == 3:  # some units are on disk, under temporary names
-                    os.kill(os.getpid(), signal.SIGKILL)
-            return add
-        # One process appends tokens (add), several append the part files of their workers (add_file).
-        ix.IndexedWriter.add = dying(ix.IndexedWriter.add)
-        ix.IndexedWriter.add_file = dying(ix.IndexedWriter.add_file)
-        tokenize_file({str(src)!r}, {str(out / "x")!r}, {str(tok)!r}, workers={workers}, chunk_bytes=2000,
-                      unit_bytes=3000)
+        original = ix.IndexedWriter.add
+        def add(self, tokens, lengths):
+            original(self, tokens, lengths)
+            calls.append(1)
+            if len(calls) == 3:  # some chunks are on disk, under the temporary name
+                os.kill(os.getpid(), signal.SIGKILL)
+        ix.IndexedWriter.add = add
+        tokenize_file({str(src)!r}, {str(out / "x")!r}, {str(tok)!r}, workers={workers}, chunk_bytes=2000)
         """,
         tmp_path,
     )

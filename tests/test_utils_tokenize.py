@@ -215,20 +215,18 @@ def test_cli_bad_line_with_workers_exits_2_without_traceback(tmp_path):
 
 @pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
 @pytest.mark.parametrize("ending", [b"\n", b""])
-@pytest.mark.parametrize("ranges", [False, True])
-def test_line_blocks_give_every_line_once_with_its_number(tmp_path, size, ending, ranges):
-    from utils.fileio import split_lines
-    from utils.units import TextUnit, plan_units, unit_blocks
+def test_line_blocks_give_every_line_once_with_its_number(tmp_path, size, ending):
+    from utils.fileio import LineReader, split_lines
 
     # Short and long lines (longer than small block sizes), an empty line, a last line with or
-    # without its newline; encoded in this process (TextUnits) or read by workers (RangeUnits).
+    # without its newline.
     lines = [b'{"text": "a"}', b"x" * 150, b"", b'{"text": "' + b"y" * 90 + b'"}', b"last"]
     path = tmp_path / "b.json.gz"
     path.write_bytes(gzip.compress(b"\n".join(lines) + ending, mtime=0))
     got: list[tuple[int, bytes]] = []
-    for unit in plan_units(path, size, size, ranges=ranges):
-        blocks = [(unit.first_line, unit.block)] if isinstance(unit, TextUnit) else unit_blocks(path, unit, size)
-        for first, block in blocks:
+    with LineReader(path) as reader:
+        for first, block in reader.blocks(size):
             assert block.endswith(b"\n") or first + block.count(b"\n") == len(lines)
             got.extend((first + i, line) for i, line in enumerate(split_lines(block)))
+        assert reader.lines_read == len(lines)
     assert got == [(i + 1, line) for i, line in enumerate(lines)]

@@ -15,11 +15,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-# Reading .gz inputs goes through ISA-L (python-isal), whose inflate is about 3x zlib's: in
-# utils.tokenize one process inflates the whole file to plan the workers' units, and the
-# workers inflate their own parts again (utils/units.py). LineReader inflates on a thread of its
-# own (igzip_threaded; inflate releases the GIL). Same bytes and the same gzip errors as the
-# standard library's gzip.
+# Reading .gz inputs goes through ISA-L (python-isal), whose inflate is about 3x zlib's, on a
+# thread of its own (igzip_threaded; inflate releases the GIL): in utils.tokenize one process reads
+# for every worker, and at 32 or more workers that process was what limited the throughput
+# (docs/DATA.md). Same bytes and the same gzip errors as the standard library's gzip.
 from isal import igzip_threaded, isal_zlib
 
 # What a truncated or corrupt gzip stream raises through igzip or isal_zlib.
@@ -140,50 +139,8 @@ def count_lines_gz_bytes(chunks: Iterator[bytes], name: str) -> int:
     return lines
 
 
-# Compressed bytes read per step, and the most text one step may inflate them to (so that a
-# highly compressible input cannot make one step allocate without bound).
-RAW_STEP = 1 << 20
-TEXT_STEP = 1 << 23
-
-
-def text_stream(f, gz: bool) -> Iterator[tuple[int | None, bytes]]:
-    """The text of a file opened in binary mode, from its current position, in pieces.
-
-    Each piece comes with the file offset of the gzip member it is the first piece of (None for
-    later pieces), so that a caller can note where inflating may start again: any member start
-    will do, since gzip members are independent streams. A plain file is one "member" at the
-    starting position. Zero bytes between members are skipped, as gzip readers do. Raises
-    EOFError on a truncated member and isal_zlib.error on corrupt data (callers name the file).
-    """
-    pos = f.tell()
-    if not gz:
-        yield pos, b""
-        while data := f.read(RAW_STEP):
-            yield None, data
-        return
-    d = None  # the current member's inflater; None between members
-    while raw := f.read(RAW_STEP):
-        pos += len(raw)
-        full = False  # the last step's output filled TEXT_STEP: the inflater may hold more
-        while raw or full:
-            if d is None:
-                stripped = raw.lstrip(b"\x00")
-                if not stripped:
-                    break
-                d, raw = isal_zlib.decompressobj(wbits=31), stripped
-                yield pos - len(stripped), b""
-            text = d.decompress(raw, TEXT_STEP)
-            raw, full = d.unconsumed_tail, len(text) == TEXT_STEP
-            if text:
-                yield None, text
-            if d.eof:
-                raw, d, full = d.unused_data, None, False
-    if d is not None:
-        raise EOFError("the file ends inside a gzip member")
-
-
 def split_lines(block: bytes) -> list[bytes]:
-    """The lines of a block of whole lines (utils.units), without their newlines."""
+    """The lines of a block from `LineReader.blocks`, without their newlines."""
     lines = block.split(b"\n")
     if lines[-1] == b"":  # the block ends with a newline (all but maybe the file's last one)
         lines.pop()
@@ -227,6 +184,33 @@ class LineReader:
             f"{self.path}: the gzip stream is truncated or corrupt after line {self.lines_read} "
             f"({e}); download or rebuild this file"
         )
+
+    def blocks(self, size: int) -> Iterator[tuple[int, bytes]]:
+        """(number of its first line, whole lines back to back) in blocks of about `size` bytes.
+
+        For a reader that hands lines on to other processes: the lines are cut apart by whoever
+        receives a block (`split_lines`), so this loop costs a few C calls per block rather than
+        Python work per line. The last line of the file may lack its newline.
+        """
+        first = 1
+        carry: list[bytes] = []  # the start of a line that has not ended yet
+        try:
+            while data := self._f.read(size):
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # no line ends in this read: a line longer than `size`
+                    carry.append(data)
+                    continue
+                block = b"".join([*carry, data[:cut]]) if carry else data[:cut]
+                carry = [data[cut:]] if cut < len(data) else []
+                lines = block.count(b"\n")
+                yield first, block
+                first += lines
+                self.lines_read += lines
+            if carry:
+                self.lines_read += 1
+                yield first, b"".join(carry)
+        except GZIP_ERRORS as e:
+            raise self._gzip_error(e) from None
 
     def __iter__(self) -> Iterator[bytes]:
         try:

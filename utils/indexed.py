@@ -83,27 +83,15 @@ class _HashingSink:
         self._thread.start()
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (buf := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    if isinstance(item, Path):
-                        self._append(item)
-                    else:
-                        self._f.write(item)
-                        self._sha.update(item)
+                    self._f.write(buf)
+                    self._sha.update(buf)
                 except BaseException as e:  # reported to the caller's thread
                     self._error = e
 
-    def _append(self, part: Path) -> None:
-        # The part was just written by a worker, so it is read back from the page cache.
-        with open(part, "rb") as src:
-            while block := src.read(1 << 22):
-                self._f.write(block)
-                self._sha.update(block)
-        part.unlink()
-
     def write(self, buf) -> None:
-        """Queue bytes to append, or the Path of a file to append and then delete."""
         if self._error is not None:
             raise self._error
         self._queue.put(buf)
@@ -148,18 +136,6 @@ class IndexedWriter:
             raise ValueError(f"{tokens.size} tokens but the lengths add up to {n}")
         # Always a copy: the sink thread reads it after this returns, and the caller may reuse its array.
         self._sink.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
-        self._lengths.frombytes(lengths.tobytes())
-        self.tokens += n
-
-    def add_file(self, part: str | os.PathLike, lengths: np.ndarray) -> None:
-        """Append documents whose tokens, in this writer's dtype, are the whole of the file `part`
-        (deleted once appended), `lengths` one entry each."""
-        lengths = np.asarray(lengths, dtype=np.int32)
-        n = int(lengths.sum(dtype=np.int64))
-        size = os.path.getsize(part)
-        if size != n * self.dtype.itemsize:
-            raise ValueError(f"{part}: {size} bytes, but the lengths add up to {n} tokens of {self.dtype}")
-        self._sink.write(Path(part))
         self._lengths.frombytes(lengths.tobytes())
         self.tokens += n
 

@@ -17,18 +17,9 @@ with add_special_tokens=False, which gives the same ids (pinned by tests/test_ut
 Tokens are stored as uint16 when the vocabulary has fewer than 65,500 ids, else int32, the rule
 Megatron's own preprocessing applies (DType.optimal_dtype); readers take the dtype from the .idx.
 
-With several workers, this process only plans units of work (utils/units.py): it inflates the
-input once, keeping nothing, and tells each worker which lines to read; the worker reads and
-inflates them itself, encodes them in blocks of about 1 MB and writes the tokens to a part file
-beside the output, which this process appends to the .bin (hashing it) and deletes, in input
-order. Neither text nor tokens pass through pipes, which had made the one reading process the
-limit at 32 or more workers (docs/DATA.md).
-
-Memory stays bounded whatever the file size: at most 2 units per worker are in flight, a worker
-holds about one 1 MB block of text and its tokens at a time, and the index grows by 12 bytes per
-document (~0.6 GB for one of C4's consolidated files, ~46M documents). Disk, besides the outputs: the
-part files of the units in flight, at most 2 per worker, each the tokens of at most 64 MB of text
-(~55 MB of int32 for C4's English).
+Memory stays bounded whatever the file size: the input is read in blocks of whole lines of about
+1 MB, at most 2 per worker in flight and 8 queued for the .bin writer's thread, and the index grows
+by 12 bytes per document (~0.6 GB for one of C4's consolidated files, ~46M documents).
 
 Outputs are written under temporary names and renamed only when complete: a killed run leaves no
 file under a final name, and a rerun writes the same bytes. A rerun whose manifest shows the same
@@ -51,7 +42,7 @@ import numpy as np
 
 from utils.fileio import (
     DataError,
-    is_gzip,
+    LineReader,
     read_json,
     remove_stale_tmp,
     sha256_file,
@@ -61,14 +52,11 @@ from utils.fileio import (
 )
 from utils.indexed import IndexedWriter, token_dtype
 from utils.tokenizer import eos_id, load_fast_tokenizer
-from utils.units import MAX_SKIP, RangeUnit, TextUnit, plan_units, unit_blocks
 
 SUFFIX = "_text_document"
 # Input bytes per unit of work: large enough that per-chunk overhead vanishes, small enough that
 # 2 chunks per worker in flight stay a few MB.
 CHUNK_BYTES = 1 << 20
-# Text per unit of work read by a worker itself, at most (unit_size).
-MAX_UNIT = 64 << 20
 # How many skipped lines the manifest lists individually (all of them are counted).
 MAX_LISTED_SKIPS = 100
 
@@ -82,37 +70,29 @@ def output_paths(output_prefix: str | os.PathLike) -> tuple[Path, Path, Path]:
 # ----------------------------------------------------------------------------- encoding
 @dataclass
 class Encoded:
-    """One unit of lines, tokenized: a length per kept document, the unusable lines, and the
-    tokens of the kept documents back to back, either here or in the part file `part`."""
+    """One chunk of lines, tokenized: flat tokens, a length per kept document, bad lines."""
 
-    tokens: np.ndarray | None  # int32; None when they are in `part`
+    tokens: np.ndarray  # int32, all kept documents back to back
     lengths: np.ndarray  # int32, one per kept document
     bad: list[tuple[int, str]]  # (line number, reason)
-    end_pos: int = 0  # how far into the input file this unit reaches (for the progress bar)
-    part: str | None = None  # a file holding the tokens in the output's dtype
 
 
-# What each process encodes with: set by _init_encoder.
 _TOKENIZER = None
 _EOD: int | None = None
-_DTYPE: np.dtype | None = None
-_INPUT: Path | None = None
-_BLOCK = CHUNK_BYTES
 
 
-def _init_encoder(tokenizer, eod: int | None, dtype: str = "int32", input: str = "", block: int = CHUNK_BYTES) -> None:
+def _init_encoder(tokenizer, eod: int | None) -> None:
     """Set the process's tokenizer: a loaded `tokenizers.Tokenizer` (in this process), or the path
     of a tokenizer.json (in a worker process, which then encodes single-threaded: the parallelism
-    comes from the processes, and nested thread pools would oversubscribe the cores); and, for
-    workers, the input file they read RangeUnits from, the token dtype of part files and the
-    size of the blocks they encode at a time."""
-    global _TOKENIZER, _EOD, _DTYPE, _INPUT, _BLOCK
+    comes from the processes, and nested thread pools would oversubscribe the cores)."""
+    global _TOKENIZER, _EOD
     if isinstance(tokenizer, str):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(tokenizer)
-    _TOKENIZER, _EOD, _DTYPE, _INPUT, _BLOCK = tokenizer, eod, np.dtype(dtype), Path(input), block
+    _TOKENIZER = tokenizer
+    _EOD = eod
 
 
 def _parse(raw: bytes) -> tuple[str | None, str]:
@@ -130,8 +110,9 @@ def _parse(raw: bytes) -> tuple[str | None, str]:
     return obj["text"], ""
 
 
-def encode_block(first_line: int, block: bytes) -> Encoded:
-    """Tokenize a block of whole lines (the number of its first line, the bytes) with the loaded tokenizer."""
+def encode_chunk(chunk: tuple[int, bytes]) -> Encoded:
+    """Tokenize a block of whole lines (number of its first line, the bytes) with the loaded tokenizer."""
+    first_line, block = chunk
     lines = split_lines(block)
     texts: list[str] = []
     linenos: list[int] = []
@@ -162,26 +143,6 @@ def encode_block(first_line: int, block: bytes) -> Encoded:
     return Encoded(tokens, lengths, bad)
 
 
-def encode_unit(job: tuple[RangeUnit | TextUnit, str | None]) -> Encoded:
-    """Tokenize one unit. A TextUnit's tokens come back with the result; a RangeUnit is read from
-    the input by this process and its tokens are written to the part file named in the job, so
-    that neither its text nor its tokens pass through the reading process."""
-    unit, part = job
-    if isinstance(unit, TextUnit):
-        enc = encode_block(unit.first_line, unit.block)
-        enc.end_pos = unit.end_pos
-        return enc
-    lengths: list[np.ndarray] = []
-    bad: list[tuple[int, str]] = []
-    with open(part, "wb") as f:
-        for first_line, block in unit_blocks(_INPUT, unit, _BLOCK):
-            enc = encode_block(first_line, block)
-            f.write(enc.tokens.astype(_DTYPE, copy=False).tobytes())
-            lengths.append(enc.lengths)
-            bad.extend(enc.bad)
-    return Encoded(None, np.concatenate(lengths or [np.zeros(0, np.int32)]), bad, unit.end_pos, part)
-
-
 # ----------------------------------------------------------------------------- writing
 def _fingerprint(input_path: Path, tokenizer_dir: Path, append_eod: bool, skip_bad: bool) -> dict:
     st = input_path.stat()
@@ -207,15 +168,6 @@ def _up_to_date(manifest_path: Path, fingerprint: dict, bin_path: Path, idx_path
     return m
 
 
-def unit_size(input_path: Path, workers: int, block_bytes: int) -> int:
-    """Text per RangeUnit: about 8 units per worker over the file (so that the last ones, started
-    while others finish, leave little idle time), at least one encoding block, at most MAX_UNIT
-    (so that the text skipped in front of a unit stays within one of C4's shards). C4's JSON
-    compresses about 2.8 to 1; the estimate only sizes the units."""
-    text = input_path.stat().st_size * (3 if is_gzip(input_path) else 1)
-    return min(max(text // (8 * workers), block_bytes), MAX_UNIT)
-
-
 def tokenize_file(
     input: str | os.PathLike,
     output_prefix: str | os.PathLike,
@@ -226,21 +178,15 @@ def tokenize_file(
     force: bool = False,
     progress: bool = False,
     chunk_bytes: int = CHUNK_BYTES,
-    unit_bytes: int | None = None,
-    max_skip: int = MAX_SKIP,
 ) -> dict:
     """Tokenize `input` (JSON lines, .json or .json.gz) into `{output_prefix}_text_document.{bin,idx}`.
 
     workers: 1 encodes in this process (the tokenizers library may use its own threads);
-      N > 1 encodes in N worker processes that read their units of the input themselves and
-      write the tokens to part files, which this process concatenates in input order
-      (utils/units.py), with at most 2N units in flight.
+      N > 1 encodes in N worker processes, in input order, with at most 2N chunks in flight.
     append_eod: append the tokenizer's eos id to every document (the benchmark does not).
     skip_bad: leave out unusable lines (malformed JSON, no text, invalid UTF-8, empty document)
       and count them in the manifest, instead of stopping at the first with a DataError.
     force: redo even when the manifest shows the outputs are up to date.
-    chunk_bytes, unit_bytes, max_skip: text per encoded block, per unit of work (default from
-      `unit_size`) and the most text a worker inflates and drops in front of its unit; for tests.
     Returns the manifest (also written beside the outputs). Raises DataError on bad input.
     """
     input_path = Path(input)
@@ -257,8 +203,8 @@ def tokenize_file(
     fingerprint = _fingerprint(input_path, tokenizer_dir, append_eod, skip_bad)
     if not force and (m := _up_to_date(manifest_path, fingerprint, bin_path, idx_path)):
         return m
-    for name in (bin_path.name, idx_path.name, manifest_path.name, f"{bin_path.name}.part*"):
-        remove_stale_tmp(bin_path.parent, name)
+    for p in (bin_path, idx_path, manifest_path):
+        remove_stale_tmp(p.parent, p.name)
 
     dtype = token_dtype(vocab_size)
     tmp_bin, tmp_idx = tmp_path(bin_path), tmp_path(idx_path)
@@ -268,22 +214,20 @@ def tokenize_file(
     t0 = time.perf_counter()
     results = None
     try:
-        with _progress_bar(input_path, progress) as bar:
+        with LineReader(input_path) as reader, _progress_bar(input_path, progress) as bar:
+            chunks = reader.blocks(chunk_bytes)
             if workers == 1:
                 _init_encoder(tok, eod)
-                units = plan_units(input_path, chunk_bytes, chunk_bytes, ranges=False)
-                results = map(encode_unit, ((u, None) for u in units))
+                results = map(encode_chunk, chunks)
             else:
                 from utils.parallel import ordered_map
 
-                size = unit_bytes or unit_size(input_path, workers, chunk_bytes)
-                units = plan_units(input_path, size, chunk_bytes, max_skip)
                 results = ordered_map(
-                    encode_unit,
-                    ((u, str(tmp_path(Path(f"{bin_path}.part{i}")))) for i, u in enumerate(units)),
+                    encode_chunk,
+                    chunks,
                     workers,
                     initializer=_init_encoder,
-                    initargs=(str(tokenizer_dir / "tokenizer.json"), eod, dtype.str, str(input_path), chunk_bytes),
+                    initargs=(str(tokenizer_dir / "tokenizer.json"), eod),
                 )
             for enc in results:
                 if enc.bad:
@@ -295,11 +239,8 @@ def tokenize_file(
                         )
                     n_skipped += len(enc.bad)
                     skipped.extend(enc.bad[: MAX_LISTED_SKIPS - len(skipped)])
-                if enc.part is None:
-                    writer.add(enc.tokens, enc.lengths)
-                else:
-                    writer.add_file(enc.part, enc.lengths)
-                bar.update(enc.end_pos - bar.n)
+                writer.add(enc.tokens, enc.lengths)
+                bar.update(reader.position() - bar.n)
                 dt = max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix_str(
                     f"{writer.documents / dt:,.0f} docs/s, {writer.tokens / dt / 1e6:.2f}M tokens/s", refresh=False
@@ -337,12 +278,9 @@ def tokenize_file(
             p.unlink(missing_ok=True)
         raise
     finally:
-        # Stop the worker processes now rather than when the generator is collected, then remove
-        # the part files of units that were encoded but not yet concatenated.
+        # Stop the worker processes now rather than when the generator is collected.
         if hasattr(results, "close"):
             results.close()
-        for p in bin_path.parent.glob(f".{bin_path.name}.part*.tmp-{os.getpid()}"):
-            p.unlink(missing_ok=True)
     manifest["seconds"] = round(time.perf_counter() - t0, 3)
     return manifest
 
