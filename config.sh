@@ -48,10 +48,16 @@ export TP="${TP:-}"                             # (preset) tensor-parallel size;
 export PP="${PP:-}"                             # (preset) pipeline-parallel size; 1
 export CP="${CP:-}"                             # (preset) context-parallel size; 1
 export PRECISION="${PRECISION:-}"               # (preset) bf16 | fp32 | auto (bf16 on GPU)
-export FP8="${FP8:-}"                           # (preset) 1 = FP8 hybrid through TransformerEngine; 0
+export LAYER_SPEC="${LAYER_SPEC:-}"             # (preset) te | local | auto (te where TransformerEngine imports, on GPU)
+export SEQUENCE_PARALLEL="${SEQUENCE_PARALLEL:-}"  # (preset) on | off | auto (on with TP > 1 under the TE spec)
+export FP8="${FP8:-}"                           # (preset) 1 = FP8 hybrid through TransformerEngine (TE spec); 0
+export FP8_RECIPE="${FP8_RECIPE:-}"             # (preset) tensorwise (current scaling) | delayed | blockwise
+export FP8_AMAX_HISTORY="${FP8_AMAX_HISTORY:-}" # (preset) FP8_RECIPE=delayed: amax history length; 1
+export FP8_AMAX_ALGO="${FP8_AMAX_ALGO:-}"       # (preset) FP8_RECIPE=delayed: most_recent | max
+export FP8_PARAM_GATHER="${FP8_PARAM_GATHER:-}" # (preset) FP8=1: weights kept and all-gathered in FP8; 1
 export RECOMPUTE="${RECOMPUTE:-}"               # (preset) 1 = full activation recomputation; 0
 export RECOMPUTE_LAYERS="${RECOMPUTE_LAYERS:-}" # (preset) with RECOMPUTE=1, only the first N layers per stage; 0 = all
-export FUSIONS="${FUSIONS:-}"                   # (preset) Megatron's fused SwiGLU/cross-entropy: on | off | auto
+export FUSIONS="${FUSIONS:-}"                   # (preset) fused kernels (SwiGLU, cross-entropy, RoPE under TE): on | off | auto
 export COMPILE="${COMPILE:-}"                   # (preset) 1 = torch.compile each transformer layer; 0
 export DEVICE="${DEVICE:-}"                     # (preset) cuda | cpu | auto
 export EVAL_EVERY="${EVAL_EVERY:-}"             # (preset) evaluate every this many samples; llama31_8b: 12288

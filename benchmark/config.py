@@ -110,18 +110,41 @@ class ParallelConfig:
 
     tensor_parallel: int = knob(1, "TP", "tensor-parallel size", flag="--tp")
     pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", flag="--pp")
-    context_parallel: int = knob(1, "CP", "context-parallel size (needs TransformerEngine)", flag="--cp")
+    context_parallel: int = knob(
+        1, "CP", "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)", flag="--cp"
+    )
+    sequence_parallel: str = knob(
+        "auto", "SEQUENCE_PARALLEL", "on | off | auto (on when TP > 1 under the TE layer spec)"
+    )
+    layer_spec: str = knob(
+        "auto", "LAYER_SPEC",
+        "te | local | auto: TransformerEngine's layer spec (FP8, TE's fused kernels, CP) or Megatron-Core's "
+        "local spec with PyTorch SDPA; auto = te where transformer_engine imports and the run is on a GPU, "
+        "resolved on the machine that resolves the configuration",
+    )
     precision: str = knob("auto", "PRECISION", "bf16 | fp32 | auto (bf16 on GPU, fp32 on CPU)")
-    fp8: bool = knob(False, "FP8", "FP8 hybrid through TransformerEngine (GPU only)")
+    fp8: bool = knob(False, "FP8", "FP8 hybrid (E4M3 forward, E5M2 gradients) through TransformerEngine (TE spec, GPU)")
+    fp8_recipe: str = knob(
+        "tensorwise", "FP8_RECIPE",
+        "with FP8=1: tensorwise (current scaling, NVIDIA's v5.1 choice) | delayed (amax history) | blockwise",
+    )
+    fp8_amax_history: int = knob(1, "FP8_AMAX_HISTORY", "with FP8_RECIPE=delayed: steps of amax history")
+    fp8_amax_algo: str = knob("most_recent", "FP8_AMAX_ALGO", "with FP8_RECIPE=delayed: most_recent | max")
+    fp8_param_gather: bool = knob(
+        True, "FP8_PARAM_GATHER",
+        "with FP8=1: keep the model's weights in FP8 and all-gather them in FP8 (distributed optimizer)",
+    )
     recompute: bool = knob(False, "RECOMPUTE", "full activation recomputation")
     recompute_layers: int = knob(
         0, "RECOMPUTE_LAYERS", "with RECOMPUTE=1: recompute only the first N layers of each pipeline stage; 0 = all"
     )
     fusions: str = knob(
-        "auto", "FUSIONS", "Megatron's compiled SwiGLU and cross-entropy kernels: on | off | auto (on for GPU)"
+        "auto", "FUSIONS",
+        "fused kernels: on | off | auto (on for GPU): Megatron's compiled SwiGLU and cross-entropy, the "
+        "weight-gradient GEMM into fp32 main_grad; under the TE spec also TE's RoPE and cross-entropy",
     )
     compile: bool = knob(False, "COMPILE", "torch.compile each transformer layer")
-    device: str = knob("auto", "DEVICE", "cuda | cpu | auto")
+    device: str = knob("auto", "DEVICE", "cuda | cpu | auto (cuda where PyTorch sees a GPU)")
 
 
 @dataclass
@@ -282,6 +305,7 @@ def build_config(
         sections[section] = cls(**values)
     cfg = Config(preset=name, **sections)
     _derive(cfg)
+    _resolve_parallel(cfg)
     validate(cfg)
     return cfg
 
@@ -325,21 +349,29 @@ def _derive(cfg: Config) -> None:
         t.max_train_samples = math.ceil(rcp[2] * ABORT_AFTER_RCP_MEAN / t.eval_every) * t.eval_every
 
 
-def check_fp8(cfg: Config) -> None:
-    """FP8 is asked for: say why it cannot run here (checked when a run starts, not by --print-config)."""
-    if not cfg.parallel.fp8:
-        return
+def te_available() -> bool:
+    """Whether TransformerEngine is installed here (found, not imported: cheap on a login node)."""
     import importlib.util
 
-    if importlib.util.find_spec("transformer_engine") is None:
-        raise ConfigError(
-            "FP8=1 needs TransformerEngine, which is not installed here: run in the container "
-            "(Dockerfile) or set FP8=0"
-        )
-    raise ConfigError(
-        "FP8=1: the TransformerEngine layer spec (and with it FP8) is not built by this harness yet; "
-        "set FP8=0 (bf16)"
-    )
+    return importlib.util.find_spec("transformer_engine") is not None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _resolve_parallel(cfg: Config) -> None:
+    """DEVICE=auto and LAYER_SPEC=auto become what will run on this machine (--print-config shows it).
+
+    A batch job resolves them again on its own node: the launcher passes the knobs, not the result.
+    """
+    p = cfg.parallel
+    if p.device == "auto":
+        p.device = "cuda" if cuda_available() else "cpu"
+    if p.layer_spec == "auto":
+        p.layer_spec = "te" if p.device == "cuda" and te_available() else "local"
 
 
 def world_size_from_env(env: dict[str, str] | None = None) -> int:
@@ -436,6 +468,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         raise ConfigError(f"FUSIONS={p.fusions!r} must be one of auto, on, off")
     if p.device not in ("auto", "cuda", "cpu"):
         raise ConfigError(f"DEVICE={p.device!r} must be one of auto, cuda, cpu")
+    _validate_spec_and_fp8(cfg)
     c = cfg.ckpt
     if (c.save or c.job_samples) and not c.directory:
         raise ConfigError(
@@ -481,6 +514,87 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
                 f"PREPROCESSED_PATH={cfg.data.data_dir} lacks {', '.join(n + '.bin/.idx' for n in missing)}: "
                 f"tokenize the consolidated C4 files into it (preprocess.sh)"
             )
+
+
+def _validate_spec_and_fp8(cfg: Config) -> None:
+    """LAYER_SPEC, FP8 and its recipe, CP and sequence parallelism: what each needs, said before a run."""
+    m, p = cfg.model, cfg.parallel
+    if p.layer_spec not in ("auto", "te", "local"):
+        raise ConfigError(f"LAYER_SPEC={p.layer_spec!r} must be one of auto, te, local")
+    if p.sequence_parallel not in ("auto", "on", "off"):
+        raise ConfigError(f"SEQUENCE_PARALLEL={p.sequence_parallel!r} must be one of auto, on, off")
+    if p.fp8_recipe not in FP8_RECIPES:
+        raise ConfigError(f"FP8_RECIPE={p.fp8_recipe!r} must be one of {', '.join(FP8_RECIPES)}")
+    if p.fp8_amax_algo not in ("most_recent", "max"):
+        raise ConfigError(f"FP8_AMAX_ALGO={p.fp8_amax_algo!r} must be most_recent or max")
+    if p.fp8_amax_history < 1:
+        raise ConfigError(f"FP8_AMAX_HISTORY={p.fp8_amax_history} must be 1 or more")
+    on_cpu = p.device == "cpu"
+    if on_cpu and p.precision == "bf16":
+        # Under CPU autocast, the backward of Megatron-Core's linear layers multiplies bf16 gradients
+        # by fp32 weights and fails; bf16 mixed precision is the GPU engine's (Float16Module).
+        raise ConfigError("PRECISION=bf16 runs on GPUs only: set PRECISION=fp32 or auto for a CPU run")
+    if p.layer_spec == "te":
+        if on_cpu:
+            raise ConfigError(
+                "LAYER_SPEC=te runs on GPUs only (TransformerEngine's kernels are CUDA): set LAYER_SPEC=local "
+                "or auto for a CPU run"
+            )
+        if not te_available():
+            raise ConfigError(
+                "LAYER_SPEC=te needs TransformerEngine, which is not installed here: run in the container "
+                "(Dockerfile), install transformer-engine, or set LAYER_SPEC=local"
+            )
+    needs_te = []
+    if p.fp8:
+        needs_te.append("FP8=1")
+    if p.context_parallel > 1:
+        needs_te.append(f"CP={p.context_parallel}")
+    if p.sequence_parallel == "on":
+        needs_te.append("SEQUENCE_PARALLEL=on")
+    if needs_te and p.layer_spec != "te":
+        if on_cpu:
+            why = "this run is on CPU"
+        elif not te_available():
+            why = "TransformerEngine is not installed here (run in the container, Dockerfile)"
+        else:
+            why = "LAYER_SPEC=local was asked for"
+        raise ConfigError(
+            f"{' and '.join(needs_te)} need the TransformerEngine layer spec (LAYER_SPEC=te on a GPU), but {why}: "
+            f"unset {', '.join(n.split('=')[0] for n in needs_te)} or run where the TE spec can be used"
+        )
+    if p.fp8:
+        if p.precision == "fp32":
+            raise ConfigError("FP8=1 trains with bf16 weights and fp32 master weights: set PRECISION=bf16 or auto")
+        ffn_per_rank = m.ffn_hidden_size // p.tensor_parallel
+        if m.hidden_size % 16 or ffn_per_rank % 16 or m.seq_length % 16:
+            raise ConfigError(
+                f"FP8=1 needs GEMM sizes divisible by 16 (TransformerEngine's FP8 kernels): HIDDEN_SIZE="
+                f"{m.hidden_size}, FFN_HIDDEN_SIZE / TP = {ffn_per_rank}, SEQ_LENGTH={m.seq_length}"
+            )
+    if p.context_parallel > 1 and m.seq_length % (2 * p.context_parallel):
+        raise ConfigError(
+            f"SEQ_LENGTH={m.seq_length} is not divisible by 2 x CP = {2 * p.context_parallel}: context parallelism "
+            f"gives every rank two of 2 x CP equal chunks of each sequence (balancing the causal mask)"
+        )
+    if p.sequence_parallel == "on":
+        if p.tensor_parallel == 1:
+            raise ConfigError("SEQUENCE_PARALLEL=on splits activations over tensor-parallel ranks: it needs TP > 1")
+    if uses_sequence_parallel(cfg) and m.seq_length % p.tensor_parallel:
+        raise ConfigError(
+            f"SEQ_LENGTH={m.seq_length} is not divisible by TP={p.tensor_parallel}: sequence parallelism splits "
+            f"each sequence over the tensor-parallel ranks"
+        )
+
+
+FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
+
+
+def uses_sequence_parallel(cfg: Config) -> bool:
+    p = cfg.parallel
+    if p.sequence_parallel == "auto":
+        return p.tensor_parallel > 1 and p.layer_spec == "te"
+    return p.sequence_parallel == "on"
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

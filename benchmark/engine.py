@@ -113,6 +113,8 @@ class MegatronEngine:
             use_distributed_optimizer=True,
             check_for_nan_in_grad=False,
             bucket_size=40_000_000,
+            # FP8 weights (TransformerConfig.fp8_param) are all-gathered in FP8 after the optimizer step.
+            fp8_param_gather=bool(config.fp8_param),
         )
         self.model = DistributedDataParallel(config=config, ddp_config=ddp_config, module=module)
         self.optimizer = get_megatron_optimizer(
@@ -137,8 +139,15 @@ class MegatronEngine:
         config.no_sync_func = self.model.no_sync
         config.finalize_model_grads_func = finalize_model_grads
         config.grad_sync_func = None
-        self.dp_group = parallel_state.get_data_parallel_group()
+        # Loss sums are reduced over data- and context-parallel ranks: each CP rank holds a share of
+        # every sequence's tokens.
+        self.dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
         self.pp_last = parallel_state.is_pipeline_last_stage()
+        self.cp_size = parallel_state.get_context_parallel_world_size()
+        # Megatron-Core marks the 1-D parameters (the RMSNorm gains) with wd_mult 0 in their param
+        # groups, but only its OptimizerParamScheduler, which this engine does not use, turns wd_mult
+        # into a group's weight_decay: without this, they would be decayed at the full rate.
+        self._set_weight_decay()
         self.device = torch.device("cuda", torch.cuda.current_device())
 
     @staticmethod
@@ -150,10 +159,21 @@ class MegatronEngine:
         # backward pass, so the reported sum must be a copy, not a view of the same storage.
         return total, count, {"loss_sum": total.detach().clone(), "tokens": count.clone()}
 
+    def _set_weight_decay(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = self.cfg.train.weight_decay * group.get("wd_mult", 1.0)
+
     def _forward_step(self, data_iterator, model):
         batch = next(data_iterator)
         tokens = batch["tokens"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
+        if self.cp_size > 1:
+            # Context parallelism: this rank keeps two of 2 x CP sequence chunks (Megatron's load
+            # balancing of the causal mask); RotaryEmbedding cuts its table the same way itself.
+            from megatron.core.utils import get_batch_on_this_cp_rank
+
+            cut = get_batch_on_this_cp_rank({"tokens": tokens, "labels": labels})
+            tokens, labels = cut["tokens"], cut["labels"]
         output = model(tokens, None, None, labels=labels)
         return output, self._loss_func
 
@@ -190,6 +210,7 @@ class MegatronEngine:
         _check_finite(loss, None)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self._set_weight_decay()  # a loaded optimizer state brings its groups' values back
         _, grad_norm, _ = self.optimizer.step()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         _check_finite(loss, grad_norm)

@@ -1,9 +1,15 @@
 """Llama 3.1 as a Megatron-Core GPTModel: the settings in one place, and the layer spec.
 
-Layer spec (DESIGN): TransformerEngine's spec when TE imports and a GPU is in use (FP8 possible);
-otherwise Megatron-Core's local spec with its core attention swapped for :class:`SDPAttention`,
-which calls ``torch.nn.functional.scaled_dot_product_attention`` (the local spec's unfused attention
-materialises the [b, heads, s, s] score matrix and runs out of memory at sequence length 8192).
+Layer spec (LAYER_SPEC, resolved in benchmark/config.py):
+- ``te``: Megatron-Core's TransformerEngine spec, the production path: RMSNorm fused into the QKV and
+  FC1 linears, TE's attention (cuDNN fused or flash), TE's fused RoPE and cross-entropy, TE's own
+  weight-gradient accumulation into fp32 main_grad, FP8 (FP8=1), context and sequence parallelism.
+- ``local``: Megatron-Core's local spec with its core attention swapped for :class:`SDPAttention`,
+  which calls ``torch.nn.functional.scaled_dot_product_attention`` (the local spec's unfused attention
+  materialises the [b, heads, s, s] score matrix and runs out of memory at sequence length 8192); the
+  path for CPUs and machines without TE.
+Both specs name their weights the same way in dist-checkpoints (the local spec maps its norms onto
+TE's fused names), so a checkpoint of one loads into the other.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from benchmark import wgrad
-from benchmark.config import Config
+from benchmark.config import Config, uses_sequence_parallel
 
 
 def padded_vocab_size(tokenizer_size: int, tensor_parallel: int) -> int:
@@ -72,12 +78,25 @@ class SDPAttention(MegatronModule):
 
 
 def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool) -> TransformerConfig:
-    """Map the Llama 3.1 settings onto Megatron-Core's TransformerConfig."""
+    """Map the Llama 3.1 settings (and the resolved layer spec, FP8, parallelism) onto TransformerConfig."""
     m, p = cfg.model, cfg.parallel
+    te = p.layer_spec == "te"
     # Megatron's SwiGLU and cross-entropy fusions are torch.compile'd functions; on by default on GPU.
     fusions = p.fusions == "on" or (p.fusions == "auto" and not use_cpu_initialization)
     # Weight gradients straight into DDP's fp32 main_grad: GPU only (the CPU engine has no main_grad).
+    # TE's linears bring their own kernel; Megatron's output layer uses Apex's or benchmark.wgrad's.
     wgrad_fusion = fusions and not use_cpu_initialization and wgrad.available()
+    fp8 = {}
+    if p.fp8:
+        fp8 = dict(
+            fp8="hybrid",  # E4M3 forward, E5M2 gradients
+            fp8_recipe=p.fp8_recipe,
+            fp8_amax_history_len=p.fp8_amax_history,
+            fp8_amax_compute_algo=p.fp8_amax_algo,
+            fp8_param=p.fp8_param_gather,
+            # Amax reductions over the tensor-parallel group only, as NVIDIA's v5.1 runs set it.
+            tp_only_amax_red=True,
+        )
     return TransformerConfig(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
@@ -94,14 +113,14 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
         bias_activation_fusion=fusions,
         masked_softmax_fusion=False,
         persist_layer_norm=False,
-        apply_rope_fusion=False,
+        apply_rope_fusion=fusions and te,
         attention_dropout=0.0,
         hidden_dropout=0.0,
         init_method_std=m.init_std,
         tensor_model_parallel_size=p.tensor_parallel,
         pipeline_model_parallel_size=p.pipeline_parallel,
         context_parallel_size=p.context_parallel,
-        sequence_parallel=False,
+        sequence_parallel=uses_sequence_parallel(cfg),
         bf16=bf16,
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
         pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
@@ -113,23 +132,51 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
         recompute_num_layers=(p.recompute_layers or 1) if p.recompute else None,
         gradient_accumulation_fusion=wgrad_fusion,
         cross_entropy_loss_fusion=fusions,
-        cross_entropy_fusion_impl="native",
+        # TE's cross-entropy never holds the fp32 logits (NVIDIA's v5.1 CE_FUSION_IMPL=te).
+        cross_entropy_fusion_impl="te" if te and fusions else "native",
+        **fp8,
     )
 
 
-def layer_spec() -> tuple[ModuleSpec, str]:
-    """The local spec with SDPA core attention, and a one-line description of the choice."""
+def layer_spec(cfg: Config) -> tuple[ModuleSpec, str]:
+    """The resolved layer spec, and a one-line description of it."""
+    if cfg.parallel.layer_spec == "te":
+        import transformer_engine
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        return get_gpt_layer_with_transformer_engine_spec(), (
+            f"megatron-core TransformerEngine spec (TE {transformer_engine.__version__})"
+        )
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = SDPAttention
     return spec, "megatron-core local spec + SDPA core attention"
 
 
+def describe_precision(cfg: Config, bf16: bool) -> str:
+    p = cfg.parallel
+    if not p.fp8:
+        return "bf16" if bf16 else "fp32"
+    text = f"FP8 hybrid, {p.fp8_recipe} scaling"
+    if p.fp8_recipe == "delayed":
+        text += f" (amax history {p.fp8_amax_history}, {p.fp8_amax_algo})"
+    return text + (", FP8 weights" if p.fp8_param_gather else "") + ", bf16 elsewhere"
+
+
 def build_model(cfg: Config, vocab_size: int, *, bf16: bool, use_cpu_initialization: bool) -> tuple[GPTModel, str]:
     """A Llama 3.1 GPTModel (untied embeddings, RoPE base 500000 with 3.1 scaling)."""
-    spec, spec_name = layer_spec()
+    spec, spec_name = layer_spec(cfg)
     config = transformer_config(cfg, bf16=bf16, use_cpu_initialization=use_cpu_initialization)
     if config.gradient_accumulation_fusion:
-        spec_name += f", weight gradients into fp32 main_grad ({wgrad.install()})"
+        where = wgrad.install()
+        if cfg.parallel.layer_spec == "te":
+            where = f"TE in the layers, {where} for the output layer"
+        spec_name += f", weight gradients into fp32 main_grad ({where})"
+    if config.cross_entropy_loss_fusion:
+        spec_name += f", {config.cross_entropy_fusion_impl} fused cross-entropy"
+    if config.apply_rope_fusion:
+        spec_name += ", TE fused RoPE"
+    if config.sequence_parallel:
+        spec_name += ", sequence parallel"
     if config.recompute_granularity:
         which = config.recompute_num_layers if config.recompute_method == "block" else "all"
         spec_name += f", recompute {which} layers"

@@ -31,7 +31,6 @@ from benchmark.config import (
     ConfigError,
     add_arguments,
     build_config,
-    check_fp8,
     data_parallel_size,
     grad_accumulation_steps,
     to_dict,
@@ -176,9 +175,8 @@ def run(
 ) -> RunResult:
     """Run the benchmark described by cfg. ``stop_after_steps`` ends the run early as aborted (tests)."""
     from benchmark import data as data_mod
-    from benchmark.model import build_model, padded_vocab_size
+    from benchmark.model import build_model, describe_precision, padded_vocab_size
 
-    check_fp8(cfg)
     resolve_smoke_data(cfg)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -208,13 +206,15 @@ def run(
             n_params = sum(p.numel() for p in model.parameters())
             weights_step = initial_weights(cfg, model, rank)
             engine = make_engine(cfg, model, device, bf16)
+            precision = describe_precision(cfg, bf16)
             if rank == 0:
                 print(
                     f"[model] {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads / "
                     f"{m.num_query_groups} KV groups, vocab {vocab}, {n_params / 1e6:.2f}M parameters per "
-                    f"model-parallel rank; {spec_name}; {'bf16' if bf16 else 'fp32'} on {device.type}; "
+                    f"model-parallel rank; {spec_name}; {precision} on {device.type}; "
                     f"{type(engine).__name__}", flush=True,
                 )
+                record_run_config(cfg, log_path, model=spec_name, precision=precision, engine=type(engine).__name__)
             data_dir = Path(cfg.data.data_dir)
             train_prefixes = [str(data_dir / name) for name in cfg.data.train_files]
             cache = cfg.data.index_cache_dir or str(data_dir / "index_cache")
@@ -254,6 +254,16 @@ def run(
             log.end("run_stop", samples_count=result.samples, status=result.status)
         log.close()
     return result
+
+
+def record_run_config(cfg: Config, log_path: Path, **built: str) -> Path:
+    """Write what this run resolved and built beside its MLPerf log (<log>.config.json), atomically."""
+    path = log_path.with_name(log_path.stem + ".config.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"built": built, "config": to_dict(cfg)}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def step_metrics(device: torch.device, flops_per_tok: float, tokens_per_s_per_device: float) -> str:

@@ -82,16 +82,6 @@ def test_world_size_and_accumulation():
         validate(cfg, world_size=3)
 
 
-def test_fp8_without_transformer_engine_is_an_error():
-    from benchmark.config import check_fp8
-
-    cfg = cfg_from(env={"FP8": "1"})
-    assert cfg.parallel.fp8 is True  # --print-config shows it
-    with pytest.raises(ConfigError, match="FP8=1 needs TransformerEngine, which is not installed here"):
-        check_fp8(cfg)
-    check_fp8(cfg_from())  # bf16: nothing to say
-
-
 def test_validation_file_is_found_when_not_named(tmp_path):
     for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
                  "c4-validation-269-samples.en_text_document"):
