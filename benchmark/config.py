@@ -560,7 +560,7 @@ def _validate_spec_and_fp8(cfg: Config) -> None:
         else:
             why = "LAYER_SPEC=local was asked for"
         raise ConfigError(
-            f"{' and '.join(needs_te)} need the TransformerEngine layer spec (LAYER_SPEC=te on a GPU), but {why}: "
+            f"{' and '.join(needs_te)} {'need' if len(needs_te) > 1 else 'needs'} the TransformerEngine layer spec (LAYER_SPEC=te on a GPU), but {why}: "
             f"unset {', '.join(n.split('=')[0] for n in needs_te)} or run where the TE spec can be used"
         )
     if p.fp8:

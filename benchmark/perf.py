@@ -1,6 +1,7 @@
-"""Throughput of the training step: one JSON line per configuration (DESIGN: Measuring).
+"""Throughput of the training step: one JSON line per configuration (docs/PERFORMANCE.md).
 
 Run:  python -m benchmark.perf --layers 8 --mbs 1                       (one GPU)
+      python -m benchmark.perf --layers 8 --layer-spec te --fp8             (TE spec, FP8 hybrid)
       torchrun --nproc-per-node 2 -m benchmark.perf --tp 2 --gbs 16     (several GPUs)
 
 Random tokens through the same engine the benchmark uses (GPTModel, Megatron DDP + distributed
@@ -20,7 +21,7 @@ import time
 
 import torch
 
-from benchmark.config import build_config, grad_accumulation_steps
+from benchmark.config import ConfigError, build_config, grad_accumulation_steps
 from benchmark.flops import flops_per_token, peak_flops
 
 
@@ -38,6 +39,15 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--fusions", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer layer")
+    p.add_argument("--layer-spec", default="auto", choices=["auto", "te", "local"],
+                   help="TransformerEngine's layer spec or the local one (auto: te where TE imports)")
+    p.add_argument("--fp8", action="store_true", help="FP8 hybrid through TransformerEngine (TE spec)")
+    p.add_argument("--fp8-recipe", default="tensorwise", choices=["tensorwise", "delayed", "blockwise"])
+    p.add_argument("--fp8-amax-history", type=int, default=1, help="delayed scaling: amax history length")
+    p.add_argument("--fp8-amax-algo", default="most_recent", choices=["most_recent", "max"])
+    p.add_argument("--no-fp8-param-gather", action="store_true",
+                   help="with --fp8: keep bf16 weights (FP8 casts in every forward) instead of FP8 weights")
+    p.add_argument("--cp", type=int, default=1, help="context-parallel size (TE spec)")
     p.add_argument("--no-wgrad-fusion", action="store_true",
                    help="bf16 weight gradients added to main_grad by the DDP hook (to measure the fused path)")
     p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
@@ -50,11 +60,11 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     a = parse(argv)
     from benchmark.engine import make_engine
-    from benchmark.model import build_model
+    from benchmark.model import build_model, describe_precision
     from benchmark.train import distributed, seed_everything
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    dp = world // (a.tp * a.pp)
+    dp = world // (a.tp * a.pp * a.cp)
     gbs = a.gbs or a.mbs * dp
     env = {
         "PRESET": "smoke", "NUM_LAYERS": str(a.layers), "HIDDEN_SIZE": "4096", "FFN_HIDDEN_SIZE": "14336",
@@ -62,9 +72,16 @@ def main(argv=None) -> int:
         "TP": str(a.tp), "PP": str(a.pp), "RECOMPUTE": "1" if a.recompute else "0",
         "RECOMPUTE_LAYERS": str(a.recompute_layers), "EVAL_EVERY": str(gbs),
         "EVAL_SAMPLES": str(a.mbs * dp), "LR": "1e-4", "WARMUP_SAMPLES": "0", "VOCAB_SIZE": str(a.vocab),
-        "FUSIONS": a.fusions, "COMPILE": "1" if a.compile else "0",
+        "FUSIONS": a.fusions, "COMPILE": "1" if a.compile else "0", "CP": str(a.cp),
+        "LAYER_SPEC": a.layer_spec, "FP8": "1" if a.fp8 else "0", "FP8_RECIPE": a.fp8_recipe,
+        "FP8_AMAX_HISTORY": str(a.fp8_amax_history), "FP8_AMAX_ALGO": a.fp8_amax_algo,
+        "FP8_PARAM_GATHER": "0" if a.no_fp8_param_gather else "1",
     }
-    cfg = build_config(env=env)
+    try:
+        cfg = build_config(env=env)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if a.no_wgrad_fusion:
         from benchmark import wgrad
 
@@ -121,7 +138,8 @@ def main(argv=None) -> int:
             "bench": "benchmark.perf", "label": a.label, "device": name, "gpus": world, "layers": a.layers,
             "seq": a.seq, "mbs": a.mbs, "gbs": gbs, "tp": a.tp, "pp": a.pp, "dp": dp, "recompute": a.recompute,
             "recompute_layers": a.recompute_layers,
-            "fusions": a.fusions, "compile": a.compile, "spec": spec_name, "engine": type(engine).__name__,
+            "fusions": a.fusions, "compile": a.compile, "cp": a.cp, "layer_spec": cfg.parallel.layer_spec,
+            "precision": describe_precision(cfg, bf16), "spec": spec_name, "engine": type(engine).__name__,
             "step_time_s": round(step, 4),
             "tokens_per_sec_per_gpu": round(tokens_per_gpu, 1),
             "tflops_per_gpu": round(tokens_per_gpu * fpt / 1e12, 1),

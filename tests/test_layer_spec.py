@@ -61,12 +61,12 @@ def test_print_config_shows_the_resolved_spec(gpu_with_te, capsys):
     [
         ({"LAYER_SPEC": "transformer"}, r"LAYER_SPEC='transformer' must be one of auto, te, local"),
         ({"LAYER_SPEC": "te", "DEVICE": "cpu"}, r"LAYER_SPEC=te runs on GPUs only"),
-        ({"FP8": "1", "DEVICE": "cpu"}, r"FP8=1 need the TransformerEngine layer spec .* but this run is on CPU"),
+        ({"FP8": "1", "DEVICE": "cpu"}, r"FP8=1 needs the TransformerEngine layer spec .* but this run is on CPU"),
         ({"FP8": "1", "DEVICE": "cpu", "FP8_RECIPE": "mxfp8"}, r"FP8_RECIPE='mxfp8' must be one of tensorwise"),
         ({"FP8_AMAX_ALGO": "mean"}, r"FP8_AMAX_ALGO='mean' must be most_recent or max"),
         ({"FP8_AMAX_HISTORY": "0"}, r"FP8_AMAX_HISTORY=0 must be 1 or more"),
         ({"SEQUENCE_PARALLEL": "yes"}, r"SEQUENCE_PARALLEL='yes' must be one of auto, on, off"),
-        ({"SEQUENCE_PARALLEL": "on", "DEVICE": "cpu"}, r"SEQUENCE_PARALLEL=on need the TransformerEngine layer spec"),
+        ({"SEQUENCE_PARALLEL": "on", "DEVICE": "cpu"}, r"SEQUENCE_PARALLEL=on needs the TransformerEngine layer spec"),
     ],
 )
 def test_spec_knobs_are_validated(env, message):
@@ -77,7 +77,7 @@ def test_spec_knobs_are_validated(env, message):
 def test_te_and_fp8_without_transformer_engine(gpu_without_te):
     with pytest.raises(ConfigError, match=r"LAYER_SPEC=te needs TransformerEngine, which is not installed here"):
         cfg_from({"LAYER_SPEC": "te"})
-    with pytest.raises(ConfigError, match=r"FP8=1 need .* TransformerEngine is not installed here .*unset FP8"):
+    with pytest.raises(ConfigError, match=r"FP8=1 needs .* TransformerEngine is not installed here .*unset FP8"):
         cfg_from({"FP8": "1"})
 
 
@@ -86,7 +86,7 @@ def test_fp8_and_cp_rules_with_transformer_engine(gpu_with_te, monkeypatch):
     p = cfg.parallel
     # NVIDIA's v5.1 llama31_8b defaults: current (tensorwise) scaling, FP8 weights in the param gather
     assert (p.layer_spec, p.fp8, p.fp8_recipe, p.fp8_param_gather) == ("te", True, "tensorwise", True)
-    with pytest.raises(ConfigError, match=r"FP8=1 need .* but LAYER_SPEC=local was asked for"):
+    with pytest.raises(ConfigError, match=r"FP8=1 needs .* but LAYER_SPEC=local was asked for"):
         cfg_from({"FP8": "1", "LAYER_SPEC": "local"})
     with pytest.raises(ConfigError, match=r"FP8=1 trains with bf16 weights .* set PRECISION=bf16"):
         cfg_from({"FP8": "1", "PRECISION": "fp32"})
@@ -95,7 +95,7 @@ def test_fp8_and_cp_rules_with_transformer_engine(gpu_with_te, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match=r"SEQ_LENGTH=250 is not divisible by 2 x CP = 4"):
         cfg_from({"CP": "2", "SEQ_LENGTH": "250", "GBS": "16", "MBS": "8"})
-    with pytest.raises(ConfigError, match=r"CP=2 need the TransformerEngine layer spec .* LAYER_SPEC=local"):
+    with pytest.raises(ConfigError, match=r"CP=2 needs the TransformerEngine layer spec .* LAYER_SPEC=local"):
         cfg_from({"CP": "2", "LAYER_SPEC": "local"})
     assert cfg_from({"CP": "2"}).parallel.context_parallel == 2
     tp2 = cfg_from({"TP": "2"})
