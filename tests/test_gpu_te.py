@@ -31,9 +31,10 @@ SMALL = dict(EVAL_EVERY=256, MAX_TRAIN_SAMPLES=768, TARGET=0.01, EVAL_SAMPLES=64
 
 def _logits(cfg, vocab, load, tokens, bf16):
     from benchmark.model import build_model
-    from benchmark.train import distributed
+    from benchmark.train import distributed, seed_everything
 
-    with distributed(cfg):
+    with distributed(cfg) as device:
+        seed_everything(0, device)
         model, name = build_model(cfg, vocab, bf16=bf16, use_cpu_initialization=False)
         model.cuda()
         load(model)
@@ -146,7 +147,9 @@ def _engine(cfg, *, megatron: bool):
     from benchmark.engine import LocalEngine, MegatronEngine
     from benchmark.model import build_model
 
-    torch.manual_seed(11)
+    from benchmark.train import seed_everything
+
+    seed_everything(11, torch.device("cuda"))
     model, _ = build_model(cfg, 2048, bf16=False, use_cpu_initialization=True)
     model.cuda()
     if megatron:
