@@ -50,11 +50,58 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--cp", type=int, default=1, help="context-parallel size (TE spec)")
     p.add_argument("--no-wgrad-fusion", action="store_true",
                    help="bf16 weight gradients added to main_grad by the DDP hook (to measure the fused path)")
+    p.add_argument("--tc", action="append", default=[], metavar="FIELD=VALUE",
+                   help="experiment: set a TransformerConfig field after the project maps the config "
+                        "(VALUE read as a Python literal, else as text); repeatable")
+    p.add_argument("--te-op-fuser", action="store_true",
+                   help="experiment: TE spec built with use_te_op_fuser=True (TE's operation-based MLP)")
     p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--label", default="", help="free text copied into the JSON line")
     return p.parse_args(argv)
+
+
+def _overrides(items: list[str]) -> dict:
+    import ast
+
+    out = {}
+    for item in items:
+        field, sep, text = item.partition("=")
+        if not sep or not field.isidentifier():
+            raise ValueError(f"{item!r}: write FIELD=VALUE, for example fp8_dot_product_attention=True")
+        try:
+            out[field] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[field] = text
+    return out
+
+
+def _patch_model(overrides: dict, te_op_fuser: bool) -> None:
+    """Wrap benchmark.model's config mapping and TE spec for one experiment (this process only)."""
+    import dataclasses
+
+    from benchmark import model
+
+    mapped, spec = model.transformer_config, model.layer_spec
+    fields = {f.name for f in dataclasses.fields(model.TransformerConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise SystemExit(f"error: --tc {', '.join(unknown)}: not a TransformerConfig field of this megatron-core")
+
+    def transformer_config(cfg, **kw):
+        # replace() runs __post_init__ again, so Megatron-Core validates the combination.
+        return dataclasses.replace(mapped(cfg, **kw), **overrides)
+
+    def layer_spec(cfg):
+        if not te_op_fuser or cfg.parallel.layer_spec != "te":
+            return spec(cfg)
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        built, name = spec(cfg)
+        return get_gpt_layer_with_transformer_engine_spec(use_te_op_fuser=True), name + ", TE op fuser"
+
+    model.transformer_config, model.layer_spec = transformer_config, layer_spec
 
 
 def main(argv=None) -> int:
@@ -82,6 +129,13 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        overrides = _overrides(a.tc)
+    except ValueError as err:
+        print(f"error: --tc {err}", file=sys.stderr)
+        return 2
+    if overrides or a.te_op_fuser:
+        _patch_model(overrides, a.te_op_fuser)
     if a.no_wgrad_fusion:
         from benchmark import wgrad
 
@@ -147,6 +201,8 @@ def main(argv=None) -> int:
             "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if on_gpu else None,
             "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
         }
+        if overrides or a.te_op_fuser:
+            record["experiment"] = {**{k: repr(v) for k, v in overrides.items()}, "te_op_fuser": a.te_op_fuser}
         if torch.distributed.get_rank() == 0:
             print(json.dumps(record), flush=True)
     return 0
