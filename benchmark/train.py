@@ -130,11 +130,33 @@ def distributed(cfg: Config):
             torch.distributed.destroy_process_group()
 
 
+def pipeline_seed(seed: int) -> int:
+    """The run seed offset by 100 x pipeline rank, as NeMo and Megatron-LM seed each pipeline stage.
+
+    Stages hold different layers; without the offset every stage would draw the same init stream.
+    Tensor-parallel ranks are told apart inside Megatron's model_parallel_cuda_manual_seed (its
+    tensor-parallel RNG state is seeded with seed + 2718 + TP rank), so no offset is added for them here.
+    """
+    from megatron.core import parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        return seed
+    return seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+
+
 def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed Python, NumPy, torch and Megatron's CUDA RNG tracker from the run seed.
+
+    The weights are drawn from the run seed (offset per pipeline stage), so they change from run to
+    run as the MLPerf rules ask of a seed; NeMo instead seeds them with a fixed 1234 and lets the run
+    seed reach only the data order (docs/FIDELITY.md, "Seeds"). The data order takes the run seed
+    itself, the same on every rank, in benchmark.data.
+    """
     import random
 
     import numpy as np
 
+    seed = pipeline_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
