@@ -38,7 +38,7 @@ def knob(default: Any, env: str | None, help: str, flag: str | None = None, **kw
 
 @dataclass
 class ModelConfig:
-    """The Llama 3.1 architecture; the defaults are the 8B model of SPEC."""
+    """The Llama 3.1 architecture; the defaults are the benchmark's 8B model (docs/FIDELITY.md)."""
 
     num_layers: int = knob(32, "NUM_LAYERS", "transformer layers")
     hidden_size: int = knob(4096, "HIDDEN_SIZE", "model width")
@@ -61,7 +61,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimizer, schedule, evaluation and stopping rule (SPEC: Training and evaluation)."""
+    """Optimizer, schedule, evaluation and stopping rule (docs/FIDELITY.md)."""
 
     global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", flag="--gbs")
     micro_batch_size: int = knob(1, "MBS", "sequences per forward/backward on one replica", flag="--mbs")
@@ -209,7 +209,7 @@ class Config:
 
 # Presets change only what differs from the 8B defaults above.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The benchmark as SPEC fixes it: GBS 16 with its RCP learning rate and warmup.
+    # The benchmark as its rules fix it: GBS 16 with its RCP learning rate and warmup.
     "llama31_8b": {},
     # Llama 3.1 architecture scaled down to reach its target in a few minutes on 2 CPU cores:
     # GQA with fewer KV groups than heads, SwiGLU, RMSNorm, RoPE with 3.1 scaling, untied embeddings.
@@ -413,7 +413,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             raise ConfigError(f"{name}={value} must be greater than 0")
     if t.target <= 0:
         raise ConfigError(
-            f"TARGET={t.target} must be greater than 0: it is a log-perplexity (SPEC: 3.3 for llama31_8b)"
+            f"TARGET={t.target} must be greater than 0: it is a log-perplexity (3.3 for llama31_8b)"
         )
     if m.hidden_size % m.num_attention_heads:
         raise ConfigError(

@@ -4,7 +4,7 @@ Run:   python -m benchmark.train                       (the embedded CPU default
        python -m benchmark.train --preset llama31_8b   (PREPROCESSED_PATH and TOKENIZER_PATH set)
        python -m benchmark.train --help                (every knob, with its environment variable)
 
-One visible loop (SPEC: Training and evaluation): blocks of EVAL_EVERY samples of training, each
+One visible loop (docs/FIDELITY.md): blocks of EVAL_EVERY samples of training, each
 followed by an evaluation on the first EVAL_SAMPLES validation sequences; the run stops with status
 ``success`` at the first evaluation at or under TARGET, and ``aborted`` when MAX_TRAIN_SAMPLES pass
 without it, when the loss or gradient norm stops being finite, on Ctrl-C, or on any crash.

@@ -110,7 +110,7 @@ def test_validation_file_is_found_when_not_named(tmp_path):
     (tmp_path / "c4-validation-91205-samples.en_text_document.idx").write_bytes(b"")
     with pytest.raises(ConfigError, match="holds 2 validation files .*: name one with --valid-file"):
         cfg_from(env=env)
-    # the 8B preset names SPEC's file itself
+    # the 8B preset names the benchmark's validation file itself
     assert cfg_from(env=env, preset="llama31_8b").data.valid_file == "c4-validation-91205-samples.en_text_document"
 
 

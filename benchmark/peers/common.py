@@ -22,7 +22,7 @@ LLAMA31_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_p
 MAX_POSITIONS = 131072
 # A constant learning rate: the peers time steps and do not train toward anything.
 LR = 1e-4
-# Optimizer settings of the benchmark (SPEC), so the peers' AdamW does the same arithmetic.
+# Optimizer settings of the benchmark (docs/FIDELITY.md), so the peers' AdamW does the same arithmetic.
 ADAM = {"betas": (0.9, 0.95), "eps": 1e-5, "weight_decay": 0.1}
 
 
