@@ -19,16 +19,8 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Reference convergence points of the RCP file: GBS -> (base LR, warmup samples, mean samples to
-# converge). A run that sets only GBS gets the learning rate and warmup its RCPs were measured with.
-RCP_HYPERPARAMETERS: dict[int, tuple[float, int, int]] = {
-    16: (4e-4, 256, 161_587),
-    32: (8e-4, 4096, 179_405),
-    64: (8e-4, 6144, 226_714),
-    96: (1e-3, 16348, 278_640),
-    128: (2e-3, 32768, 345_907),
-}
 # A run that has not converged after this multiple of its GBS's RCP mean is stopped as aborted.
+# The RCP mean, learning rate and warmup come from mlperf-logging's RCP checker (compliance.rcp).
 ABORT_AFTER_RCP_MEAN = 2.0
 
 
@@ -46,7 +38,7 @@ def knob(default: Any, env: str | None, help: str, flag: str | None = None, **kw
 
 @dataclass
 class ModelConfig:
-    """The Llama 3.1 architecture; the defaults are the 8B model of SPEC."""
+    """The Llama 3.1 architecture; the defaults are the benchmark's 8B model (docs/FIDELITY.md)."""
 
     num_layers: int = knob(32, "NUM_LAYERS", "transformer layers")
     hidden_size: int = knob(4096, "HIDDEN_SIZE", "model width")
@@ -69,11 +61,11 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimizer, schedule, evaluation and stopping rule (SPEC: Training and evaluation)."""
+    """Optimizer, schedule, evaluation and stopping rule (docs/FIDELITY.md)."""
 
     global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", flag="--gbs")
     micro_batch_size: int = knob(1, "MBS", "sequences per forward/backward on one replica", flag="--mbs")
-    lr: float = knob(0.0, "LR", "base learning rate; 0 = the RCP value for the GBS (SPEC table)")
+    lr: float = knob(0.0, "LR", "base learning rate; 0 = the RCP value for the GBS")
     warmup_samples: int = knob(-1, "WARMUP_SAMPLES", "linear warmup in samples; -1 = the RCP value for the GBS")
     min_lr_ratio: float = knob(0.1, None, "end learning rate as a fraction of the base")
     adam_beta1: float = knob(0.9, None, "AdamW beta1")
@@ -217,7 +209,7 @@ class Config:
 
 # Presets change only what differs from the 8B defaults above.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The benchmark as SPEC fixes it: GBS 16 with its RCP learning rate and warmup.
+    # The benchmark as its rules fix it: GBS 16 with its RCP learning rate and warmup.
     "llama31_8b": {},
     # Llama 3.1 architecture scaled down to reach its target in a few minutes on 2 CPU cores:
     # GQA with fewer KV groups than heads, SwiGLU, RMSNorm, RoPE with 3.1 scaling, untied embeddings.
@@ -325,28 +317,45 @@ def _derive(cfg: Config) -> None:
     # FROM_HF=1 names a Hugging Face folder to start from, which is a start from MODEL_CKPT.
     cfg.ckpt.use_ckpt = cfg.ckpt.use_ckpt or cfg.ckpt.from_hf
     t = cfg.train
-    rcp = RCP_HYPERPARAMETERS.get(t.global_batch_size)
+    if t.lr == 0.0 or t.warmup_samples < 0 or t.max_train_samples == 0:
+        _derive_from_rcp(t)
+
+
+def _derive_from_rcp(t: TrainConfig) -> None:
+    """LR, warmup and the abort cap from the reference convergence point of the GBS.
+
+    The RCP checker of mlperf-logging is the one source: the learning rate and warmup its reference
+    runs recorded (only batch sizes with their own RCP have them), and its olympic mean, which for a
+    GBS between two RCPs is the checker's own interpolation.
+    """
+    from compliance.rcp import RcpError, rcp_batch_sizes, reference_point
+
+    gbs = t.global_batch_size
+    try:
+        point = reference_point(gbs)
+    except RcpError:
+        point = None
     if t.lr == 0.0:
-        if rcp is None:
+        if point is None or point.lr is None:
             raise ConfigError(
-                f"GBS={t.global_batch_size} has no reference convergence point, so there is no default "
-                f"learning rate: set LR (--lr) and WARMUP_SAMPLES, or use a GBS of {sorted(RCP_HYPERPARAMETERS)}"
+                f"GBS={gbs} has no reference convergence point of its own, so there is no default "
+                f"learning rate: set LR (--lr) and WARMUP_SAMPLES, or use a GBS of {rcp_batch_sizes()}"
             )
-        t.lr = rcp[0]
+        t.lr = point.lr
     if t.warmup_samples < 0:
-        if rcp is None:
+        if point is None or point.warmup_samples is None:
             raise ConfigError(
-                f"GBS={t.global_batch_size} has no reference convergence point: set WARMUP_SAMPLES "
+                f"GBS={gbs} has no reference convergence point of its own: set WARMUP_SAMPLES "
                 f"(--warmup-samples)"
             )
-        t.warmup_samples = rcp[1]
+        t.warmup_samples = point.warmup_samples
     if t.max_train_samples == 0:
-        if rcp is None:
+        if point is None:
             raise ConfigError(
-                f"GBS={t.global_batch_size} has no reference convergence point: set MAX_TRAIN_SAMPLES "
+                f"GBS={gbs} has no reference convergence point: set MAX_TRAIN_SAMPLES "
                 f"(--max-train-samples), the samples after which an unconverged run stops as aborted"
             )
-        t.max_train_samples = math.ceil(rcp[2] * ABORT_AFTER_RCP_MEAN / t.eval_every) * t.eval_every
+        t.max_train_samples = math.ceil(point.mean * ABORT_AFTER_RCP_MEAN / t.eval_every) * t.eval_every
 
 
 def te_available() -> bool:
@@ -404,7 +413,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             raise ConfigError(f"{name}={value} must be greater than 0")
     if t.target <= 0:
         raise ConfigError(
-            f"TARGET={t.target} must be greater than 0: it is a log-perplexity (SPEC: 3.3 for llama31_8b)"
+            f"TARGET={t.target} must be greater than 0: it is a log-perplexity (3.3 for llama31_8b)"
         )
     if m.hidden_size % m.num_attention_heads:
         raise ConfigError(

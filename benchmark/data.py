@@ -1,10 +1,10 @@
-"""Training and validation sequences from tokenized C4 (SPEC: Data).
+"""Training and validation sequences from tokenized C4 (docs/FIDELITY.md).
 
 Training: Megatron-Core's GPTDataset over the benchmark area (documents concatenated into
 seq_length + 1 token windows, no resets at document boundaries, no EOD masking), documents and
 samples shuffled with the run's seed.
 Validation: the first ``eval_samples`` sequences of the validation file *in order*. GPTDataset always
-shuffles documents and samples, and SPEC says validation is never shuffled, so validation windows
+shuffles documents and samples, and the benchmark never shuffles validation, so validation windows
 are cut here with GPTDataset's own geometry (window i = tokens [i*s, i*s + s + 1) of the
 concatenated documents) straight from Megatron-Core's IndexedDataset.
 """

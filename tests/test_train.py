@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.train import run
+from benchmark.train import pipeline_seed, run, seed_everything
 from tests.helpers import mllog_events, smoke_config
 
-# SPEC: the keys a compliant run emits, in order, up to run_start.
-SPEC_KEYS = [
+# The keys a compliant run emits, in order, up to run_start (docs/FIDELITY.md, "Log keys").
+RUN_START_KEYS = [
     "cache_clear", "init_start", "submission_benchmark", "submission_org", "submission_division",
     "submission_status", "submission_platform", "seed", "global_batch_size", "gradient_accumulation_steps",
     "max_sequence_length", "eval_samples", "train_samples", "init_checkpoint_step", "opt_name",
@@ -36,8 +36,9 @@ def test_samples_count_of_every_event_and_hyperparameters(smoke_data, tmp_path):
     assert result.status == "aborted" and result.samples == 96 and result.steps == 6
     ev = mllog_events(tmp_path / "run.log")
     keys = [e["key"] for e in ev]
-    assert keys[: len(SPEC_KEYS)] == SPEC_KEYS
-    body = [(e["key"], e["metadata"].get("samples_count")) for e in ev[len(SPEC_KEYS):] if e["key"] != "tracked_stats"]
+    assert keys[: len(RUN_START_KEYS)] == RUN_START_KEYS
+    body = [(e["key"], e["metadata"].get("samples_count")) for e in ev[len(RUN_START_KEYS):]
+            if e["key"] != "tracked_stats"]
     expected = []
     for block in range(3):
         start, stop = 32 * block, 32 * (block + 1)
@@ -84,6 +85,28 @@ def test_same_seed_same_run_other_seed_differs(smoke_data, tmp_path):
     assert a[0] == b[0] and a[1] == b[1] and a[2] == b[2]
     assert len(a[0]) == 3
     assert a[0] != c[0]
+
+
+def test_seed_is_offset_by_100_per_pipeline_rank(monkeypatch):
+    import random
+
+    import torch
+    from megatron.core import parallel_state
+
+    monkeypatch.setattr(parallel_state, "model_parallel_is_initialized", lambda: False)
+    assert pipeline_seed(1234) == 1234  # outside a parallel run there are no stages
+    monkeypatch.setattr(parallel_state, "model_parallel_is_initialized", lambda: True)
+    monkeypatch.setattr(parallel_state, "get_pipeline_model_parallel_rank", lambda: 3)
+    assert pipeline_seed(1234) == 1534
+    seed_everything(1234, torch.device("cpu"))
+    assert torch.initial_seed() == 1534
+    drawn = (random.random(), float(np.random.random()))
+    random.seed(1534)
+    np.random.seed(1534)
+    assert drawn == (random.random(), float(np.random.random()))
+    monkeypatch.setattr(parallel_state, "get_pipeline_model_parallel_rank", lambda: 0)
+    seed_everything(1234, torch.device("cpu"))
+    assert torch.initial_seed() == 1234
 
 
 def test_stop_closes_log_aborted_and_crash_too(smoke_data, tmp_path, monkeypatch):
