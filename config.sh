@@ -31,7 +31,7 @@ export IMAGE="${IMAGE:-}"                       # pyxis/enroot image (.sqsh or r
 export DOCKER_IMAGE="${DOCKER_IMAGE:-llama31-8b}"  # image dev/run_docker.sh runs (docker build -t llama31-8b .)
 
 # --- Paths (mounted at the same path inside the containers) ----------------------------------
-export PREPROCESSED_PATH="${PREPROCESSED_PATH:-}"  # tokenized C4 (.bin/.idx from preprocess.sh); needed unless PRESET=smoke
+export PREPROCESSED_PATH="${PREPROCESSED_PATH:-}"  # tokenized C4 .bin/.idx (utils.c4 download-preprocessed, or preprocess.sh); needed unless PRESET=smoke
 export TOKENIZER_PATH="${TOKENIZER_PATH:-}"        # Llama 3.1 tokenizer folder; needed unless PRESET=smoke
 export JOB_DIR="${JOB_DIR:-${_llama31_root}/results/$(date +%Y%m%d-%H%M%S)}"  # logs: JOB_DIR/<run>/
 export CHECKPOINT_DIR="${CHECKPOINT_DIR:-}"     # checkpoints go to CHECKPOINT_DIR/<run>/; empty = JOB_DIR/<run>/checkpoints
@@ -39,6 +39,7 @@ export INDEX_CACHE_DIR="${INDEX_CACHE_DIR:-}"   # dataset index cache; empty = P
 
 # --- Model and schedule ----------------------------------------------------------------------
 export PRESET="${PRESET:-llama31_8b}"           # llama31_8b (the benchmark) | smoke (tiny model, CPU)
+export BENCHMARK_AREA="${BENCHMARK_AREA:-}"     # (preset) C4 groups trained on: en6 (c4-train.en_6) | en6+en7; llama31_8b: en6
 export GBS="${GBS:-}"                           # (preset) global batch size in sequences; llama31_8b: 16
 export MBS="${MBS:-}"                           # (preset) micro batch per replica; llama31_8b: 1
 export LR="${LR:-}"                             # (preset) base learning rate; empty = the RCP value for GBS

@@ -23,6 +23,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The RCP mean, learning rate and warmup come from mlperf-logging's RCP checker (compliance.rcp).
 ABORT_AFTER_RCP_MEAN = 2.0
 
+# BENCHMARK_AREA -> the consolidated C4 groups the run trains on (group k holds shards 128k..128k+127).
+# en6 is what the reference code, NVIDIA's 8B implementation and the official preprocessed download
+# use; en6+en7 is the whole last quarter of C4 (the 256 shards the reference README names).
+BENCHMARK_AREAS: dict[str, tuple[int, ...]] = {"en6": (6,), "en6+en7": (6, 7)}
+
+
+def area_train_files(area: str) -> list[str]:
+    """The training prefixes (inside PREPROCESSED_PATH) of a BENCHMARK_AREA value."""
+    return [f"c4-train.en_{k}_text_document" for k in BENCHMARK_AREAS[area]]
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the knob and how to fix it."""
@@ -144,10 +154,13 @@ class DataConfig:
     """Tokenized C4 (Megatron .bin/.idx) and the tokenizer."""
 
     data_dir: str = knob("", "PREPROCESSED_PATH", "folder with the tokenized C4 files; smoke: made if empty")
+    benchmark_area: str = knob(
+        "en6", "BENCHMARK_AREA",
+        "the C4 groups trained on: en6 (c4-train.en_6, shards 768-895, as the reference code and the "
+        "official preprocessed download) | en6+en7 (also en_7: the last 256 shards)",
+    )
     train_files: list = knob(
-        ["c4-train.en_6_text_document", "c4-train.en_7_text_document"],
-        None,
-        "training prefixes inside data_dir (the last 256 C4 shards)",
+        [], None, "training prefixes inside data_dir; empty = those of BENCHMARK_AREA",
     )
     valid_file: str = knob(
         "c4-validation-91205-samples.en_text_document", None,
@@ -222,10 +235,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             global_batch_size=16, micro_batch_size=8, lr=2e-3, warmup_samples=256, max_steps=2000,
             eval_every=1024, eval_samples=64, target=3.3, max_train_samples=32768,
         ),
-        "data": dict(
-            train_files=["c4-train.en_6_text_document", "c4-train.en_7_text_document"],
-            valid_file="",
-        ),
+        # The embedded data set tokenizes both groups; training on both keeps its documents varied.
+        "data": dict(benchmark_area="en6+en7", valid_file=""),
         "log": dict(log_every=20),
     },
 }
@@ -303,8 +314,14 @@ def build_config(
 
 
 def _derive(cfg: Config) -> None:
-    """Fill the values that follow from others: the RCP table of the chosen GBS, the validation file."""
+    """Fill the values that follow from others: the RCP table of the chosen GBS, the data files."""
     d = cfg.data
+    if d.benchmark_area not in BENCHMARK_AREAS:
+        raise ConfigError(
+            f"BENCHMARK_AREA={d.benchmark_area!r} is unknown: choose one of {' | '.join(BENCHMARK_AREAS)}"
+        )
+    if not d.train_files:
+        d.train_files = area_train_files(d.benchmark_area)
     if d.data_dir and not d.valid_file and Path(d.data_dir).is_dir():
         pattern = "c4-validation-*-samples.en_text_document.idx"
         found = sorted(p.name[: -len(".idx")] for p in Path(d.data_dir).glob(pattern))
@@ -506,7 +523,8 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         if not cfg.data.data_dir:
             raise ConfigError(
                 "PREPROCESSED_PATH is not set: point it at the folder with the tokenized C4 files "
-                "(c4-train.en_6_text_document.bin/.idx, ...), made by preprocess.sh"
+                "(c4-train.en_6_text_document.bin/.idx, ...): python -m utils.c4 download-preprocessed "
+                "fetches the official ones, preprocess.sh makes them from raw C4"
             )
         if not cfg.data.tokenizer:
             raise ConfigError(
@@ -520,8 +538,9 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         ]
         if missing:
             raise ConfigError(
-                f"PREPROCESSED_PATH={cfg.data.data_dir} lacks {', '.join(n + '.bin/.idx' for n in missing)}: "
-                f"tokenize the consolidated C4 files into it (preprocess.sh)"
+                f"PREPROCESSED_PATH={cfg.data.data_dir} lacks {', '.join(n + '.bin/.idx' for n in missing)} "
+                f"(BENCHMARK_AREA={cfg.data.benchmark_area}): download them (python -m utils.c4 "
+                f"download-preprocessed, en6 only) or tokenize the consolidated C4 files into it (preprocess.sh)"
             )
 
 

@@ -90,6 +90,24 @@ def test_validation_names_knob_and_fix(argv, env, message):
         cfg_from(argv, env=env)
 
 
+def test_benchmark_area_names_the_training_files(tmp_path):
+    env = {"PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
+    for name in ("c4-train.en_6_text_document", "c4-validation-91205-samples.en_text_document"):
+        (tmp_path / f"{name}.idx").write_bytes(b"")
+    # The 8B default is c4-train.en_6 alone, so a folder without en_7 is complete.
+    cfg = cfg_from(env=env, preset="llama31_8b")
+    assert (cfg.data.benchmark_area, cfg.data.train_files) == ("en6", ["c4-train.en_6_text_document"])
+    with pytest.raises(ConfigError, match=r"lacks c4-train.en_7_text_document.bin/.idx \(BENCHMARK_AREA=en6\+en7\)"):
+        cfg_from(env={**env, "BENCHMARK_AREA": "en6+en7"}, preset="llama31_8b")
+    (tmp_path / "c4-train.en_7_text_document.idx").write_bytes(b"")
+    cfg = cfg_from(env={**env, "BENCHMARK_AREA": "en6+en7"}, preset="llama31_8b")
+    assert cfg.data.train_files == ["c4-train.en_6_text_document", "c4-train.en_7_text_document"]
+    # The smoke preset keeps both groups of its embedded data set.
+    assert cfg_from(preset="smoke").data.train_files == cfg.data.train_files
+    with pytest.raises(ConfigError, match=r"BENCHMARK_AREA='en7' is unknown: choose one of en6 \| en6\+en7"):
+        cfg_from(env={**env, "BENCHMARK_AREA": "en7"}, preset="llama31_8b")
+
+
 def test_world_size_and_accumulation():
     cfg = cfg_from(preset="smoke")
     assert grad_accumulation_steps(cfg, 1) == 2
