@@ -45,8 +45,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--fp8-recipe", default="tensorwise", choices=["tensorwise", "delayed", "blockwise"])
     p.add_argument("--fp8-amax-history", type=int, default=1, help="delayed scaling: amax history length")
     p.add_argument("--fp8-amax-algo", default="most_recent", choices=["most_recent", "max"])
-    p.add_argument("--no-fp8-param-gather", action="store_true",
-                   help="with --fp8: keep bf16 weights (FP8 casts in every forward) instead of FP8 weights")
+    p.add_argument("--fp8-param-gather", default="auto", choices=["auto", "on", "off"],
+                   help="with --fp8: FP8 weights in the distributed optimizer (auto: on with several "
+                        "data-parallel ranks, as FP8_PARAM_GATHER)")
     p.add_argument("--cp", type=int, default=1, help="context-parallel size (TE spec)")
     p.add_argument("--no-wgrad-fusion", action="store_true",
                    help="bf16 weight gradients added to main_grad by the DDP hook (to measure the fused path)")
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
         "FUSIONS": a.fusions, "COMPILE": "1" if a.compile else "0", "CP": str(a.cp),
         "LAYER_SPEC": a.layer_spec, "FP8": "1" if a.fp8 else "0", "FP8_RECIPE": a.fp8_recipe,
         "FP8_AMAX_HISTORY": str(a.fp8_amax_history), "FP8_AMAX_ALGO": a.fp8_amax_algo,
-        "FP8_PARAM_GATHER": "0" if a.no_fp8_param_gather else "1",
+        "FP8_PARAM_GATHER": a.fp8_param_gather,
     }
     try:
         cfg = build_config(env=env)
@@ -144,6 +145,11 @@ def main(argv=None) -> int:
         from megatron.core import parallel_state
 
         seed_everything(0, device)
+        if overrides.get("cuda_graph_impl", "none") != "none" and device.type == "cuda":
+            from megatron.core import tensor_parallel
+
+            # Megatron-Core's graph capture needs an RNG tracker whose states live in graph-safe generators.
+            tensor_parallel.model_parallel_cuda_manual_seed(0, use_cudagraphable_rng=True, force_reset_rng=True)
         on_gpu = device.type == "cuda"
         bf16 = on_gpu
         model, spec_name = build_model(cfg, a.vocab, bf16=bf16, use_cpu_initialization=not on_gpu)

@@ -174,7 +174,7 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "GBS": "32", "MBS": "2", "LR": "0.00123", "WARMUP_SAMPLES": "96", "MAX_STEPS": "999",
         "TP": "2", "PP": "2", "CP": "2", "PRECISION": "bf16", "FP8": "1", "RECOMPUTE": "1", "RECOMPUTE_LAYERS": "2",
         "DEVICE": "cuda", "LAYER_SPEC": "te", "SEQUENCE_PARALLEL": "on", "FP8_RECIPE": "delayed",
-        "FP8_AMAX_HISTORY": "16", "FP8_AMAX_ALGO": "max", "FP8_PARAM_GATHER": "0",
+        "FP8_AMAX_HISTORY": "16", "FP8_AMAX_ALGO": "max", "FP8_PARAM_GATHER": "on",
         "FUSIONS": "off", "COMPILE": "1",
         "EVAL_EVERY": "64", "EVAL_SAMPLES": "6", "TARGET": "4.25", "MAX_TRAIN_SAMPLES": "640", "LOG_EVERY": "7",
         "NUM_LAYERS": "6", "HIDDEN_SIZE": "192", "FFN_HIDDEN_SIZE": "320", "NUM_HEADS": "6", "NUM_KV_GROUPS": "2",

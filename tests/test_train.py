@@ -158,3 +158,15 @@ def test_smoke_data_follows_the_benchmark_area(smoke_data, monkeypatch):
     other.data.train_files = ["c4-train.en_3_text_document"]
     with pytest.raises(ConfigError, match="embedded smoke data set has no c4-train.en_3_text_document"):
         resolve_smoke_data(other)
+
+
+def test_two_files_too_small_for_the_run_is_a_named_error(smoke_data, tmp_path):
+    # Megatron-Core blends two unweighted files as one pass over each: a run that could read more
+    # sequences than that stops before training with the knob to change, not an IndexError mid-run.
+    from benchmark.config import ConfigError
+
+    cfg = configure(smoke_data, tmp_path, BENCHMARK_AREA="en6+en7", GBS=16, MBS=8, EVAL_EVERY=16,
+                    EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=16 * 100_000, TARGET=0.01)
+    assert len(cfg.data.train_files) == 2
+    with pytest.raises(ConfigError, match=r"fewer than MAX_TRAIN_SAMPLES=1600000: lower MAX_TRAIN_SAMPLES"):
+        run(cfg, log_path=tmp_path / "run.log", echo=False)
