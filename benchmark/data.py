@@ -62,10 +62,16 @@ def build_train_dataset(
     cache_dir: str,
 ) -> GPTDataset:
     """GPTDataset (blended over the files in proportion to their size) with num_samples sequences."""
+    # Several files need explicit weights: without them Megatron-Core blends one pass over each and
+    # ignores num_samples, so a run longer than the area would read past its end. With weights each
+    # file is repeated as often as its share of num_samples asks (as one file always is).
+    weights = None
+    if len(prefixes) > 1:
+        weights = [float(one_epoch_sequences([p], seq_length)) for p in prefixes]
     config = GPTDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,
-        blend_per_split=[(list(prefixes), None), None, None],
+        blend_per_split=[(list(prefixes), weights), None, None],
         path_to_cache=cache_dir,
         tokenizer=tokenizer,
         reset_position_ids=False,

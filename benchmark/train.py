@@ -251,15 +251,6 @@ def run(
                 train_prefixes, seq_length=m.seq_length, num_samples=t.max_train_samples, seed=t.seed,
                 tokenizer=tok, cache_dir=cache,
             )
-            if len(train_ds) < t.max_train_samples:
-                # Megatron-Core blends several files without weights as one pass over each (it ignores
-                # the requested count), so a small area can hold fewer sequences than the run may read.
-                raise ConfigError(
-                    f"the training files {', '.join(cfg.data.train_files)} in {data_dir} hold "
-                    f"{len(train_ds)} sequences of {m.seq_length} tokens, fewer than "
-                    f"MAX_TRAIN_SAMPLES={t.max_train_samples}: lower MAX_TRAIN_SAMPLES, or train on one "
-                    f"file (BENCHMARK_AREA=en6), which Megatron-Core repeats as often as needed"
-                )
             valid_ds = data_mod.ValidationSequences(str(data_dir / cfg.data.valid_file), m.seq_length, t.eval_samples)
             shard = DataShard(parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size())
             resumed_step = resume(cfg, engine, result, rank)

@@ -140,7 +140,14 @@ def test_checkpoint_of_one_spec_resumes_under_the_other(smoke_data, tmp_path, fi
     want = whole.train_losses[16]
     print(f"[{first_spec}->{second_spec}] loss after resume {first_after:.5f}, uninterrupted {want:.5f}")
     assert abs(first_after - want) / want < 5e-3
-    assert abs(second.eval_curve[-1][1] - whole.eval_curve[-1][1]) < 0.05
+    # 32 further bf16 steps through other kernels drift as far as the two specs drift from each other
+    # over the whole run, and no further: the uninterrupted run of the second spec sets the scale.
+    other = run(configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, **SMALL), log_path=tmp_path / "o.log",
+                echo=False)
+    spread = abs(other.eval_curve[-1][1] - whole.eval_curve[-1][1])
+    drift = abs(second.eval_curve[-1][1] - whole.eval_curve[-1][1])
+    print(f"[{first_spec}->{second_spec}] final eval drift {drift:.4f}, spread between the specs {spread:.4f}")
+    assert drift <= max(2 * spread, 0.02)
 
 
 def _engine(cfg, *, megatron: bool):
@@ -170,13 +177,18 @@ def test_norm_gains_get_no_weight_decay_on_gpu(smoke_data, tmp_path, spec):
     with distributed(cfg):
         for megatron in (True, False):
             engine = _engine(cfg, megatron=megatron)
-            if megatron:
-                groups = engine.optimizer.param_groups
-                for group in groups:
-                    one_d = all(p.ndim == 1 for p in group["params"])
-                    assert group["weight_decay"] == (0.0 if one_d else 0.1), (group["wd_mult"], one_d)
-                assert {g["weight_decay"] for g in groups} == {0.0, 0.1}
             gpt = engine.gpt if megatron else engine.model
+            if megatron:
+                # The distributed optimizer holds flat fp32 shards (all 1-D), so the groups are told
+                # apart by size: on one rank the no-decay group holds exactly the model's 1-D weights.
+                groups = engine.optimizer.param_groups
+                decay = {0.0: 0, 0.1: 0}
+                for group in groups:
+                    assert group["weight_decay"] == 0.1 * group["wd_mult"], group["wd_mult"]
+                    decay[group["weight_decay"]] += sum(p.numel() for p in group["params"])
+                one_d = sum(p.numel() for p in gpt.parameters() if p.ndim == 1)
+                matrices = sum(p.numel() for p in gpt.parameters() if p.ndim > 1)
+                assert decay == {0.0: one_d, 0.1: matrices}
             norm = next(p for n, p in gpt.named_parameters() if "layer_norm_weight" in n or "layernorm" in n)
             matrix = gpt.embedding.word_embeddings.weight
             before = (norm.detach().clone(), matrix.detach().clone())

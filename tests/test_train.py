@@ -160,13 +160,26 @@ def test_smoke_data_follows_the_benchmark_area(smoke_data, monkeypatch):
         resolve_smoke_data(other)
 
 
-def test_two_files_too_small_for_the_run_is_a_named_error(smoke_data, tmp_path):
-    # Megatron-Core blends two unweighted files as one pass over each: a run that could read more
-    # sequences than that stops before training with the knob to change, not an IndexError mid-run.
-    from benchmark.config import ConfigError
 
-    cfg = configure(smoke_data, tmp_path, BENCHMARK_AREA="en6+en7", GBS=16, MBS=8, EVAL_EVERY=16,
-                    EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=16 * 100_000, TARGET=0.01)
-    assert len(cfg.data.train_files) == 2
-    with pytest.raises(ConfigError, match=r"fewer than MAX_TRAIN_SAMPLES=1600000: lower MAX_TRAIN_SAMPLES"):
-        run(cfg, log_path=tmp_path / "run.log", echo=False)
+def test_two_files_are_repeated_for_a_run_longer_than_one_pass(smoke_data, tmp_path):
+    # Megatron-Core blends unweighted files as one pass over each; the project weights them by size
+    # so a run may read more sequences than the area holds, as it may with one file.
+    from benchmark.data import build_train_dataset, load_tokenizer_info, one_epoch_sequences
+
+    cfg = configure(smoke_data, tmp_path, BENCHMARK_AREA="en6+en7")
+    prefixes = [f"{cfg.data.data_dir}/{name}" for name in cfg.data.train_files]
+    assert len(prefixes) == 2
+    one_pass = one_epoch_sequences(prefixes, 64)
+    tok = load_tokenizer_info(cfg.data.tokenizer)
+    from benchmark.train import distributed
+
+    with distributed(cfg):
+        ds = build_train_dataset(prefixes, seq_length=64, num_samples=3 * one_pass, seed=1, tokenizer=tok,
+                                 cache_dir=str(tmp_path / "cache"))
+        assert len(ds) == 3 * one_pass
+        last = ds[3 * one_pass - 1]
+    assert last["tokens"].shape == (64,)
+    # each file contributes in proportion to its size
+    shares = np.bincount(np.asarray(ds.dataset_index), minlength=2) / len(ds)
+    sizes = np.array([one_epoch_sequences([p], 64) for p in prefixes]) / one_pass
+    assert np.allclose(shares, sizes, atol=0.01)
