@@ -175,7 +175,7 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "DEVICE": "cuda", "LAYER_SPEC": "te", "SEQUENCE_PARALLEL": "on", "FP8_RECIPE": "delayed",
         "FP8_AMAX_HISTORY": "16", "FP8_AMAX_ALGO": "max", "FP8_PARAM_GATHER": "0",
         "FUSIONS": "off", "COMPILE": "1",
-        "EVAL_EVERY": "64", "EVAL_SAMPLES": "6", "TARGET": "4.25", "MAX_TRAIN_SAMPLES": "640", "LOG_EVERY": "7",
+        "EVAL_EVERY": "64", "EVAL_SAMPLES": "6", "EVAL_SET": "file-order", "TARGET": "4.25", "MAX_TRAIN_SAMPLES": "640", "LOG_EVERY": "7",
         "NUM_LAYERS": "6", "HIDDEN_SIZE": "192", "FFN_HIDDEN_SIZE": "320", "NUM_HEADS": "6", "NUM_KV_GROUPS": "2",
         "SEQ_LENGTH": "128", "VOCAB_SIZE": "512",
         "NEXP": "2", "SEEDS": "101 202", "NPAR": "2", "JOB_SAMPLES": "128", "SAVE_CKPT": "1", "USE_CKPT": "1",
