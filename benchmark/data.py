@@ -105,7 +105,9 @@ def build_eval_dataset(
     configuration), so they are built once per seed, sequence length and size and reopened after.
     """
     if not Path(f"{prefix}.idx").is_file() or not Path(f"{prefix}.bin").is_file():
-        raise ValueError(f"validation file {prefix}.bin/.idx is missing: tokenize it into the data folder (preprocess.sh)")
+        raise ValueError(
+            f"validation file {prefix}.bin/.idx is missing: tokenize it into the data folder (preprocess.sh)"
+        )
     config = _gpt_config(
         seed=seed, seq_length=seq_length, tokenizer=tokenizer, cache_dir=cache_dir,
         blend_per_split=[None, ([prefix], None), None],
