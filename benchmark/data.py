@@ -61,22 +61,6 @@ def one_epoch_sequences(prefixes: list[str], seq_length: int) -> int:
     return total
 
 
-def build_train_dataset(
-    prefixes: list[str], *, seq_length: int, num_samples: int, seed: int, tokenizer: TokenizerInfo,
-    cache_dir: str,
-) -> GPTDataset:
-    """GPTDataset (blended over the files in proportion to their size) with num_samples sequences."""
-    config = _gpt_config(
-        seed=seed, seq_length=seq_length, tokenizer=tokenizer, cache_dir=cache_dir,
-        blend_per_split=[(list(prefixes), None), None, None],
-    )
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    datasets = BlendedMegatronDatasetBuilder(
-        GPTDataset, [num_samples, 0, 0], lambda: True, config
-    ).build()
-    return datasets[0]
-
-
 def _gpt_config(*, seed: int, seq_length: int, tokenizer: TokenizerInfo, cache_dir: str, blend_per_split):
     # The fields NeMo's PreTrainingDataModule sets (reset_* and eod_mask_loss off, mmap'd .bin files,
     # its index_mapping_dir as path_to_cache); add_extra_token_to_sequence and
@@ -94,6 +78,22 @@ def _gpt_config(*, seed: int, seq_length: int, tokenizer: TokenizerInfo, cache_d
         mmap_bin_files=True,
         add_extra_token_to_sequence=True,
     )
+
+
+def build_train_dataset(
+    prefixes: list[str], *, seq_length: int, num_samples: int, seed: int, tokenizer: TokenizerInfo,
+    cache_dir: str,
+) -> GPTDataset:
+    """GPTDataset (blended over the files in proportion to their size) with num_samples sequences."""
+    config = _gpt_config(
+        seed=seed, seq_length=seq_length, tokenizer=tokenizer, cache_dir=cache_dir,
+        blend_per_split=[(list(prefixes), None), None, None],
+    )
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    datasets = BlendedMegatronDatasetBuilder(
+        GPTDataset, [num_samples, 0, 0], lambda: True, config
+    ).build()
+    return datasets[0]
 
 
 def build_eval_dataset(
