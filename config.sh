@@ -13,7 +13,7 @@
 #
 # "(preset)" marks a knob whose empty value leaves the training entry's default for the preset in
 # place (`python -m benchmark.train --preset llama31_8b --print-config` prints them all). Setting GBS
-# alone also picks that batch size's reference learning rate and warmup (SPEC's RCP table).
+# alone also picks that batch size's reference learning rate and warmup (its RCP's, docs/FIDELITY.md).
 
 _llama31_root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -31,7 +31,7 @@ export IMAGE="${IMAGE:-}"                       # pyxis/enroot image (.sqsh or r
 export DOCKER_IMAGE="${DOCKER_IMAGE:-llama31-8b}"  # image dev/run_docker.sh runs (docker build -t llama31-8b .)
 
 # --- Paths (mounted at the same path inside the containers) ----------------------------------
-export PREPROCESSED_PATH="${PREPROCESSED_PATH:-}"  # tokenized C4 (.bin/.idx from preprocess.sh); needed unless PRESET=smoke
+export PREPROCESSED_PATH="${PREPROCESSED_PATH:-}"  # tokenized C4 .bin/.idx (utils.c4 download-preprocessed, or preprocess.sh); needed unless PRESET=smoke
 export TOKENIZER_PATH="${TOKENIZER_PATH:-}"        # Llama 3.1 tokenizer folder; needed unless PRESET=smoke
 export JOB_DIR="${JOB_DIR:-${_llama31_root}/results/$(date +%Y%m%d-%H%M%S)}"  # logs: JOB_DIR/<run>/
 export CHECKPOINT_DIR="${CHECKPOINT_DIR:-}"     # checkpoints go to CHECKPOINT_DIR/<run>/; empty = JOB_DIR/<run>/checkpoints
@@ -39,6 +39,7 @@ export INDEX_CACHE_DIR="${INDEX_CACHE_DIR:-}"   # dataset index cache; empty = P
 
 # --- Model and schedule ----------------------------------------------------------------------
 export PRESET="${PRESET:-llama31_8b}"           # llama31_8b (the benchmark) | smoke (tiny model, CPU)
+export BENCHMARK_AREA="${BENCHMARK_AREA:-}"     # (preset) C4 groups trained on: en6 (c4-train.en_6) | en6+en7; llama31_8b: en6
 export GBS="${GBS:-}"                           # (preset) global batch size in sequences; llama31_8b: 16
 export MBS="${MBS:-}"                           # (preset) micro batch per replica; llama31_8b: 1
 export LR="${LR:-}"                             # (preset) base learning rate; empty = the RCP value for GBS
@@ -54,7 +55,7 @@ export FP8="${FP8:-}"                           # (preset) 1 = FP8 hybrid throug
 export FP8_RECIPE="${FP8_RECIPE:-}"             # (preset) tensorwise (current scaling) | delayed | blockwise
 export FP8_AMAX_HISTORY="${FP8_AMAX_HISTORY:-}" # (preset) FP8_RECIPE=delayed: amax history length; 1
 export FP8_AMAX_ALGO="${FP8_AMAX_ALGO:-}"       # (preset) FP8_RECIPE=delayed: most_recent | max
-export FP8_PARAM_GATHER="${FP8_PARAM_GATHER:-}" # (preset) FP8=1: weights kept and all-gathered in FP8; 1
+export FP8_PARAM_GATHER="${FP8_PARAM_GATHER:-}" # (preset) FP8=1: weights kept and all-gathered in FP8: on | off | auto (on with DP > 1)
 export RECOMPUTE="${RECOMPUTE:-}"               # (preset) 1 = full activation recomputation; 0
 export RECOMPUTE_LAYERS="${RECOMPUTE_LAYERS:-}" # (preset) with RECOMPUTE=1, only the first N layers per stage; 0 = all
 export FUSIONS="${FUSIONS:-}"                   # (preset) fused kernels (SwiGLU, cross-entropy, RoPE under TE): on | off | auto

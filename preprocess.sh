@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Tokenizes the 9 consolidated C4 files into Megatron .bin/.idx files: a Slurm array job, one task
-# per file (task 0-7: c4-train.en_<task>.json.gz, task 8: the validation subset), each running
-# `python -m utils.tokenize` (no BOS, no EOD: the reference's ids; see docs/DATA.md).
+# Tokenizes consolidated C4 files into Megatron .bin/.idx files: a Slurm array job, one task per
+# file (task 0-7: c4-train.en_<task>.json.gz, task 8: the validation subset), each running
+# `python -m utils.tokenize` (no BOS, no EOD: the reference's ids; see docs/DATA.md). By default
+# only what the benchmark reads: c4-train.en_6 and the validation subset (tasks 6 and 8).
 #
 #   source config.sh; export MERGED_C4_PATH=/data/c4-merged
-#   sbatch preprocess.sh               submit from the repository root (9 tasks)
-#   bash preprocess.sh                 no Slurm: all 9 files here, one after another
-#   TASK=8 bash preprocess.sh          one file here (0-7: c4-train.en_TASK, 8: validation)
+#   sbatch preprocess.sh               submit from the repository root (tasks 6 and 8)
+#   sbatch --array=6-8 preprocess.sh   also en_7 (BENCHMARK_AREA=en6+en7); --array=0-8: every file
+#   bash preprocess.sh                 no Slurm: the files BENCHMARK_AREA reads, one after another
+#   TASKS="0 1 2" bash preprocess.sh   these files here (0-7: c4-train.en_N, 8: validation)
+#   TASK=8 bash preprocess.sh          one file here
 #   bash preprocess.sh --dry-run       print the commands, run nothing
 #
-# Environment (config.sh exports the last four):
+# Environment (config.sh exports BENCHMARK_AREA and the last four):
 #   MERGED_C4_PATH     folder from `python -m utils.c4 consolidate` (input)
 #   N_VALIDATION       validation documents in the subset's name (default 91205)
+#   BENCHMARK_AREA     without Slurm and TASK/TASKS: en6 (tasks 6, 8; default) | en6+en7 (6, 7, 8)
+#   TASKS              without Slurm: the tasks to run, space-separated (overrides BENCHMARK_AREA)
 #   WORKERS            tokenizing processes per task (default: SLURM_CPUS_PER_TASK, else all cores)
 #   PYTHON             interpreter outside a container (default: .venv/bin/python, else python3)
 #   PREPROCESSED_PATH  output folder for the .bin/.idx files
@@ -22,7 +27,7 @@
 # A task whose outputs are already complete and match its input is skipped (utils.tokenize's
 # manifest), so resubmitting the array redoes only what did not finish.
 #SBATCH --job-name=llama31-preprocess
-#SBATCH --array=0-8
+#SBATCH --array=6,8
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task=32
@@ -71,6 +76,21 @@ task="${SLURM_ARRAY_TASK_ID:-${TASK:-}}"
 if [[ -n "${task}" && ! "${task}" =~ ^[0-8]$ ]]; then
     problems+=("task ${task} is out of range: 0-7 are c4-train.en_0..7, 8 is the validation subset")
 fi
+# The tasks of a run outside a Slurm array: TASKS, else the files BENCHMARK_AREA trains on.
+area="${BENCHMARK_AREA:-en6}"
+case "${area}" in
+    en6) area_tasks="6 8" ;;
+    en6+en7) area_tasks="6 7 8" ;;
+    *)
+        area_tasks=""
+        problems+=("BENCHMARK_AREA=${area} is unknown: choose en6 or en6+en7")
+        ;;
+esac
+read -r -a tasks <<<"${TASKS:-${area_tasks}}"
+for t in "${tasks[@]}"; do
+    [[ "${t}" =~ ^[0-8]$ ]] ||
+        problems+=("TASKS has '${t}', which is not a task: 0-7 are c4-train.en_0..7, 8 is the validation subset")
+done
 image="${IMAGE:-}"
 if [[ -n "${image}" ]]; then
     [[ -n "${SLURM_JOB_ID:-}" ]] || problems+=("IMAGE is set, but pyxis containers need a Slurm job: sbatch preprocess.sh (or unset IMAGE)")
@@ -129,7 +149,7 @@ run_task() { # task index
 if [[ -n "${task}" ]]; then
     run_task "${task}"
 else
-    for t in 0 1 2 3 4 5 6 7 8; do
+    for t in "${tasks[@]}"; do
         run_task "${t}"
     done
 fi

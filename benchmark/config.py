@@ -19,17 +19,19 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Reference convergence points of the RCP file: GBS -> (base LR, warmup samples, mean samples to
-# converge). A run that sets only GBS gets the learning rate and warmup its RCPs were measured with.
-RCP_HYPERPARAMETERS: dict[int, tuple[float, int, int]] = {
-    16: (4e-4, 256, 161_587),
-    32: (8e-4, 4096, 179_405),
-    64: (8e-4, 6144, 226_714),
-    96: (1e-3, 16348, 278_640),
-    128: (2e-3, 32768, 345_907),
-}
 # A run that has not converged after this multiple of its GBS's RCP mean is stopped as aborted.
+# The RCP mean, learning rate and warmup come from mlperf-logging's RCP checker (compliance.rcp).
 ABORT_AFTER_RCP_MEAN = 2.0
+
+# BENCHMARK_AREA -> the consolidated C4 groups the run trains on (group k holds shards 128k..128k+127).
+# en6 is what the reference code, NVIDIA's 8B implementation and the official preprocessed download
+# use; en6+en7 is the whole last quarter of C4 (the 256 shards the reference README names).
+BENCHMARK_AREAS: dict[str, tuple[int, ...]] = {"en6": (6,), "en6+en7": (6, 7)}
+
+
+def area_train_files(area: str) -> list[str]:
+    """The training prefixes (inside PREPROCESSED_PATH) of a BENCHMARK_AREA value."""
+    return [f"c4-train.en_{k}_text_document" for k in BENCHMARK_AREAS[area]]
 
 
 class ConfigError(ValueError):
@@ -46,7 +48,7 @@ def knob(default: Any, env: str | None, help: str, flag: str | None = None, **kw
 
 @dataclass
 class ModelConfig:
-    """The Llama 3.1 architecture; the defaults are the 8B model of SPEC."""
+    """The Llama 3.1 architecture; the defaults are the benchmark's 8B model (docs/FIDELITY.md)."""
 
     num_layers: int = knob(32, "NUM_LAYERS", "transformer layers")
     hidden_size: int = knob(4096, "HIDDEN_SIZE", "model width")
@@ -69,11 +71,11 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimizer, schedule, evaluation and stopping rule (SPEC: Training and evaluation)."""
+    """Optimizer, schedule, evaluation and stopping rule (docs/FIDELITY.md)."""
 
     global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", flag="--gbs")
     micro_batch_size: int = knob(1, "MBS", "sequences per forward/backward on one replica", flag="--mbs")
-    lr: float = knob(0.0, "LR", "base learning rate; 0 = the RCP value for the GBS (SPEC table)")
+    lr: float = knob(0.0, "LR", "base learning rate; 0 = the RCP value for the GBS")
     warmup_samples: int = knob(-1, "WARMUP_SAMPLES", "linear warmup in samples; -1 = the RCP value for the GBS")
     min_lr_ratio: float = knob(0.1, None, "end learning rate as a fraction of the base")
     adam_beta1: float = knob(0.9, None, "AdamW beta1")
@@ -164,9 +166,11 @@ class ParallelConfig:
     )
     fp8_amax_history: int = knob(1, "FP8_AMAX_HISTORY", "with FP8_RECIPE=delayed: steps of amax history")
     fp8_amax_algo: str = knob("most_recent", "FP8_AMAX_ALGO", "with FP8_RECIPE=delayed: most_recent | max")
-    fp8_param_gather: bool = knob(
-        True, "FP8_PARAM_GATHER",
-        "with FP8=1: keep the model's weights in FP8 and all-gather them in FP8 (distributed optimizer)",
+    fp8_param_gather: str = knob(
+        "auto", "FP8_PARAM_GATHER",
+        "with FP8=1: on | off | auto: keep the model's weights in FP8 and all-gather them in FP8 "
+        "(distributed optimizer); auto = on with more than one data-parallel rank (NVIDIA's v5.1 runs), "
+        "off on one, where there is no gather to shrink and FP8 weights measured 37% slower on an H200",
     )
     recompute: bool = knob(False, "RECOMPUTE", "full activation recomputation")
     recompute_layers: int = knob(
@@ -186,10 +190,13 @@ class DataConfig:
     """Tokenized C4 (Megatron .bin/.idx) and the tokenizer."""
 
     data_dir: str = knob("", "PREPROCESSED_PATH", "folder with the tokenized C4 files; smoke: made if empty")
+    benchmark_area: str = knob(
+        "en6", "BENCHMARK_AREA",
+        "the C4 groups trained on: en6 (c4-train.en_6, shards 768-895, as the reference code and the "
+        "official preprocessed download) | en6+en7 (also en_7: the last 256 shards)",
+    )
     train_files: list = knob(
-        ["c4-train.en_6_text_document", "c4-train.en_7_text_document"],
-        None,
-        "training prefixes inside data_dir (the last 256 C4 shards)",
+        [], None, "training prefixes inside data_dir; empty = those of BENCHMARK_AREA",
     )
     valid_file: str = knob(
         "c4-validation-91205-samples.en_text_document", None,
@@ -251,7 +258,7 @@ class Config:
 
 # Presets change only what differs from the 8B defaults above.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The benchmark as SPEC fixes it: GBS 16 with its RCP learning rate and warmup.
+    # The benchmark as its rules fix it: GBS 16 with its RCP learning rate and warmup.
     "llama31_8b": {},
     # Llama 3.1 architecture scaled down to reach its target in a few minutes on 2 CPU cores:
     # GQA with fewer KV groups than heads, SwiGLU, RMSNorm, RoPE with 3.1 scaling, untied embeddings.
@@ -264,10 +271,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             global_batch_size=16, micro_batch_size=8, lr=2e-3, warmup_samples=256, max_steps=2000,
             eval_every=1024, eval_samples=64, target=3.3, max_train_samples=32768,
         ),
-        "data": dict(
-            train_files=["c4-train.en_6_text_document", "c4-train.en_7_text_document"],
-            valid_file="",
-        ),
+        # The embedded data set tokenizes both groups; training on both keeps its documents varied.
+        "data": dict(benchmark_area="en6+en7", valid_file=""),
         "log": dict(log_every=20),
     },
 }
@@ -345,8 +350,14 @@ def build_config(
 
 
 def _derive(cfg: Config) -> None:
-    """Fill the values that follow from others: the RCP table of the chosen GBS, the validation file."""
+    """Fill the values that follow from others: the RCP table of the chosen GBS, the data files."""
     d = cfg.data
+    if d.benchmark_area not in BENCHMARK_AREAS:
+        raise ConfigError(
+            f"BENCHMARK_AREA={d.benchmark_area!r} is unknown: choose one of {' | '.join(BENCHMARK_AREAS)}"
+        )
+    if not d.train_files:
+        d.train_files = area_train_files(d.benchmark_area)
     if d.data_dir and not d.valid_file and Path(d.data_dir).is_dir():
         pattern = "c4-validation-*-samples.en_text_document.idx"
         found = sorted(p.name[: -len(".idx")] for p in Path(d.data_dir).glob(pattern))
@@ -359,28 +370,45 @@ def _derive(cfg: Config) -> None:
     # FROM_HF=1 names a Hugging Face folder to start from, which is a start from MODEL_CKPT.
     cfg.ckpt.use_ckpt = cfg.ckpt.use_ckpt or cfg.ckpt.from_hf
     t = cfg.train
-    rcp = RCP_HYPERPARAMETERS.get(t.global_batch_size)
+    if t.lr == 0.0 or t.warmup_samples < 0 or t.max_train_samples == 0:
+        _derive_from_rcp(t)
+
+
+def _derive_from_rcp(t: TrainConfig) -> None:
+    """LR, warmup and the abort cap from the reference convergence point of the GBS.
+
+    The RCP checker of mlperf-logging is the one source: the learning rate and warmup its reference
+    runs recorded (only batch sizes with their own RCP have them), and its olympic mean, which for a
+    GBS between two RCPs is the checker's own interpolation.
+    """
+    from compliance.rcp import RcpError, rcp_batch_sizes, reference_point
+
+    gbs = t.global_batch_size
+    try:
+        point = reference_point(gbs)
+    except RcpError:
+        point = None
     if t.lr == 0.0:
-        if rcp is None:
+        if point is None or point.lr is None:
             raise ConfigError(
-                f"GBS={t.global_batch_size} has no reference convergence point, so there is no default "
-                f"learning rate: set LR (--lr) and WARMUP_SAMPLES, or use a GBS of {sorted(RCP_HYPERPARAMETERS)}"
+                f"GBS={gbs} has no reference convergence point of its own, so there is no default "
+                f"learning rate: set LR (--lr) and WARMUP_SAMPLES, or use a GBS of {rcp_batch_sizes()}"
             )
-        t.lr = rcp[0]
+        t.lr = point.lr
     if t.warmup_samples < 0:
-        if rcp is None:
+        if point is None or point.warmup_samples is None:
             raise ConfigError(
-                f"GBS={t.global_batch_size} has no reference convergence point: set WARMUP_SAMPLES "
+                f"GBS={gbs} has no reference convergence point of its own: set WARMUP_SAMPLES "
                 f"(--warmup-samples)"
             )
-        t.warmup_samples = rcp[1]
+        t.warmup_samples = point.warmup_samples
     if t.max_train_samples == 0:
-        if rcp is None:
+        if point is None:
             raise ConfigError(
-                f"GBS={t.global_batch_size} has no reference convergence point: set MAX_TRAIN_SAMPLES "
+                f"GBS={gbs} has no reference convergence point: set MAX_TRAIN_SAMPLES "
                 f"(--max-train-samples), the samples after which an unconverged run stops as aborted"
             )
-        t.max_train_samples = math.ceil(rcp[2] * ABORT_AFTER_RCP_MEAN / t.eval_every) * t.eval_every
+        t.max_train_samples = math.ceil(point.mean * ABORT_AFTER_RCP_MEAN / t.eval_every) * t.eval_every
 
 
 def te_available() -> bool:
@@ -438,7 +466,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             raise ConfigError(f"{name}={value} must be greater than 0")
     if t.target <= 0:
         raise ConfigError(
-            f"TARGET={t.target} must be greater than 0: it is a log-perplexity (SPEC: 3.3 for llama31_8b)"
+            f"TARGET={t.target} must be greater than 0: it is a log-perplexity (3.3 for llama31_8b)"
         )
     if m.hidden_size % m.num_attention_heads:
         raise ConfigError(
@@ -535,7 +563,8 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         if not cfg.data.data_dir:
             raise ConfigError(
                 "PREPROCESSED_PATH is not set: point it at the folder with the tokenized C4 files "
-                "(c4-train.en_6_text_document.bin/.idx, ...), made by preprocess.sh"
+                "(c4-train.en_6_text_document.bin/.idx, ...): python -m utils.c4 download-preprocessed "
+                "fetches the official ones, preprocess.sh makes them from raw C4"
             )
         if not cfg.data.tokenizer:
             raise ConfigError(
@@ -549,8 +578,9 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         ]
         if missing:
             raise ConfigError(
-                f"PREPROCESSED_PATH={cfg.data.data_dir} lacks {', '.join(n + '.bin/.idx' for n in missing)}: "
-                f"tokenize the consolidated C4 files into it (preprocess.sh)"
+                f"PREPROCESSED_PATH={cfg.data.data_dir} lacks {', '.join(n + '.bin/.idx' for n in missing)} "
+                f"(BENCHMARK_AREA={cfg.data.benchmark_area}): download them (python -m utils.c4 "
+                f"download-preprocessed, en6 only) or tokenize the consolidated C4 files into it (preprocess.sh)"
             )
 
 
@@ -559,6 +589,8 @@ def _validate_spec_and_fp8(cfg: Config) -> None:
     m, p = cfg.model, cfg.parallel
     if p.layer_spec not in ("auto", "te", "local"):
         raise ConfigError(f"LAYER_SPEC={p.layer_spec!r} must be one of auto, te, local")
+    if p.fp8_param_gather not in ("auto", "on", "off"):
+        raise ConfigError(f"FP8_PARAM_GATHER={p.fp8_param_gather!r} must be one of auto, on, off")
     if p.sequence_parallel not in ("auto", "on", "off"):
         raise ConfigError(f"SEQUENCE_PARALLEL={p.sequence_parallel!r} must be one of auto, on, off")
     if p.fp8_recipe not in FP8_RECIPES:
@@ -598,7 +630,8 @@ def _validate_spec_and_fp8(cfg: Config) -> None:
         else:
             why = "LAYER_SPEC=local was asked for"
         raise ConfigError(
-            f"{' and '.join(needs_te)} {'need' if len(needs_te) > 1 else 'needs'} the TransformerEngine layer spec (LAYER_SPEC=te on a GPU), but {why}: "
+            f"{' and '.join(needs_te)} {'need' if len(needs_te) > 1 else 'needs'} the TransformerEngine layer "
+            f"spec (LAYER_SPEC=te on a GPU), but {why}: "
             f"unset {', '.join(n.split('=')[0] for n in needs_te)} or run where the TE spec can be used"
         )
     if p.fp8:
@@ -627,6 +660,16 @@ def _validate_spec_and_fp8(cfg: Config) -> None:
 
 FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
 EVAL_SETS = ("reference", "file-order")
+
+
+def uses_fp8_param_gather(cfg: Config, world_size: int) -> bool:
+    """FP8 weights in the distributed optimizer's gather: asked for, or auto with several DP ranks."""
+    p = cfg.parallel
+    if not p.fp8:
+        return False
+    if p.fp8_param_gather == "auto":
+        return data_parallel_size(cfg, world_size) > 1
+    return p.fp8_param_gather == "on"
 
 
 def uses_sequence_parallel(cfg: Config) -> bool:

@@ -1,4 +1,4 @@
-"""Training and validation sequences from tokenized C4 (Megatron .bin/.idx).
+"""Training and validation sequences from tokenized C4 (docs/FIDELITY.md, docs/DATA.md).
 
 Training: Megatron-Core's GPTDataset over the benchmark area (documents concatenated into
 seq_length + 1 token windows, no resets at document boundaries, no EOD masking), documents and

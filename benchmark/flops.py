@@ -1,4 +1,4 @@
-"""Model FLOPs per token, the MLPerf/Megatron causal count (DESIGN: Measuring).
+"""Model FLOPs per token, the MLPerf/Megatron causal count (docs/PERFORMANCE.md).
 
 Training FLOPs = 3 x forward (forward + backward of activations + backward of weights):
   matmuls   6 x (L x (2h^2 + 2h*kv + 3h*ffn) + V*h)   (q and o: h^2 each; k and v: h*kv; SwiGLU: 3 h*ffn)

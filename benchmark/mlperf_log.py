@@ -1,4 +1,4 @@
-"""The MLPerf log, written with ``mlperf_logging.mllog`` (SPEC: The MLPerf log).
+"""The MLPerf log, written with ``mlperf_logging.mllog`` (key order: docs/FIDELITY.md, tests/test_train.py).
 
 Each run gets its own MLLogger and file handler (not the package's shared logger), so several runs in
 one process, as in the tests, never write into each other's files. Only rank 0 writes.
@@ -17,7 +17,7 @@ from benchmark.config import REPO_ROOT, Config
 
 BENCHMARK = C.LLAMA31_8B  # "llama31_8b"
 DECAY_SCHEDULE = "cosine with linear warmup"
-# Keys SPEC lists that mllog.constants does not define.
+# Keys the benchmark logs that mllog.constants does not define.
 TARGET_ACCURACY = "target_accuracy"
 TRACKED_STATS = "tracked_stats"
 
@@ -70,7 +70,7 @@ class MLPerfLog:
     def submission_and_hyperparameters(
         self, cfg: Config, *, platform: str, grad_accum: int, train_samples: int, init_checkpoint_step: int
     ) -> None:
-        """SPEC's keys from submission_benchmark to target_accuracy, in SPEC's order, from the config that runs."""
+        """The keys from submission_benchmark to target_accuracy, in order, from the config that runs."""
         t = cfg.train
         self.event(C.SUBMISSION_BENCHMARK, BENCHMARK)
         self.event(C.SUBMISSION_ORG, cfg.log.submission_org)

@@ -26,7 +26,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from benchmark import wgrad
-from benchmark.config import Config, uses_sequence_parallel
+from benchmark.config import Config, uses_fp8_param_gather, uses_sequence_parallel, world_size_from_env
 
 
 def padded_vocab_size(tokenizer_size: int, tensor_parallel: int) -> int:
@@ -93,7 +93,7 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
             fp8_recipe=p.fp8_recipe,
             fp8_amax_history_len=p.fp8_amax_history,
             fp8_amax_compute_algo=p.fp8_amax_algo,
-            fp8_param=p.fp8_param_gather,
+            fp8_param=uses_fp8_param_gather(cfg, world_size_from_env()),
             # Amax reductions over the tensor-parallel group only, as NVIDIA's v5.1 runs set it.
             tp_only_amax_red=True,
         )
@@ -159,7 +159,8 @@ def describe_precision(cfg: Config, bf16: bool) -> str:
     text = f"FP8 hybrid, {p.fp8_recipe} scaling"
     if p.fp8_recipe == "delayed":
         text += f" (amax history {p.fp8_amax_history}, {p.fp8_amax_algo})"
-    return text + (", FP8 weights" if p.fp8_param_gather else "") + ", bf16 elsewhere"
+    fp8_weights = uses_fp8_param_gather(cfg, world_size_from_env())
+    return text + (", FP8 weights" if fp8_weights else "") + ", bf16 elsewhere"
 
 
 def build_model(cfg: Config, vocab_size: int, *, bf16: bool, use_cpu_initialization: bool) -> tuple[GPTModel, str]:

@@ -45,16 +45,64 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--fp8-recipe", default="tensorwise", choices=["tensorwise", "delayed", "blockwise"])
     p.add_argument("--fp8-amax-history", type=int, default=1, help="delayed scaling: amax history length")
     p.add_argument("--fp8-amax-algo", default="most_recent", choices=["most_recent", "max"])
-    p.add_argument("--no-fp8-param-gather", action="store_true",
-                   help="with --fp8: keep bf16 weights (FP8 casts in every forward) instead of FP8 weights")
+    p.add_argument("--fp8-param-gather", default="auto", choices=["auto", "on", "off"],
+                   help="with --fp8: FP8 weights in the distributed optimizer (auto: on with several "
+                        "data-parallel ranks, as FP8_PARAM_GATHER)")
     p.add_argument("--cp", type=int, default=1, help="context-parallel size (TE spec)")
     p.add_argument("--no-wgrad-fusion", action="store_true",
                    help="bf16 weight gradients added to main_grad by the DDP hook (to measure the fused path)")
+    p.add_argument("--tc", action="append", default=[], metavar="FIELD=VALUE",
+                   help="experiment: set a TransformerConfig field after the project maps the config "
+                        "(VALUE read as a Python literal, else as text); repeatable")
+    p.add_argument("--te-op-fuser", action="store_true",
+                   help="experiment: TE spec built with use_te_op_fuser=True (TE's operation-based MLP)")
     p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--label", default="", help="free text copied into the JSON line")
     return p.parse_args(argv)
+
+
+def _overrides(items: list[str]) -> dict:
+    import ast
+
+    out = {}
+    for item in items:
+        field, sep, text = item.partition("=")
+        if not sep or not field.isidentifier():
+            raise ValueError(f"{item!r}: write FIELD=VALUE, for example fp8_dot_product_attention=True")
+        try:
+            out[field] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[field] = text
+    return out
+
+
+def _patch_model(overrides: dict, te_op_fuser: bool) -> None:
+    """Wrap benchmark.model's config mapping and TE spec for one experiment (this process only)."""
+    import dataclasses
+
+    from benchmark import model
+
+    mapped, spec = model.transformer_config, model.layer_spec
+    fields = {f.name for f in dataclasses.fields(model.TransformerConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise SystemExit(f"error: --tc {', '.join(unknown)}: not a TransformerConfig field of this megatron-core")
+
+    def transformer_config(cfg, **kw):
+        # replace() runs __post_init__ again, so Megatron-Core validates the combination.
+        return dataclasses.replace(mapped(cfg, **kw), **overrides)
+
+    def layer_spec(cfg):
+        if not te_op_fuser or cfg.parallel.layer_spec != "te":
+            return spec(cfg)
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        built, name = spec(cfg)
+        return get_gpt_layer_with_transformer_engine_spec(use_te_op_fuser=True), name + ", TE op fuser"
+
+    model.transformer_config, model.layer_spec = transformer_config, layer_spec
 
 
 def main(argv=None) -> int:
@@ -75,13 +123,20 @@ def main(argv=None) -> int:
         "FUSIONS": a.fusions, "COMPILE": "1" if a.compile else "0", "CP": str(a.cp),
         "LAYER_SPEC": a.layer_spec, "FP8": "1" if a.fp8 else "0", "FP8_RECIPE": a.fp8_recipe,
         "FP8_AMAX_HISTORY": str(a.fp8_amax_history), "FP8_AMAX_ALGO": a.fp8_amax_algo,
-        "FP8_PARAM_GATHER": "0" if a.no_fp8_param_gather else "1",
+        "FP8_PARAM_GATHER": a.fp8_param_gather,
     }
     try:
         cfg = build_config(env=env)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        overrides = _overrides(a.tc)
+    except ValueError as err:
+        print(f"error: --tc {err}", file=sys.stderr)
+        return 2
+    if overrides or a.te_op_fuser:
+        _patch_model(overrides, a.te_op_fuser)
     if a.no_wgrad_fusion:
         from benchmark import wgrad
 
@@ -90,6 +145,11 @@ def main(argv=None) -> int:
         from megatron.core import parallel_state
 
         seed_everything(0, device)
+        if overrides.get("cuda_graph_impl", "none") != "none" and device.type == "cuda":
+            from megatron.core import tensor_parallel
+
+            # Megatron-Core's graph capture needs an RNG tracker whose states live in graph-safe generators.
+            tensor_parallel.model_parallel_cuda_manual_seed(0, use_cudagraphable_rng=True, force_reset_rng=True)
         on_gpu = device.type == "cuda"
         bf16 = on_gpu
         model, spec_name = build_model(cfg, a.vocab, bf16=bf16, use_cpu_initialization=not on_gpu)
@@ -147,6 +207,8 @@ def main(argv=None) -> int:
             "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if on_gpu else None,
             "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
         }
+        if overrides or a.te_op_fuser:
+            record["experiment"] = {**{k: repr(v) for k, v in overrides.items()}, "te_op_fuser": a.te_op_fuser}
         if torch.distributed.get_rank() == 0:
             print(json.dumps(record), flush=True)
     return 0

@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to the end LR (SPEC; NeMo's CosineAnnealing).
+"""Learning-rate schedule: linear warmup, then cosine decay to the end LR (NeMo's CosineAnnealing).
 
 ``step`` counts optimizer steps already taken, so ``lr_at(0)`` is the rate of the first update.
 The formulas are those of the MLPerf reference's scheduler (NeMo ``CosineAnnealingScheduler``):

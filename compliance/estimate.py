@@ -4,9 +4,10 @@
     python -m compliance.estimate --from-perf perf.jsonl            # the last JSON line with the keys
     python -m compliance.estimate --from-perf perf.jsonl --gpus 16  # flags override the file
 
-Samples to converge come from the reference convergence points (RCPs) that mlperf-logging ships
-(`rcp_checker/training_<ruleset>/rcps_llama31_8b.json`, 20 reference runs per batch size): their
-mean, and their min-max range. Time = samples / (tokens per second / sequence length). Only
+Samples to converge come from the reference convergence points (RCPs) as mlperf-logging's RCP checker
+computes them (compliance.rcp): the olympic mean of the 20 reference runs of the batch size, or the
+checker's interpolation between two pruned RCPs, with the fastest and slowest reference run and the
+fastest mean the RCP check accepts. Time = samples / (tokens per second / sequence length). Only
 training steps are counted: evaluation, which runs inside the timed region, is reported
 separately as a rough figure, and initialization is not part of the time to train at all.
 """
@@ -20,11 +21,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from compliance.rules import BENCHMARK, DEFAULT_RULESET, RULESETS, USAGE
+from compliance.rcp import RcpError, reference_point
+from compliance.rules import BENCHMARK, DEFAULT_RULESET, RULESETS
 
-SEQ_LEN = 8192  # tokens per sample in the benchmark (SPEC)
-EVAL_EVERY_SAMPLES = 12_288  # training samples between evals (SPEC)
-EVAL_SEQUENCES = 1_024  # sequences per eval (SPEC)
+# The benchmark's numbers (docs/FIDELITY.md, "The rules in numbers").
+SEQ_LEN = 8192  # tokens per sample
+EVAL_EVERY_SAMPLES = 12_288  # training samples between evals
+EVAL_SEQUENCES = 1_024  # sequences per eval
 # A forward pass costs about a third of forward + backward, so evaluation is assumed to process
 # tokens three times as fast as training. Only used for the rough evaluation figure.
 EVAL_SPEEDUP = 3.0
@@ -38,7 +41,7 @@ _ALIASES = {
     "layers": ("layers", "num_layers"),
     "device": ("device",),
 }
-FULL_MODEL_LAYERS = 32  # Llama 3.1 8B (SPEC)
+FULL_MODEL_LAYERS = 32  # Llama 3.1 8B
 
 
 class EstimateError(Exception):
@@ -47,13 +50,14 @@ class EstimateError(Exception):
 
 @dataclass(frozen=True)
 class Convergence:
-    """Samples to converge for one global batch size, from the RCP file."""
+    """Samples to converge for one global batch size, from the library's RCP checker."""
 
     gbs: int
-    mean: float
-    low: float
-    high: float
-    runs: int
+    mean: float  # olympic mean (best and worst reference run dropped), or its interpolation
+    low: float | None  # fastest reference run; None for an interpolated point, which has no runs
+    high: float | None  # slowest reference run
+    runs: int  # reference runs behind the point; 0 when interpolated
+    min_mean: float  # the fastest submission mean the RCP check accepts
     source: str  # the RCP file
     interpolated_between: tuple[int, int] | None = None
 
@@ -87,21 +91,26 @@ class Estimate:
     def format(self) -> str:
         c = self.convergence
         total_tps = self.tokens_per_sec_per_gpu * self.gpus
-        mean_min, low_min, high_min = self.minutes(c.mean), self.minutes(c.low), self.minutes(c.high)
-        origin = f"mean of {c.runs} reference runs"
+        mean_min = self.minutes(c.mean)
+        origin = f"olympic mean of {c.runs} reference runs"
+        samples_range = steps_range = time_range = ""
         if c.interpolated_between:
             low_bs, high_bs = c.interpolated_between
-            origin = f"no RCP for GBS {c.gbs}: interpolated linearly between GBS {low_bs} and {high_bs}"
+            origin = f"no RCP for GBS {c.gbs}: the RCP checker's interpolation between GBS {low_bs} and {high_bs}"
+        if c.low is not None and c.high is not None:
+            samples_range = f"; runs {c.low:,.0f} to {c.high:,.0f}"
+            steps_range = f" (runs {c.low / self.gbs:,.0f} to {c.high / self.gbs:,.0f})"
+            time_range = f" (runs {self.minutes(c.low):,.1f} to {self.minutes(c.high):,.1f} min)"
         lines = [
             f"{BENCHMARK} projected time to train (GBS {self.gbs}, {self.gpus} GPUs)",
             f"  throughput:          {self.tokens_per_sec_per_gpu:,.0f} tokens/s/GPU x {self.gpus} GPUs = "
             f"{total_tps:,.0f} tokens/s = {self.samples_per_sec:,.3f} samples/s of {self.seq_len:,} tokens",
-            f"  samples to converge: {c.mean:,.0f} ({origin}); range {c.low:,.0f} to {c.high:,.0f}",
+            f"  samples to converge: {c.mean:,.0f} ({origin}){samples_range}",
             f"                       from {c.source}",
-            f"  steps at GBS {self.gbs}:     {c.mean / self.gbs:,.0f} (range {c.low / self.gbs:,.0f} to "
-            f"{c.high / self.gbs:,.0f})",
-            f"  time to train:       {mean_min:,.1f} min = {mean_min / 60:.2f} h "
-            f"(range {low_min:,.1f} to {high_min:,.1f} min), training steps only",
+            f"  fastest accepted:    a mean of {c.min_mean:,.0f} samples passes the RCP check "
+            f"({self.minutes(c.min_mean):,.1f} min)",
+            f"  steps at GBS {self.gbs}:     {c.mean / self.gbs:,.0f}{steps_range}",
+            f"  time to train:       {mean_min:,.1f} min = {mean_min / 60:.2f} h{time_range}, training steps only",
             "  not counted:",
             f"    - evaluation, which runs inside the timed region: about {self.evals} evals of "
             f"{EVAL_SEQUENCES:,} sequences (one every {EVAL_EVERY_SAMPLES:,} samples), roughly "
@@ -115,41 +124,17 @@ class Estimate:
         return "\n".join(lines)
 
 
-def rcp_file(ruleset: str = DEFAULT_RULESET) -> Path:
-    """The llama31_8b RCP file that mlperf-logging ships for `ruleset`."""
-    from mlperf_logging.rcp_checker import rcp_checker
-
-    path = Path(rcp_checker.__file__).parent / f"{USAGE}_{ruleset}" / f"rcps_{BENCHMARK}.json"
-    if not path.is_file():
-        raise EstimateError(f"the installed mlperf-logging has no {BENCHMARK} RCP file for {ruleset} ({path})")
-    return path
-
-
 def convergence(gbs: int, ruleset: str = DEFAULT_RULESET) -> Convergence:
-    """Samples to converge at `gbs`: from the RCP record, or interpolated between two records."""
-    path = rcp_file(ruleset)
-    records = {}
-    for record in json.loads(path.read_text()).values():
-        if record.get("Benchmark") == BENCHMARK:
-            samples = record["Epochs to converge"]  # samples for llama31_8b, as the RCP checker reads them
-            records[int(record["BS"])] = (sum(samples) / len(samples), min(samples), max(samples), len(samples))
-    source = f"mlperf-logging {path.parent.name}/{path.name}"
-    if gbs in records:
-        mean, low, high, runs = records[gbs]
-        return Convergence(gbs, mean, low, high, runs, source)
-    below = [bs for bs in records if bs < gbs]
-    above = [bs for bs in records if bs > gbs]
-    if not below or not above:
-        known = ", ".join(str(bs) for bs in sorted(records))
-        raise EstimateError(
-            f"no RCP covers global batch size {gbs}: the RCPs are for {known}, and outside that range "
-            "there is nothing to interpolate between"
-        )
-    low_bs, high_bs = max(below), min(above)
-    weight = (gbs - low_bs) / (high_bs - low_bs)
-    mixed = [a + (b - a) * weight for a, b in zip(records[low_bs][:3], records[high_bs][:3], strict=True)]
-    runs = min(records[low_bs][3], records[high_bs][3])
-    return Convergence(gbs, *mixed, runs, source, interpolated_between=(low_bs, high_bs))
+    """Samples to converge at `gbs`, as the RCP checker holds a result against them."""
+    try:
+        point = reference_point(gbs, ruleset)
+    except RcpError as err:
+        raise EstimateError(str(err)) from None
+    low = min(point.runs) if point.runs else None
+    high = max(point.runs) if point.runs else None
+    return Convergence(
+        gbs, point.mean, low, high, len(point.runs), point.min_mean, point.source, point.interpolated_between
+    )
 
 
 def estimate(
@@ -202,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m compliance.estimate",
         description=(
             f"Project the {BENCHMARK} time to train from a throughput: the reference convergence points' "
-            "samples to converge for the global batch size (mean and min-max range), divided by the samples "
-            "per second. Evaluation overhead is not in the projection; the output states it separately."
+            "samples to converge for the global batch size (the RCP checker's olympic mean, or its "
+            "interpolation), divided by the samples per second. Evaluation overhead is not in the "
+            "projection; the output states it separately."
         ),
     )
     parser.add_argument(
@@ -211,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--gpus", type=int, metavar="N", help="number of GPUs")
     parser.add_argument(
-        "--gbs", type=int, metavar="B", help="global batch size in sequences (RCPs: 16, 32, 64, 96, 128)"
+        "--gbs", type=int, metavar="B", help="global batch size in sequences: one with an RCP, or one between two RCPs"
     )
     parser.add_argument("--seq-len", type=int, metavar="L", help=f"tokens per sequence (default {SEQ_LEN})")
     parser.add_argument(
@@ -222,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(also gpus, gbs, seq_len); flags given as well override it",
     )
     parser.add_argument(
-        "--ruleset", choices=RULESETS, default=DEFAULT_RULESET, help="which RCP file to use (default %(default)s)"
+        "--ruleset", choices=RULESETS, default=DEFAULT_RULESET, help="which ruleset's RCPs to use (default %(default)s)"
     )
     return parser
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 SHAPES = {
-    # Llama 3.1 8B (SPEC): 32 layers, 4096 wide, SwiGLU 14336, 32 heads / 8 KV groups, 128,256 tokens.
+    # Llama 3.1 8B (docs/FIDELITY.md): 32 layers, 4096 wide, SwiGLU 14336, 32 heads / 8 KV groups, 128,256 tokens.
     "8b": dict(num_layers=32, hidden_size=4096, ffn_hidden_size=14336, num_attention_heads=32,
                num_query_groups=8, vocab=128256, seq=2048),
     "small": dict(num_layers=2, hidden_size=128, ffn_hidden_size=320, num_attention_heads=4,

@@ -30,7 +30,7 @@ def main() -> int:
 
     gbs, seq, eval_steps = 32, 1024, 40
     base = {
-        "PRESET": "smoke", "DEVICE": "cuda", "LAYER_SPEC": "te", "PREPROCESSED_PATH": a.data,
+        "PRESET": "smoke", "DEVICE": "cuda", "BENCHMARK_AREA": "en6", "LAYER_SPEC": "te", "PREPROCESSED_PATH": a.data,
         "TOKENIZER_PATH": a.tokenizer, "NUM_LAYERS": "8", "HIDDEN_SIZE": "1024", "FFN_HIDDEN_SIZE": "3584",
         "NUM_HEADS": "16", "NUM_KV_GROUPS": "4", "SEQ_LENGTH": str(seq), "GBS": str(gbs), "MBS": "8",
         "LR": "1e-3", "WARMUP_SAMPLES": str(20 * gbs), "MAX_STEPS": "2000", "EVAL_EVERY": str(eval_steps * gbs),

@@ -5,8 +5,8 @@
 #
 #   bash dev/synthetic_c4.sh DST [TRAIN_DOCS_PER_SHARD] [WORKERS]
 #
-# 16 train shards are grouped into en_0..en_7 and the benchmark area (en_6, en_7) is tokenized: about
-# 4 x TRAIN_DOCS_PER_SHARD x 240 tokens (default 8000: about 930 sequences of 8,192 tokens). The
+# 16 train shards are grouped into en_0..en_7 and en_6 and en_7 are tokenized (so that either
+# BENCHMARK_AREA finds its files): about 4 x TRAIN_DOCS_PER_SHARD x 240 tokens (default 8000: about 930 sequences of 8,192 tokens). The
 # validation subset has the real one's name and size, the first 91,205 documents of 8 shards (about
 # 22M tokens, enough for 1,024 sequences of 8,192; N_VALIDATION=N in the environment makes a smaller
 # one, which the llama31_8b preset does not read). WORKERS defaults to the machine's cores.

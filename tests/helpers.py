@@ -39,3 +39,24 @@ def hf_llama31(m: ModelConfig, vocab: int, **config_extra):
         **config_extra,
     )
     return LlamaForCausalLM(config).eval()
+
+
+def raw_rcps(ruleset: str = "6.0.0") -> dict[int, dict]:
+    """The llama31_8b RCP records straight from the JSON file mlperf-logging ships, by batch size.
+
+    Independent of the library's RCP_Checker, so tests can hold the project's figures (which come
+    from the checker) against numbers computed here: "olympic" drops the fastest and the slowest run.
+    """
+    from mlperf_logging.rcp_checker import rcp_checker
+
+    path = Path(rcp_checker.__file__).parent / f"training_{ruleset}" / "rcps_llama31_8b.json"
+    out = {}
+    for record in json.loads(path.read_text()).values():
+        runs = sorted(record["Epochs to converge"])
+        out[int(record["BS"])] = {
+            "runs": runs,
+            "olympic": sum(runs[1:-1]) / (len(runs) - 2),
+            "lr": record["Hyperparams"]["opt_base_learning_rate"],
+            "warmup": record["Hyperparams"]["opt_learning_rate_warmup_samples"],
+        }
+    return out

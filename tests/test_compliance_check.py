@@ -1,7 +1,8 @@
 """Tests for compliance.check on one log: an 8B-shaped passing run, the smoke profile, bad input.
 
 Logs are written here with mlperf_logging's own MLLogger (or as raw `:::MLLOG` lines for the
-malformed cases), from the key list in SPEC.md in SPEC's order; no published log is used.
+malformed cases), with the run-start keys in the order the project logs them; no published log
+is used.
 Run: .venv/bin/python -m pytest tests/test_compliance_check.py -q
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import subprocess
 import sys
@@ -21,10 +23,11 @@ from mlperf_logging.mllog import mllog
 
 from compliance import rules
 from compliance.check import check_log, main
+from compliance.rcp import rcp_batch_sizes, reference_point
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000_000  # an arbitrary epoch in ms
-EVAL_EVERY = 12_288  # samples between evals (SPEC)
+EVAL_EVERY = 12_288  # samples between evals (docs/FIDELITY.md)
 
 
 @dataclass
@@ -46,8 +49,9 @@ class Run:
     step_time_s: float | None = 1.25  # tracked_stats train_step_time, None for no tracked_stats
 
     def hyperparameters(self) -> list[tuple[str, object]]:
-        """The keys between init_start and init_stop, in SPEC's order."""
-        warmup = {16: 16, 32: 128, 64: 96, 96: 170, 128: 256}.get(self.gbs, 16)
+        """The keys between init_start and init_stop, in the order the project logs them."""
+        point = reference_point(self.gbs) if self.gbs in rcp_batch_sizes() else None
+        warmup = math.ceil(point.warmup_samples / self.gbs) if point else 16  # the RCP runs' warmup steps
         keys = [
             ("submission_benchmark", "llama31_8b"),
             ("submission_org", "reference"),
@@ -238,7 +242,7 @@ def test_check_log_prints_nothing_and_restores_logging(tmp_path, capsys):
 def test_other_rulesets_are_selectable(tmp_path):
     log = write_run(tmp_path / "run.log", Run())
     assert check_log(log, ruleset="5.1.0").passed
-    # 6.1.0 makes the precision and parallelism disclosure keys mandatory; SPEC's key list lacks them.
+    # 6.1.0 makes the precision and parallelism disclosure keys mandatory; the 6.0.0 key list lacks them.
     report = check_log(log, ruleset="6.1.0")
     assert not report.passed
     assert "tensor_parallelism is missing (required exactly once)" in rules_failed(report)

@@ -1,4 +1,4 @@
-"""Tests for `python -m compliance.estimate`: projection from the RCP file, inputs, bad input.
+"""Tests for compliance.rcp and `python -m compliance.estimate`: the RCP checker's numbers, inputs, bad input.
 
 Run: .venv/bin/python -m pytest tests/test_compliance_estimate.py -q
 """
@@ -12,42 +12,75 @@ import sys
 import pytest
 
 from compliance.estimate import EstimateError, convergence, estimate, main, read_perf
+from compliance.rcp import checker, reference_point
+from tests.helpers import raw_rcps
 from tests.test_compliance_check import REPO
 
-# SPEC's table: GBS 16 converges in 161,587 samples on average (159,744 to 172,032).
-GBS16_MEAN, GBS16_LOW, GBS16_HIGH = 161_587.2, 159_744, 172_032
+RAW = raw_rcps()
 
 
-def test_gbs16_projection_from_the_rcp_file():
+def test_gbs16_olympic_mean_is_the_library_s():
+    # 17 of the 20 reference runs at GBS 16 stop at 159,744 samples, 3 at 172,032; the olympic mean
+    # drops one of each: (16 x 159,744 + 2 x 172,032) / 18 = 161,109.33.
+    assert RAW[16]["olympic"] == pytest.approx((16 * 159_744 + 2 * 172_032) / 18)
+    point = reference_point(16)
+    assert point.mean == pytest.approx(RAW[16]["olympic"]) and point.mean == pytest.approx(161_109.33, abs=0.01)
+    assert (point.lr, point.warmup_samples, point.interpolated_between) == (4e-4, 256, None)
+    assert sorted(point.runs) == RAW[16]["runs"]
+    # the check accepts a mean somewhat under the RCP mean (its t-test), never over it
+    assert 0.95 * point.mean < point.min_mean < point.mean
+
+
+def test_gbs16_projection_from_the_rcp_checker():
     result = estimate(14_451, 8, 16)
     c = result.convergence
-    assert (c.mean, c.low, c.high, c.runs) == (pytest.approx(GBS16_MEAN), GBS16_LOW, GBS16_HIGH, 20)
+    mean = RAW[16]["olympic"]
+    assert (c.mean, c.low, c.high, c.runs) == (pytest.approx(mean), 159_744, 172_032, 20)
     assert c.interpolated_between is None
     samples_per_sec = 14_451 * 8 / 8192
     assert result.samples_per_sec == pytest.approx(samples_per_sec)
-    assert result.minutes(c.mean) == pytest.approx(GBS16_MEAN / samples_per_sec / 60)
-    assert result.evals == 14  # ceil(161,587.2 / 12,288)
+    assert result.minutes(c.mean) == pytest.approx(mean / samples_per_sec / 60)
+    assert result.evals == 14  # ceil(161,109.3 / 12,288)
     text = result.format()
-    assert "190.8 min = 3.18 h (range 188.7 to 203.2 min), training steps only" in text
-    assert "161,587 (mean of 20 reference runs); range 159,744 to 172,032" in text
-    assert "steps at GBS 16:     10,099 (range 9,984 to 10,752)" in text
+    assert "190.3 min = 3.17 h (runs 188.7 to 203.2 min), training steps only" in text
+    assert "161,109 (olympic mean of 20 reference runs); runs 159,744 to 172,032" in text
+    assert "steps at GBS 16:     10,069 (runs 9,984 to 10,752)" in text
+    assert f"a mean of {c.min_mean:,.0f} samples passes the RCP check" in text
     assert "not counted:" in text and "evaluation, which runs inside the timed region: about 14 evals" in text
 
 
-@pytest.mark.parametrize(
-    ("gbs", "mean", "low", "high"),
-    [(32, 179_404.8, 172_032, 196_608), (64, 226_713.6, 208_896, 245_760), (128, 345_907.2, 307_200, 405_504)],
-)
-def test_spec_table_matches_the_rcp_file(gbs, mean, low, high):
+@pytest.mark.parametrize("gbs", [32, 64, 96, 128])
+def test_every_rcp_is_its_olympic_mean(gbs):
     c = convergence(gbs)
-    assert (c.mean, c.low, c.high) == (pytest.approx(mean), low, high)
+    assert (c.mean, c.low, c.high) == (pytest.approx(RAW[gbs]["olympic"]), RAW[gbs]["runs"][0], RAW[gbs]["runs"][-1])
+    point = reference_point(gbs)
+    assert (point.lr, point.warmup_samples) == (RAW[gbs]["lr"], RAW[gbs]["warmup"])
 
 
-def test_batch_size_between_rcps_is_interpolated_and_said():
+def test_batch_size_between_rcps_is_the_checker_s_interpolation():
+    # The RCP means grow with the batch size faster than linearly here, so the pruning keeps all five
+    # and GBS 48 sits halfway between the olympic means of GBS 32 and 64.
     c = convergence(48)
     assert c.interpolated_between == (32, 64)
-    assert c.mean == pytest.approx((179_404.8 + 226_713.6) / 2)
-    assert "interpolated linearly between GBS 32 and 64" in estimate(10_000, 8, 48).format()
+    assert c.mean == pytest.approx((RAW[32]["olympic"] + RAW[64]["olympic"]) / 2)
+    assert (c.low, c.high, c.runs) == (None, None, 0)
+    point = reference_point(48)
+    assert (point.lr, point.warmup_samples) == (None, None)  # interpolated points carry no hyperparameters
+    text = estimate(10_000, 8, 48).format()
+    assert "the RCP checker's interpolation between GBS 32 and 64" in text and "(runs " not in text
+
+
+def test_a_pruned_rcp_is_replaced_by_the_interpolation(monkeypatch):
+    # Make GBS 64 converge slower than the line from GBS 32 to 96: the checker prunes it, and a GBS 64
+    # run is then held against the interpolation (its own hyperparameters stay the recorded ones).
+    rcp = checker()
+    record = next(r for r in rcp.rcp_data.values() if r["BS"] == 64)
+    pruned = {k: v for k, v in rcp.pruned_rcp_data.items() if v["BS"] != 64}
+    monkeypatch.setattr(rcp, "pruned_rcp_data", pruned)
+    point = reference_point(64)
+    assert point.interpolated_between == (32, 96)
+    assert point.mean == pytest.approx(RAW[32]["olympic"] + (RAW[96]["olympic"] - RAW[32]["olympic"]) / 2)
+    assert (point.lr, point.warmup_samples) == (record["Hyperparams"]["opt_base_learning_rate"], 6144)
 
 
 def test_from_perf_reads_the_last_measurement_and_flags_override(tmp_path, capsys):
@@ -78,7 +111,7 @@ def test_from_perf_reads_a_benchmark_perf_record(tmp_path, capsys):
     perf.write_text(json.dumps(record) + "\n")
     assert main(["--from-perf", str(perf)]) == 0
     out = capsys.readouterr().out
-    assert "190.8 min" in out
+    assert "190.3 min" in out
     assert "measured on: NVIDIA H100 80GB HBM3" in out
     assert "warning: the measurement ran 8 layers, the 8B has 32" in out
 

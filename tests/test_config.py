@@ -1,10 +1,12 @@
 """Configuration: presets, precedence, derived values and the validation messages."""
 
 import argparse
+import math
 
 import pytest
 
 from benchmark.config import ConfigError, add_arguments, build_config, grad_accumulation_steps, validate
+from tests.helpers import raw_rcps
 
 
 def cfg_from(argv=(), env=None, preset=None):
@@ -34,11 +36,28 @@ def test_8b_values_and_rcp_defaults(tmp_path):
     assert t.decay_steps == 1_200_000 - 16
     assert t.min_lr == pytest.approx(4e-5)
     assert (t.eval_every, t.eval_samples, t.target) == (12288, 1024, 3.3)
-    # twice the RCP mean (161,587), rounded up to an eval boundary
-    assert t.max_train_samples == 331_776 and t.max_train_samples % 12288 == 0
-    # GBS 64 takes its own RCP learning rate and warmup
+    # twice the RCP checker's olympic mean (161,109.3), rounded up to an eval boundary: 27 x 12,288
+    rcps = raw_rcps()
+    assert t.max_train_samples == math.ceil(2 * rcps[16]["olympic"] / 12288) * 12288 == 331_776
+    assert (t.lr, t.warmup_samples) == (rcps[16]["lr"], rcps[16]["warmup"])
+    # GBS 64 takes its own RCP learning rate and warmup, from the RCP file's Hyperparams
     cfg64 = cfg_from(["--gbs", "64"], env=env, preset="llama31_8b")
-    assert (cfg64.train.lr, cfg64.train.warmup_samples, cfg64.train.warmup_steps) == (8e-4, 6144, 96)
+    assert (cfg64.train.lr, cfg64.train.warmup_samples) == (rcps[64]["lr"], rcps[64]["warmup"]) == (8e-4, 6144)
+    assert cfg64.train.warmup_steps == 96
+    assert cfg64.train.max_train_samples == math.ceil(2 * rcps[64]["olympic"] / 12288) * 12288
+
+
+def test_gbs_between_rcps_needs_lr_but_takes_the_interpolated_abort_cap(tmp_path):
+    for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
+                 "c4-validation-91205-samples.en_text_document"):
+        (tmp_path / f"{name}.idx").write_bytes(b"")
+    env = {"PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"GBS=48 has no reference convergence point of its own.*set LR"):
+        cfg_from(["--gbs", "48"], env=env, preset="llama31_8b")
+    cfg = cfg_from(["--gbs", "48", "--lr", "8e-4", "--warmup-samples", "4096"], env=env, preset="llama31_8b")
+    rcps = raw_rcps()
+    halfway = (rcps[32]["olympic"] + rcps[64]["olympic"]) / 2  # the checker's interpolation at GBS 48
+    assert cfg.train.max_train_samples == math.ceil(2 * halfway / 12288) * 12288 == 405_504
 
 
 def test_precedence_preset_env_flag():
@@ -71,6 +90,24 @@ def test_validation_names_knob_and_fix(argv, env, message):
         cfg_from(argv, env=env)
 
 
+def test_benchmark_area_names_the_training_files(tmp_path):
+    env = {"PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
+    for name in ("c4-train.en_6_text_document", "c4-validation-91205-samples.en_text_document"):
+        (tmp_path / f"{name}.idx").write_bytes(b"")
+    # The 8B default is c4-train.en_6 alone, so a folder without en_7 is complete.
+    cfg = cfg_from(env=env, preset="llama31_8b")
+    assert (cfg.data.benchmark_area, cfg.data.train_files) == ("en6", ["c4-train.en_6_text_document"])
+    with pytest.raises(ConfigError, match=r"lacks c4-train.en_7_text_document.bin/.idx \(BENCHMARK_AREA=en6\+en7\)"):
+        cfg_from(env={**env, "BENCHMARK_AREA": "en6+en7"}, preset="llama31_8b")
+    (tmp_path / "c4-train.en_7_text_document.idx").write_bytes(b"")
+    cfg = cfg_from(env={**env, "BENCHMARK_AREA": "en6+en7"}, preset="llama31_8b")
+    assert cfg.data.train_files == ["c4-train.en_6_text_document", "c4-train.en_7_text_document"]
+    # The smoke preset keeps both groups of its embedded data set.
+    assert cfg_from(preset="smoke").data.train_files == cfg.data.train_files
+    with pytest.raises(ConfigError, match=r"BENCHMARK_AREA='en7' is unknown: choose one of en6 \| en6\+en7"):
+        cfg_from(env={**env, "BENCHMARK_AREA": "en7"}, preset="llama31_8b")
+
+
 def test_world_size_and_accumulation():
     cfg = cfg_from(preset="smoke")
     assert grad_accumulation_steps(cfg, 1) == 2
@@ -91,7 +128,7 @@ def test_validation_file_is_found_when_not_named(tmp_path):
     (tmp_path / "c4-validation-91205-samples.en_text_document.idx").write_bytes(b"")
     with pytest.raises(ConfigError, match="holds 2 validation files .*: name one with --valid-file"):
         cfg_from(env=env)
-    # the 8B preset names SPEC's file itself
+    # the 8B preset names the benchmark's validation file itself
     assert cfg_from(env=env, preset="llama31_8b").data.valid_file == "c4-validation-91205-samples.en_text_document"
 
 

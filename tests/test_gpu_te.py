@@ -105,7 +105,7 @@ def test_fp8_first_step_loss_is_bf16s(smoke_data, tmp_path, recipe):
 
 @needs_te
 @pytest.mark.parametrize("extra", [
-    {}, {"FP8": 1}, {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": 0},
+    {}, {"FP8": 1}, {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
 ], ids=["bf16", "fp8-tensorwise", "fp8-delayed"])
 def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
     env = {"LAYER_SPEC": "te", **SMALL, **extra}
@@ -146,7 +146,6 @@ def test_checkpoint_of_one_spec_resumes_under_the_other(smoke_data, tmp_path, fi
 def _engine(cfg, *, megatron: bool):
     from benchmark.engine import LocalEngine, MegatronEngine
     from benchmark.model import build_model
-
     from benchmark.train import seed_everything
 
     seed_everything(11, torch.device("cuda"))

@@ -170,10 +170,11 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "IMAGE": "", "DOCKER_IMAGE": "docker-sentinel",
         "PREPROCESSED_PATH": str(data), "TOKENIZER_PATH": str(tmp_path / "tok"), "JOB_DIR": str(tmp_path / "jobs"),
         "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "INDEX_CACHE_DIR": str(tmp_path / "cache"),
-        "PRESET": "smoke", "GBS": "32", "MBS": "2", "LR": "0.00123", "WARMUP_SAMPLES": "96", "MAX_STEPS": "999",
+        "PRESET": "smoke", "BENCHMARK_AREA": "en6",
+        "GBS": "32", "MBS": "2", "LR": "0.00123", "WARMUP_SAMPLES": "96", "MAX_STEPS": "999",
         "TP": "2", "PP": "2", "CP": "2", "PRECISION": "bf16", "FP8": "1", "RECOMPUTE": "1", "RECOMPUTE_LAYERS": "2",
         "DEVICE": "cuda", "LAYER_SPEC": "te", "SEQUENCE_PARALLEL": "on", "FP8_RECIPE": "delayed",
-        "FP8_AMAX_HISTORY": "16", "FP8_AMAX_ALGO": "max", "FP8_PARAM_GATHER": "0",
+        "FP8_AMAX_HISTORY": "16", "FP8_AMAX_ALGO": "max", "FP8_PARAM_GATHER": "on",
         "FUSIONS": "off", "COMPILE": "1",
         "EVAL_EVERY": "64", "EVAL_SAMPLES": "6", "EVAL_SET": "file-order", "TARGET": "4.25", "MAX_TRAIN_SAMPLES": "640",
         "LOG_EVERY": "7",
@@ -244,6 +245,10 @@ def knob_reach(tmp_path_factory) -> tuple[list[str], str]:
         env=clean_env(**values), capture_output=True, text=True, check=True,
     ).stdout
     seen["DOCKER_IMAGE"] = " docker-sentinel true" in docker
+    # The smoke preset trains on en6+en7; the sentinel's en6 must also narrow the file list.
+    seen["BENCHMARK_AREA"] = resolved["data"]["benchmark_area"] == "en6" and resolved["data"]["train_files"] == [
+        "c4-train.en_6_text_document"
+    ]
 
     fields = _env_fields()
     assert resolved["train"]["seed"] == 101

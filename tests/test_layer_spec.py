@@ -84,8 +84,10 @@ def test_te_and_fp8_without_transformer_engine(gpu_without_te):
 def test_fp8_and_cp_rules_with_transformer_engine(gpu_with_te, monkeypatch):
     cfg = cfg_from({"FP8": "1"})
     p = cfg.parallel
-    # NVIDIA's v5.1 llama31_8b defaults: current (tensorwise) scaling, FP8 weights in the param gather
-    assert (p.layer_spec, p.fp8, p.fp8_recipe, p.fp8_param_gather) == ("te", True, "tensorwise", True)
+    # NVIDIA's v5.1 llama31_8b defaults: current (tensorwise) scaling; FP8 weights where there is a gather
+    assert (p.layer_spec, p.fp8, p.fp8_recipe, p.fp8_param_gather) == ("te", True, "tensorwise", "auto")
+    with pytest.raises(ConfigError, match=r"FP8_PARAM_GATHER='1' must be one of auto, on, off"):
+        cfg_from({"FP8": "1", "FP8_PARAM_GATHER": "1"})
     with pytest.raises(ConfigError, match=r"FP8=1 needs .* but LAYER_SPEC=local was asked for"):
         cfg_from({"FP8": "1", "LAYER_SPEC": "local"})
     with pytest.raises(ConfigError, match=r"FP8=1 trains with bf16 weights .* set PRECISION=bf16"):
@@ -115,12 +117,22 @@ def test_te_and_fp8_reach_transformer_config(gpu_with_te, monkeypatch):
 
     # TransformerConfig checks that TE's fused RoPE kernel exists; stand in for it here.
     monkeypatch.setattr(rope_utils, "fused_apply_rotary_pos_emb", lambda *a, **k: None)
+    monkeypatch.setenv("WORLD_SIZE", "1")
     tc = transformer_config(cfg_from({"FP8": "1"}), bf16=True, use_cpu_initialization=False)
-    assert (tc.fp8, tc.fp8_recipe, tc.fp8_param, tc.tp_only_amax_red) == ("hybrid", "tensorwise", True, True)
+    # One data-parallel rank: no gather to shrink, so auto keeps bf16 weights.
+    assert (tc.fp8, tc.fp8_recipe, tc.fp8_param, tc.tp_only_amax_red) == ("hybrid", "tensorwise", False, True)
+    on = cfg_from({"FP8": "1", "FP8_PARAM_GATHER": "on"})
+    assert transformer_config(on, bf16=True, use_cpu_initialization=False).fp8_param is True
+    assert describe_precision(on, True) == "FP8 hybrid, tensorwise scaling, FP8 weights, bf16 elsewhere"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert transformer_config(cfg_from({"FP8": "1"}), bf16=True, use_cpu_initialization=False).fp8_param is True
+    assert transformer_config(cfg_from({"FP8": "1", "TP": "2"}), bf16=True,
+                              use_cpu_initialization=False).fp8_param is False  # DP 1 again
+    monkeypatch.setenv("WORLD_SIZE", "1")
     assert (tc.apply_rope_fusion, tc.cross_entropy_loss_fusion, tc.cross_entropy_fusion_impl) == (True, True, "te")
     assert tc.bf16 and not tc.sequence_parallel
     delayed = cfg_from({"FP8": "1", "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": "1024", "FP8_AMAX_ALGO": "max",
-                        "FP8_PARAM_GATHER": "0"})
+                        "FP8_PARAM_GATHER": "off"})
     tc = transformer_config(delayed, bf16=True, use_cpu_initialization=False)
     assert (tc.fp8_recipe, tc.fp8_amax_history_len, tc.fp8_amax_compute_algo, tc.fp8_param) == (
         "delayed", 1024, "max", False)

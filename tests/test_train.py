@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.train import run
+from benchmark.train import pipeline_seed, run, seed_everything
 from tests.helpers import mllog_events, smoke_config
 
-# SPEC: the keys a compliant run emits, in order, up to run_start.
-SPEC_KEYS = [
+# The keys a compliant run emits, in order, up to run_start (docs/FIDELITY.md, "Log keys").
+RUN_START_KEYS = [
     "cache_clear", "init_start", "submission_benchmark", "submission_org", "submission_division",
     "submission_status", "submission_platform", "seed", "global_batch_size", "gradient_accumulation_steps",
     "max_sequence_length", "eval_samples", "train_samples", "init_checkpoint_step", "opt_name",
@@ -36,8 +36,9 @@ def test_samples_count_of_every_event_and_hyperparameters(smoke_data, tmp_path):
     assert result.status == "aborted" and result.samples == 96 and result.steps == 6
     ev = mllog_events(tmp_path / "run.log")
     keys = [e["key"] for e in ev]
-    assert keys[: len(SPEC_KEYS)] == SPEC_KEYS
-    body = [(e["key"], e["metadata"].get("samples_count")) for e in ev[len(SPEC_KEYS):] if e["key"] != "tracked_stats"]
+    assert keys[: len(RUN_START_KEYS)] == RUN_START_KEYS
+    body = [(e["key"], e["metadata"].get("samples_count")) for e in ev[len(RUN_START_KEYS):]
+            if e["key"] != "tracked_stats"]
     expected = []
     for block in range(3):
         start, stop = 32 * block, 32 * (block + 1)
@@ -86,6 +87,28 @@ def test_same_seed_same_run_other_seed_differs(smoke_data, tmp_path):
     assert a[0] != c[0]
 
 
+def test_seed_is_offset_by_100_per_pipeline_rank(monkeypatch):
+    import random
+
+    import torch
+    from megatron.core import parallel_state
+
+    monkeypatch.setattr(parallel_state, "model_parallel_is_initialized", lambda: False)
+    assert pipeline_seed(1234) == 1234  # outside a parallel run there are no stages
+    monkeypatch.setattr(parallel_state, "model_parallel_is_initialized", lambda: True)
+    monkeypatch.setattr(parallel_state, "get_pipeline_model_parallel_rank", lambda: 3)
+    assert pipeline_seed(1234) == 1534
+    seed_everything(1234, torch.device("cpu"))
+    assert torch.initial_seed() == 1534
+    drawn = (random.random(), float(np.random.random()))
+    random.seed(1534)
+    np.random.seed(1534)
+    assert drawn == (random.random(), float(np.random.random()))
+    monkeypatch.setattr(parallel_state, "get_pipeline_model_parallel_rank", lambda: 0)
+    seed_everything(1234, torch.device("cpu"))
+    assert torch.initial_seed() == 1234
+
+
 def test_stop_closes_log_aborted_and_crash_too(smoke_data, tmp_path, monkeypatch):
     cfg = configure(smoke_data, tmp_path, EVAL_EVERY=64, EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=640)
     result = run(cfg, log_path=tmp_path / "stop.log", echo=False, stop_after_steps=2)
@@ -116,3 +139,34 @@ def test_non_finite_loss_stops_aborted(smoke_data, tmp_path):
     assert result.status == "aborted"
     assert result.reason.startswith(f"non-finite training values at step {result.steps + 1}")
     assert mllog_events(tmp_path / "nan.log")[-1]["metadata"]["status"] == "aborted"
+
+
+def test_smoke_data_follows_the_benchmark_area(smoke_data, monkeypatch):
+    """The embedded set holds en_6 and en_7: the run takes the ones BENCHMARK_AREA names."""
+    from benchmark.config import ConfigError, build_config
+    from benchmark.train import resolve_smoke_data
+
+    monkeypatch.setenv("SMOKE_DATA_DIR", str(smoke_data.data_dir.parent))
+    both = build_config(env={}, preset="smoke")
+    resolve_smoke_data(both)
+    assert both.data.train_files == ["c4-train.en_6_text_document", "c4-train.en_7_text_document"]
+    assert both.data.data_dir == str(smoke_data.data_dir)
+    en6 = build_config(env={"BENCHMARK_AREA": "en6"}, preset="smoke")
+    resolve_smoke_data(en6)
+    assert en6.data.train_files == ["c4-train.en_6_text_document"]
+    other = build_config(env={}, preset="smoke")
+    other.data.train_files = ["c4-train.en_3_text_document"]
+    with pytest.raises(ConfigError, match="embedded smoke data set has no c4-train.en_3_text_document"):
+        resolve_smoke_data(other)
+
+
+def test_two_files_too_small_for_the_run_is_a_named_error(smoke_data, tmp_path):
+    # Megatron-Core blends two unweighted files as one pass over each: a run that could read more
+    # sequences than that stops before training with the knob to change, not an IndexError mid-run.
+    from benchmark.config import ConfigError
+
+    cfg = configure(smoke_data, tmp_path, BENCHMARK_AREA="en6+en7", GBS=16, MBS=8, EVAL_EVERY=16,
+                    EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=16 * 100_000, TARGET=0.01)
+    assert len(cfg.data.train_files) == 2
+    with pytest.raises(ConfigError, match=r"fewer than MAX_TRAIN_SAMPLES=1600000: lower MAX_TRAIN_SAMPLES"):
+        run(cfg, log_path=tmp_path / "run.log", echo=False)

@@ -19,7 +19,8 @@ SCRIPTS = [REPO / "preprocess.sh", *(REPO / "utils" / name for name in WRAPPERS)
 
 def run(cmd, env=None, cwd=None):
     full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    for name in ("MERGED_C4_PATH", "PREPROCESSED_PATH", "TOKENIZER_PATH", "IMAGE", "TASK", "SLURM_JOB_ID"):
+    for name in ("MERGED_C4_PATH", "PREPROCESSED_PATH", "TOKENIZER_PATH", "IMAGE", "TASK", "TASKS", "SLURM_JOB_ID",
+                 "SLURM_ARRAY_TASK_ID", "BENCHMARK_AREA"):
         if env is None or name not in env:
             full_env.pop(name, None)
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd or REPO)
@@ -45,7 +46,39 @@ def test_scripts_are_strict_and_have_help():
         assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
     r = run(["bash", "preprocess.sh", "--help"])
     assert r.returncode == 0 and "MERGED_C4_PATH" in r.stdout and "#SBATCH" not in r.stdout
-    assert "#SBATCH --array=0-8" in (REPO / "preprocess.sh").read_text()
+    # The array's default is what the benchmark reads by default: c4-train.en_6 and the validation subset.
+    assert "#SBATCH --array=6,8\n" in (REPO / "preprocess.sh").read_text()
+
+
+@pytest.mark.parametrize(
+    "knobs, names",
+    [
+        ({}, ["c4-train.en_6", "c4-validation-91205-samples.en"]),
+        ({"BENCHMARK_AREA": "en6+en7"}, ["c4-train.en_6", "c4-train.en_7", "c4-validation-91205-samples.en"]),
+        ({"BENCHMARK_AREA": "en6+en7", "TASKS": "0 3"}, ["c4-train.en_0", "c4-train.en_3"]),
+        ({"TASK": "7"}, ["c4-train.en_7"]),
+    ],
+)
+def test_preprocess_default_tasks_follow_the_benchmark_area(tmp_path, knobs, names):
+    (tmp_path / "m").mkdir()
+    env = {"MERGED_C4_PATH": str(tmp_path / "m"), "PREPROCESSED_PATH": str(tmp_path / "p"),
+           "TOKENIZER_PATH": str(tmp_path / "m"), "BENCHMARK_AREA": "", "TASKS": "", **knobs}
+    r = run(["bash", "preprocess.sh", "--dry-run"], env=env)
+    assert r.returncode == 0, r.stderr
+    prefixes = [line.split("--output-prefix ")[1].split()[0] for line in r.stdout.splitlines()]
+    assert prefixes == [f"{tmp_path / 'p'}/{name}" for name in names]
+
+
+@pytest.mark.parametrize(
+    "knobs, message",
+    [({"BENCHMARK_AREA": "en7"}, "BENCHMARK_AREA=en7 is unknown: choose en6 or en6+en7"),
+     ({"TASKS": "6 9"}, "TASKS has '9', which is not a task")],
+)
+def test_preprocess_names_a_bad_area_or_task_list(tmp_path, knobs, message):
+    env = {"MERGED_C4_PATH": str(tmp_path), "PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path),
+           **knobs}
+    r = run(["bash", "preprocess.sh", "--dry-run"], env=env)
+    assert r.returncode == 2 and message in r.stderr and not r.stdout
 
 
 def test_preprocess_reports_every_problem_at_once(tmp_path):
@@ -113,6 +146,7 @@ def test_wrappers_and_preprocess_on_tiny_data(tiny, tmp_path):
         "TOKENIZER_PATH": str(tiny / "tok"),
         "N_VALIDATION": "6",
         "WORKERS": "1",
+        "TASKS": "0 1 2 3 4 5 6 7 8",
     }
     r = run(["bash", str(REPO / "preprocess.sh")], env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -1,7 +1,7 @@
 """Benchmark: whole-process tokens/s of `python -m utils.tokenize` against its baselines.
 
 Run (from the repository root; build the input once, then compare tools on that same file):
-  python ../shared/bench/c4like_corpus.py /tmp/c4like/c4like-en.json.gz 30000 TOKDIR
+  python -m utils.c4like --dst /tmp/c4like/c4like-en.json.gz --docs 30000 --tokenizer TOKDIR
   python -m utils.bench_tokenize --input /tmp/c4like/c4like-en.json.gz --tokenizer TOKDIR \
       [--workers 2] [--repeats 3] [--ceiling] [--no-raw] [--megatron-lm MEGATRON_DIR]
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Whole-process tokens/s of utils.tokenize vs raw tokenizers encode_batch "
         "(and optionally Megatron-LM's tools/preprocess_data.py), interleaved.",
     )
-    p.add_argument("--input", required=True, type=Path, help="C4-format .json.gz (e.g. from c4like_corpus.py)")
+    p.add_argument("--input", required=True, type=Path, help="C4-format .json.gz (e.g. from python -m utils.c4like)")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory (with tokenizer.json)")
     p.add_argument("--workers", type=int, default=2, help="--workers of utils.tokenize and Megatron (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")

@@ -1,12 +1,14 @@
-"""C4 en for the benchmark: download, compress, consolidate.
+"""C4 en for the benchmark: download, compress, consolidate; or the official pre-tokenized files.
 
-download: see utils/download.py. compress: gzip the .json files of a folder in parallel, each
-written atomically (for sources that hold uncompressed JSON lines).
+download: see utils/download.py. download-preprocessed: see utils/r2.py. compress: gzip the .json
+files of a folder in parallel, each written atomically (for sources that hold uncompressed JSON
+lines).
 
 Run:
   python -m utils.c4 download --dst C4_PATH [--source hf] [--workers 8]
   python -m utils.c4 download --dst C4_PATH --source rclone --remote REMOTE:PATH
   python -m utils.c4 download --dst C4_PATH --source local --from DIR
+  python -m utils.c4 download-preprocessed --dst PREPROCESSED_PATH [--tokenizer-dst DIR] [--base-url URL]
   python -m utils.c4 compress DIR [--workers N] [--keep]
   python -m utils.c4 consolidate --src C4_PATH --dst MERGED_C4_PATH [--n-validation 91205]
 
@@ -287,7 +289,7 @@ def compress(folder: str | Path, workers: int = 1, keep: bool = False, log: Call
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    """python -m utils.c4 {download,compress,consolidate} ...: see the module docstring."""
+    """python -m utils.c4 {download,download-preprocessed,compress,consolidate} ...: see the module docstring."""
     p = argparse.ArgumentParser(
         prog="python -m utils.c4",
         description="C4 en 3.0.1 for the llama31_8b benchmark: download, compress, consolidate.",
@@ -338,6 +340,24 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="which split to fetch (default all)",
     )
+    r = sub.add_parser(
+        "download-preprocessed",
+        help="download the official pre-tokenized C4 (c4-train.en_6 + validation) and tokenizer (resumable)",
+        description="Download MLCommons' pre-tokenized C4 of the 8B benchmark (c4-train.en_6 and "
+        "c4-validation-91205-samples.en as _text_document.bin/.idx, with their licence files) into "
+        "DST, and with --tokenizer-dst the Llama 3.1 tokenizer (without the model weights its data "
+        "set also holds). Each file is checked by size and md5 and renamed into place when complete; "
+        "a cut download resumes (HTTP Range) and a rerun skips verified files. Behind a Cloudflare "
+        "Access login, export CF_ACCESS_TOKEN (the error says how).",
+    )
+    r.add_argument("--dst", required=True, type=Path, help="output folder (PREPROCESSED_PATH)")
+    r.add_argument("--tokenizer-dst", type=Path, default=None, help="also fetch the tokenizer here (TOKENIZER_PATH)")
+    r.add_argument(
+        "--base-url", default=None,
+        help="metadata folder holding NAME.uri and NAME.md5 (default: the official MLCommons one)",
+    )
+    r.add_argument("--retries", type=int, default=3, help="resumes within one run after a cut (default 3)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     try:
         if a.command == "consolidate":
@@ -363,11 +383,23 @@ def main(argv: list[str] | None = None) -> int:
             if a.only != "all":
                 names = [n for n in names if n.startswith(f"c4-{a.only}.")]
             dl.download(source, a.dst, names, a.workers)
+        elif a.command == "download-preprocessed":
+            from utils import r2
+
+            if a.retries < 0:
+                p.error(f"--retries {a.retries}: give 0 or more")
+            r2.download_preprocessed(
+                a.dst, a.tokenizer_dst, base_url=a.base_url or r2.DEFAULT_BASE_URL, retries=a.retries,
+                progress=not a.no_progress,
+            )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished outputs are kept, the one in progress was not written", file=sys.stderr)
+        print(
+            "interrupted: finished outputs are kept, the one in progress was not written "
+            "(download-preprocessed resumes it when run again)", file=sys.stderr,
+        )
         return 130
     return 0
 

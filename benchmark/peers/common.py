@@ -6,12 +6,13 @@ Not an entry point; see benchmark/peers/hf_llama.py and benchmark/peers/hf_llama
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable
 
 import torch
 
-from benchmark.config import ModelConfig
+from benchmark.config import ModelConfig, TrainConfig
 from benchmark.flops import flops_per_token, peak_flops
 
 # Llama 3.1's RoPE frequency scaling besides the factor, which comes from ModelConfig. The benchmark's
@@ -22,8 +23,6 @@ LLAMA31_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_p
 MAX_POSITIONS = 131072
 # A constant learning rate: the peers time steps and do not train toward anything.
 LR = 1e-4
-# Optimizer settings of the benchmark (SPEC), so the peers' AdamW does the same arithmetic.
-ADAM = {"betas": (0.9, 0.95), "eps": 1e-5, "weight_decay": 0.1}
 
 
 def positive_int(text: str) -> int:
@@ -98,22 +97,45 @@ def llama_config(m: ModelConfig, vocab: int):
         num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
         num_key_value_heads=m.num_query_groups, head_dim=m.head_dim, rms_norm_eps=m.norm_eps,
         max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, attention_bias=False,
-        mlp_bias=False, use_cache=False, attn_implementation="sdpa",
+        mlp_bias=False, use_cache=False, attn_implementation="sdpa", initializer_range=m.init_std,
         rope_parameters={"rope_type": "llama3", "rope_theta": float(m.rotary_base),
                          "factor": m.rope_scaling_factor, **LLAMA31_ROPE},
     )
 
 
-@torch.no_grad()
-def init_weights(model, config, std: float) -> None:
-    """normal(0, std) for every weight, 1.0 for the RMSNorm scales, fresh rotary frequencies.
+def build_on_meta(config):
+    """LlamaForCausalLM(config) on the meta device: shapes only, no memory and no init yet.
 
-    For a model built on the meta device and materialised with `to_empty`, whose tensors hold
-    whatever memory they got. The rotary frequencies are non-persistent buffers, so they are
-    computed again from the config; any other buffer would be garbage, hence the check.
+    transformers' own init would run once on memory that init_weights overwrites anyway, and at
+    the 8B shape it would hold the whole fp32 model on one device before any sharding.
+    """
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        return LlamaForCausalLM(config)
+
+
+def _scaled(name: str) -> bool:
+    """The layers' output projections, which Megatron-Core initialises with the scaled std."""
+    return name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight"))
+
+
+@torch.no_grad()
+def init_weights(model, config, m: ModelConfig) -> None:
+    """The benchmark's init: normal(0, init_std), the RMSNorm scales at 1.0, fp32 rotary frequencies.
+
+    As Megatron-Core's GPTModel does: the attention output projection and the second MLP linear of
+    every layer (o_proj, down_proj; Megatron's linear_proj, linear_fc2) get std init_std / sqrt(2 L)
+    (its default output_layer_init_method), everything else, the embedding and the output layer
+    included, init_std. For a model materialised with `to_empty`, whose tensors hold whatever memory
+    they got. The rotary frequencies are non-persistent buffers computed from the config; they are
+    set again here in fp32 whatever the parameters' dtype, as Megatron keeps them (a bf16 copy
+    would round them to 3 significant digits and shift the angles at long positions). Any other
+    buffer would be garbage, hence the check.
     """
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+    out_std = m.init_std / math.sqrt(2.0 * m.num_layers)
     for name, param in model.named_parameters():
         # Under FSDP2 a parameter is a DTensor; each rank fills its own shard from its own generator
         # (seeded by the caller), which needs none of DTensor's cross-rank random-number bookkeeping.
@@ -121,15 +143,31 @@ def init_weights(model, config, std: float) -> None:
         if name.endswith("norm.weight"):
             local.fill_(1.0)
         else:
-            local.normal_(0.0, std)
-    rotary = model.model.rotary_emb
-    fresh = LlamaRotaryEmbedding(config)
-    for name, buf in model.named_buffers():
+            local.normal_(0.0, out_std if _scaled(name) else m.init_std)
+    for name, _ in model.named_buffers():
         if not name.startswith("model.rotary_emb."):
             raise RuntimeError(f"buffer {name} is not re-initialised after to_empty; extend init_weights")
-    rotary.inv_freq.copy_(fresh.inv_freq)
-    rotary.original_inv_freq.copy_(fresh.original_inv_freq)
+    rotary = model.model.rotary_emb
+    device = rotary.inv_freq.device
+    fresh = LlamaRotaryEmbedding(config)
+    # Registered anew (not copied into) so that the fp32 values survive a bf16 model.
+    rotary.register_buffer("inv_freq", fresh.inv_freq.to(device), persistent=False)
+    rotary.register_buffer("original_inv_freq", fresh.original_inv_freq.to(device), persistent=False)
     rotary.attention_scaling = fresh.attention_scaling
+
+
+def adamw(model, **kwargs) -> torch.optim.AdamW:
+    """AdamW with the benchmark's betas, eps and weight decay (benchmark/config.py TrainConfig).
+
+    As the benchmark's engine does, the 1-D parameters (the RMSNorm scales) are not decayed.
+    """
+    t = TrainConfig()
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=LR, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, **kwargs,
+    )
 
 
 def causal_lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -167,10 +205,13 @@ def _significant(x: float, digits: int = 4) -> float:
 
 
 def record(bench: str, a: argparse.Namespace, device_name: str, gpus: int, step_s: float,
-           losses: list[float], peak_mem_bytes: float | None, **extra) -> dict:
-    """The JSON line; field names follow benchmark.perf where they mean the same thing.
+           losses: list[float], peak_mem_bytes: float | None, *, recompute: bool, precision: str,
+           spec: str, engine: str) -> dict:
+    """The JSON line: every field of benchmark.perf's, in its order, then the peer's model shape.
 
-    Per-device figures: each device trains `mbs` sequences of `seq` tokens per step.
+    Per-device figures: each device trains `mbs` sequences of `seq` tokens per step, so the global
+    batch is mbs x gpus, all of it data parallel. Megatron's own knobs mean nothing here: no
+    tensor, pipeline or context parallelism (1), no layer spec or Megatron fusions (null).
     """
     m = model_config(a)
     tokens_per_gpu = a.mbs * a.seq / step_s
@@ -178,13 +219,15 @@ def record(bench: str, a: argparse.Namespace, device_name: str, gpus: int, step_
     peak = peak_flops(device_name)
     return {
         "bench": bench, "label": a.label, "device": device_name, "gpus": gpus, "layers": a.layers,
-        "seq": a.seq, "mbs": a.mbs, "compile": a.compile, **extra,
-        "hidden": a.hidden, "ffn": a.ffn, "heads": a.heads, "kv_heads": a.kv_heads, "vocab": a.vocab,
+        "seq": a.seq, "mbs": a.mbs, "gbs": a.mbs * gpus, "tp": 1, "pp": 1, "dp": gpus,
+        "recompute": recompute, "recompute_layers": 0, "fusions": None, "compile": a.compile, "cp": 1,
+        "layer_spec": None, "precision": precision, "spec": spec + (", layers compiled" if a.compile else ""),
+        "engine": engine,
         "step_time_s": _significant(step_s, 6),
         "tokens_per_sec_per_gpu": round(tokens_per_gpu, 1),
         "tflops_per_gpu": _significant(flops / 1e12),
         "mfu": round(flops / peak, 4) if peak else None,
         "peak_mem_gib": round(peak_mem_bytes / 2**30, 2) if peak_mem_bytes is not None else None,
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
+        "hidden": a.hidden, "ffn": a.ffn, "heads": a.heads, "kv_heads": a.kv_heads, "vocab": a.vocab,
     }
-

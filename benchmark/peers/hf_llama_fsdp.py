@@ -7,11 +7,13 @@ Without torchrun it runs as a single process (world size 1).
 
 The way PyTorch-native stacks train Llama: the model is built on the meta device, each decoder
 layer and then the root are `fully_shard`ed (parameters, gradients and AdamW state split over the
-ranks, fp32 master weights), materialised with `to_empty` and initialised normal(0, 0.02) with the
-RMSNorm scales at 1.0. `MixedPrecisionPolicy` all-gathers the weights in bf16 for compute and
-reduce-scatters the gradients in fp32. AdamW betas 0.9/0.95, eps 1e-5, weight decay 0.1 (foreach),
-gradient clipping at 1.0, as the benchmark trains. `--ac` recomputes each decoder layer in the
-backward pass (activation checkpointing), `--compile` compiles each decoder layer.
+ranks, fp32 master weights), materialised with `to_empty` and initialised as the benchmark's GPTModel
+is (normal(0, 0.02), the layers' output projections at 0.02 / sqrt(2 x layers), the RMSNorm scales
+at 1.0). `MixedPrecisionPolicy` all-gathers the weights in bf16 for compute and reduce-scatters the
+gradients in fp32. AdamW with the benchmark's settings (betas 0.9/0.95, eps 1e-5, weight decay 0.1
+except on the RMSNorm scales; foreach) and gradient clipping at 1.0, as the benchmark trains. `--ac`
+recomputes each decoder layer in the backward pass (activation checkpointing), `--compile` compiles
+each decoder layer.
 
 Each rank draws its own random tokens (mbs sequences of seq+1 tokens per step, seeded by rank), so
 the ranks together train a global batch of mbs x world sequences per step. The step time is the
@@ -32,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
+from benchmark.config import TrainConfig
 from benchmark.peers import common
 
 
@@ -79,7 +82,6 @@ def init_distributed(device_type: str) -> torch.device:
 def main(argv=None) -> int:
     a = parse(argv)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    from transformers import LlamaForCausalLM
 
     device = init_distributed(a.device)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -87,8 +89,7 @@ def main(argv=None) -> int:
     m = common.model_config(a)
     config = common.llama_config(m, a.vocab)
     # On the meta device nothing is allocated: the 8B model never exists whole on one rank.
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+    model = common.build_on_meta(config)
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     layers = model.model.layers
     for i in range(len(layers)):
@@ -101,9 +102,9 @@ def main(argv=None) -> int:
     fully_shard(model, mp_policy=mp)
     model.to_empty(device=device)
     torch.manual_seed(rank)  # each rank's shard of the weights its own numbers
-    common.init_weights(model, config, m.init_std)
+    common.init_weights(model, config, m)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=common.LR, foreach=True, **common.ADAM)
+    opt = common.adamw(model, foreach=True)
     gen = torch.Generator(device).manual_seed(1000 + rank)
 
     def batch() -> torch.Tensor:
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     def step(tokens: torch.Tensor) -> torch.Tensor:
         loss = common.causal_lm_loss(model, tokens)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TrainConfig().clip_grad)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.detach()
@@ -136,7 +137,10 @@ def main(argv=None) -> int:
     if rank == 0:
         name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
         out = common.record("benchmark.peers.hf_llama_fsdp", a, name, world, statistics.median(t.tolist()),
-                            (loss / world).tolist(), mem, ac=a.ac)
+                            (loss / world).tolist(), mem, recompute=a.ac,
+                            precision="bf16 compute, fp32 master weights and gradient reduction",
+                            spec="transformers LlamaForCausalLM, SDPA attention",
+                            engine="FSDP2, AdamW (foreach), clipping")
         print(json.dumps(out), flush=True)
     dist.destroy_process_group()
     return 0
