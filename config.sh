@@ -63,6 +63,7 @@ export COMPILE="${COMPILE:-}"                   # (preset) 1 = torch.compile eac
 export DEVICE="${DEVICE:-}"                     # (preset) cuda | cpu | auto
 export EVAL_EVERY="${EVAL_EVERY:-}"             # (preset) evaluate every this many samples; llama31_8b: 12288
 export EVAL_SAMPLES="${EVAL_SAMPLES:-}"         # (preset) validation sequences per evaluation; llama31_8b: 1024
+export EVAL_SET="${EVAL_SET:-}"                 # (preset) reference (NeMo's seeded validation GPTDataset, as the RCPs) | file-order; reference
 export TARGET="${TARGET:-}"                     # (preset) stop with success at eval loss <= this; llama31_8b: 3.3
 export MAX_TRAIN_SAMPLES="${MAX_TRAIN_SAMPLES:-}"  # (preset) stop as aborted after this many; empty = 2x RCP mean
 export LOG_EVERY="${LOG_EVERY:-}"               # (preset) print training metrics every this many steps

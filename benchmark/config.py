@@ -85,7 +85,16 @@ class TrainConfig:
     clip_grad: float = knob(1.0, None, "gradient clipping max norm")
     max_steps: int = knob(1_200_000, "MAX_STEPS", "steps that shape the cosine schedule (never reached)")
     eval_every: int = knob(12288, "EVAL_EVERY", "evaluate every this many training samples")
-    eval_samples: int = knob(1024, "EVAL_SAMPLES", "validation sequences per evaluation (the first ones, in order)")
+    eval_samples: int = knob(
+        1024, "EVAL_SAMPLES",
+        "validation sequences per evaluation (the MLPerf log's eval_samples); EVAL_SET=reference evaluates "
+        "ceil(EVAL_SAMPLES / GBS) whole global batches of them",
+    )
+    eval_set: str = knob(
+        "reference", "EVAL_SET",
+        "reference: the first windows of a Megatron-Core GPTDataset over the validation file, seeded and sized "
+        "as the RCPs' NeMo runs build it | file-order: the first EVAL_SAMPLES windows of the file, in order",
+    )
     target: float = knob(3.3, "TARGET", "stop with success at the first eval loss at or under this")
     max_train_samples: int = knob(
         0, "MAX_TRAIN_SAMPLES",
@@ -95,7 +104,32 @@ class TrainConfig:
 
     @property
     def warmup_steps(self) -> int:
-        return math.ceil(self.warmup_samples / self.global_batch_size)
+        # The reference launcher takes whole warmup steps, warmup samples // GBS (16348 // 96 = 170).
+        return self.warmup_samples // self.global_batch_size
+
+    @property
+    def eval_interval_steps(self) -> int:
+        """Optimizer steps between evaluations (Lightning's val_check_interval)."""
+        return self.eval_every // self.global_batch_size
+
+    @property
+    def eval_batches(self) -> int:
+        """Global batches per evaluation (Lightning's limit_val_batches): ceil(EVAL_SAMPLES / GBS)."""
+        return math.ceil(self.eval_samples / self.global_batch_size)
+
+    @property
+    def eval_sequences(self) -> int:
+        """Validation sequences each evaluation reads: whole global batches under EVAL_SET=reference
+        (1,056 at GBS 96), exactly EVAL_SAMPLES in file order."""
+        if self.eval_set == "reference":
+            return self.eval_batches * self.global_batch_size
+        return self.eval_samples
+
+    @property
+    def eval_dataset_samples(self) -> int:
+        """Size of the reference validation GPTDataset: what NeMo's PreTrainingDataModule.build() asks
+        for, (max_steps // val_check_interval + 1) * limit_val_batches * GBS."""
+        return (self.max_steps // self.eval_interval_steps + 1) * self.eval_batches * self.global_batch_size
 
     @property
     def decay_steps(self) -> int:
@@ -485,10 +519,14 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"EVAL_EVERY={t.eval_every} is not a multiple of GBS={t.global_batch_size}: evaluations happen "
             f"between optimizer steps, so choose a multiple of the batch"
         )
-    if t.eval_samples % (t.micro_batch_size * dp):
+    if t.eval_set not in EVAL_SETS:
+        raise ConfigError(f"EVAL_SET={t.eval_set!r} must be one of {', '.join(EVAL_SETS)}")
+    # Under EVAL_SET=reference an evaluation reads whole global batches, which always split evenly.
+    if t.eval_set == "file-order" and t.eval_samples % (t.micro_batch_size * dp):
         raise ConfigError(
             f"EVAL_SAMPLES={t.eval_samples} is not a multiple of MBS x data-parallel size = "
-            f"{t.micro_batch_size} x {dp}: every replica evaluates the same number of whole micro-batches"
+            f"{t.micro_batch_size} x {dp} (EVAL_SET=file-order): every replica evaluates the same number of "
+            f"whole micro-batches; choose a multiple, or EVAL_SET=reference, which reads whole global batches"
         )
     if p.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"PRECISION={p.precision!r} must be one of auto, bf16, fp32")
@@ -621,6 +659,7 @@ def _validate_spec_and_fp8(cfg: Config) -> None:
 
 
 FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
+EVAL_SETS = ("reference", "file-order")
 
 
 def uses_fp8_param_gather(cfg: Config, world_size: int) -> bool:

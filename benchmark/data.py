@@ -1,12 +1,16 @@
-"""Training and validation sequences from tokenized C4 (docs/FIDELITY.md).
+"""Training and validation sequences from tokenized C4 (docs/FIDELITY.md, docs/DATA.md).
 
 Training: Megatron-Core's GPTDataset over the benchmark area (documents concatenated into
 seq_length + 1 token windows, no resets at document boundaries, no EOD masking), documents and
 samples shuffled with the run's seed.
-Validation: the first ``eval_samples`` sequences of the validation file *in order*. GPTDataset always
-shuffles documents and samples, and the benchmark never shuffles validation, so validation windows
-are cut here with GPTDataset's own geometry (window i = tokens [i*s, i*s + s + 1) of the
-concatenated documents) straight from Megatron-Core's IndexedDataset.
+Validation, EVAL_SET=reference (the default): a GPTDataset over the validation file built as NeMo's
+PreTrainingDataModule builds the one the reference convergence points were measured on: the run's
+seed, the validation split mapped to the whole file, and as many samples as NeMo asks for
+(TrainConfig.eval_dataset_samples). Every evaluation reads its first TrainConfig.eval_sequences
+windows, from index 0, as NeMo's validation sampler does (it always starts at consumed_samples=0).
+Validation, EVAL_SET=file-order: the first ``eval_samples`` windows of the file *in order*, cut with
+GPTDataset's geometry (window i = tokens [i*s, i*s + s + 1) of the concatenated documents) straight
+from Megatron-Core's IndexedDataset.
 """
 
 from __future__ import annotations
@@ -57,6 +61,25 @@ def one_epoch_sequences(prefixes: list[str], seq_length: int) -> int:
     return total
 
 
+def _gpt_config(*, seed: int, seq_length: int, tokenizer: TokenizerInfo, cache_dir: str, blend_per_split):
+    # The fields NeMo's PreTrainingDataModule sets (reset_* and eod_mask_loss off, mmap'd .bin files,
+    # its index_mapping_dir as path_to_cache); add_extra_token_to_sequence and
+    # drop_last_partial_validation_sequence keep Megatron-Core's defaults (True), as NeMo leaves them.
+    return GPTDatasetConfig(
+        random_seed=seed,
+        sequence_length=seq_length,
+        blend_per_split=blend_per_split,
+        path_to_cache=cache_dir,
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+        mmap_bin_files=True,
+        add_extra_token_to_sequence=True,
+    )
+
+
 def build_train_dataset(
     prefixes: list[str], *, seq_length: int, num_samples: int, seed: int, tokenizer: TokenizerInfo,
     cache_dir: str,
@@ -68,23 +91,36 @@ def build_train_dataset(
     weights = None
     if len(prefixes) > 1:
         weights = [float(one_epoch_sequences([p], seq_length)) for p in prefixes]
-    config = GPTDatasetConfig(
-        random_seed=seed,
-        sequence_length=seq_length,
+    config = _gpt_config(
+        seed=seed, seq_length=seq_length, tokenizer=tokenizer, cache_dir=cache_dir,
         blend_per_split=[(list(prefixes), weights), None, None],
-        path_to_cache=cache_dir,
-        tokenizer=tokenizer,
-        reset_position_ids=False,
-        reset_attention_mask=False,
-        eod_mask_loss=False,
-        create_attention_mask=False,
-        mmap_bin_files=True,
     )
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     datasets = BlendedMegatronDatasetBuilder(
         GPTDataset, [num_samples, 0, 0], lambda: True, config
     ).build()
     return datasets[0]
+
+
+def build_eval_dataset(
+    prefix: str, *, seq_length: int, num_samples: int, seed: int, tokenizer: TokenizerInfo, cache_dir: str,
+) -> GPTDataset:
+    """The reference evaluation set: GPTDataset's validation split over the whole file, num_samples long.
+
+    Its document, sample and shuffle indices are cached under cache_dir (named by a hash of the
+    configuration), so they are built once per seed, sequence length and size and reopened after.
+    """
+    if not Path(f"{prefix}.idx").is_file() or not Path(f"{prefix}.bin").is_file():
+        raise ValueError(
+            f"validation file {prefix}.bin/.idx is missing: tokenize it into the data folder (preprocess.sh)"
+        )
+    config = _gpt_config(
+        seed=seed, seq_length=seq_length, tokenizer=tokenizer, cache_dir=cache_dir,
+        blend_per_split=[None, ([prefix], None), None],
+    )
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    datasets = BlendedMegatronDatasetBuilder(GPTDataset, [0, num_samples, 0], lambda: True, config).build()
+    return datasets[1]
 
 
 class ValidationSequences(torch.utils.data.Dataset):

@@ -4,8 +4,8 @@ Run:   python -m benchmark.train                       (the embedded CPU default
        python -m benchmark.train --preset llama31_8b   (PREPROCESSED_PATH and TOKENIZER_PATH set)
        python -m benchmark.train --help                (every knob, with its environment variable)
 
-One visible loop (docs/FIDELITY.md): blocks of EVAL_EVERY samples of training, each
-followed by an evaluation on the first EVAL_SAMPLES validation sequences; the run stops with status
+One visible loop (docs/FIDELITY.md): blocks of EVAL_EVERY samples of training, each followed by
+an evaluation on the same validation sequences each time (EVAL_SET); the run stops with status
 ``success`` at the first evaluation at or under TARGET, and ``aborted`` when MAX_TRAIN_SAMPLES pass
 without it, when the loss or gradient norm stops being finite, on Ctrl-C, or on any crash.
 """
@@ -251,7 +251,7 @@ def run(
                 train_prefixes, seq_length=m.seq_length, num_samples=t.max_train_samples, seed=t.seed,
                 tokenizer=tok, cache_dir=cache,
             )
-            valid_ds = data_mod.ValidationSequences(str(data_dir / cfg.data.valid_file), m.seq_length, t.eval_samples)
+            valid_ds = build_valid_dataset(cfg, data_dir, tok, cache)
             shard = DataShard(parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size())
             resumed_step = resume(cfg, engine, result, rank)
             init_step = resumed_step if resumed_step is not None else weights_step
@@ -283,6 +283,20 @@ def run(
             log.end("run_stop", samples_count=result.samples, status=result.status)
         log.close()
     return result
+
+
+def build_valid_dataset(cfg: Config, data_dir: Path, tok, cache: str):
+    """The evaluation set EVAL_SET names; every evaluation reads its first eval_sequences windows."""
+    from benchmark import data as data_mod
+
+    t, m = cfg.train, cfg.model
+    prefix = str(data_dir / cfg.data.valid_file)
+    if t.eval_set == "file-order":
+        return data_mod.ValidationSequences(prefix, m.seq_length, t.eval_samples)
+    return data_mod.build_eval_dataset(
+        prefix, seq_length=m.seq_length, num_samples=t.eval_dataset_samples, seed=t.seed, tokenizer=tok,
+        cache_dir=cache,
+    )
 
 
 def record_run_config(cfg: Config, log_path: Path, **built: str) -> Path:
@@ -325,7 +339,7 @@ def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_
 
     t = cfg.train
     per_replica = t.global_batch_size // shard.size
-    eval_per_replica = t.eval_samples // shard.size
+    eval_per_replica = t.eval_sequences // shard.size
     steps_per_block = t.eval_every // t.global_batch_size
     tokens_per_step = t.global_batch_size * cfg.model.seq_length
     while True:
