@@ -1,7 +1,7 @@
 """Tests for `python -m compliance.check FOLDER`: RCP check, olympic score, report files, bad folders.
 
 The logs are written by the helpers in tests/test_compliance_check.py (mlperf_logging's MLLogger,
-SPEC's key order). Run: .venv/bin/python -m pytest tests/test_compliance_folder.py -q
+the benchmark's key order, docs/FIDELITY.md). Run: .venv/bin/python -m pytest tests/test_compliance_folder.py -q
 """
 
 from __future__ import annotations
