@@ -4,6 +4,7 @@ FLOPs with benchmark.flops, and train the same model as the benchmark's GPTModel
 import ast
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +30,11 @@ SHAPE_FIELDS = {"hidden", "ffn", "heads", "kv_heads", "vocab"}
 
 
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    # Not the distributed variables an earlier test in this process may have left set.
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
 
 
 def _perf_fields() -> list[str]:

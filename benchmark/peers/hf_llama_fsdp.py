@@ -68,7 +68,8 @@ def parse(argv=None) -> argparse.Namespace:
 def init_distributed(device_type: str) -> torch.device:
     """NCCL on GPUs (one per local rank), gloo on the CPU; a one-process group without torchrun."""
     backend = "nccl" if device_type == "cuda" else "gloo"
-    if "RANK" in os.environ:
+    # torchrun sets all of these; a stray RANK alone (another launcher's, a parent process's) is not a group.
+    if all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
         if device_type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
