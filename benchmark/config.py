@@ -82,7 +82,7 @@ class Range:
             text = f"between {_number(self.at_least)} and {_number(self.at_most)}"
         else:
             text = " and ".join(part for part in (low, high) if part)
-        return f"must be {text}" + (f": {self.why}" if self.why else "")
+        return f"must be {text}" + (f" ({self.why})" if self.why else "")
 
 
 def knob(
@@ -607,6 +607,8 @@ def check_values(cfg: Config) -> None:
                     raise ConfigError(f"{name}={value} is too large: it must be at most {INT64_MAX} (int64)")
                 if not bounds.holds(value):
                     raise ConfigError(f"{name}={_number(value) if whole else value} {bounds.describe()}")
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"{name}={value!r} must be true or false (1 or 0)")
             if choices is not None and value not in choices:
                 raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
 
