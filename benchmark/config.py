@@ -140,7 +140,7 @@ class TrainConfig:
     lr: float = knob(
         0.0, "LR", "base learning rate; 0 = the RCP value for the GBS",
         # AdamW at a rate above 1 diverges at once; the RCP rates are below 1e-3.
-        range=Range(at_least=0, at_most=1, why="0 takes the RCP learning rate of the GBS (4e-4 at GBS 16)"),
+        range=Range(at_least=0, at_most=1, why="0 takes the RCP learning rate of the GBS, 4e-4 at GBS 16"),
     )
     warmup_samples: int = knob(
         -1, "WARMUP_SAMPLES", "linear warmup in samples; -1 = the RCP value for the GBS",
@@ -176,7 +176,7 @@ class TrainConfig:
     )
     target: float = knob(
         3.3, "TARGET", "stop with success at the first eval loss at or under this",
-        range=Range(above=0, why="it is a log-perplexity (3.3 for llama31_8b)"),
+        range=Range(above=0, why="it is a log-perplexity, 3.3 for llama31_8b"),
     )
     max_train_samples: int = knob(
         0, "MAX_TRAIN_SAMPLES",
