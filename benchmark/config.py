@@ -139,8 +139,9 @@ class TrainConfig:
     )
     lr: float = knob(
         0.0, "LR", "base learning rate; 0 = the RCP value for the GBS",
-        # AdamW at a rate above 1 diverges at once; the RCP rates are below 1e-3.
-        range=Range(at_least=0, at_most=1, why="0 takes the RCP learning rate of the GBS, 4e-4 at GBS 16"),
+        # No upper bound: a diverging rate is a legitimate experiment, and the run stops on the first
+        # non-finite loss with status aborted.
+        range=Range(at_least=0, why="0 takes the RCP learning rate of the GBS, 4e-4 at GBS 16"),
     )
     warmup_samples: int = knob(
         -1, "WARMUP_SAMPLES", "linear warmup in samples; -1 = the RCP value for the GBS",

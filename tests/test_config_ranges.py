@@ -89,10 +89,9 @@ def test_a_value_past_any_bound_is_refused_by_name(f, value):
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"LR": "nan"}, "LR=nan is not a finite number: it must be between 0 and 1 (0 takes the RCP learning rate"),
-        ({"LR": "inf"}, "LR=inf is not a finite number: it must be between 0 and 1"),
-        ({"LR": "-1e-3"}, "LR=-0.001 must be between 0 and 1"),
-        ({"LR": "3"}, "LR=3.0 must be between 0 and 1"),
+        ({"LR": "nan"}, "LR=nan is not a finite number: it must be 0 or more (0 takes the RCP learning rate of the GBS"),
+        ({"LR": "inf"}, "LR=inf is not a finite number: it must be 0 or more"),
+        ({"LR": "-1e-3"}, "LR=-0.001 must be 0 or more"),
         ({"TARGET": "nan"}, "TARGET=nan is not a finite number: it must be greater than 0 (it is a log-perplexity"),
         ({"TARGET": "-3.3"}, "TARGET=-3.3 must be greater than 0"),
         ({"SEED": "-1"}, "SEED=-1 must be between 0 and 4294967295 (NumPy seeds are below 2**32)"),
@@ -164,7 +163,7 @@ def test_the_range_is_checked_before_the_rcp_defaults():
         ({"SEED": "0"}, "train", "seed", 0),
         ({"SEED": "4294967295"}, "train", "seed", 4294967295),
         ({"SEED": "4294967195", "PP": "2", "WORLD_SIZE": "2"}, "train", "seed", 4294967195),
-        ({"LR": "1"}, "train", "lr", 1.0),
+        ({"LR": "1e6"}, "train", "lr", 1e6),
         ({"EVAL_EVERY": "32768"}, "train", "eval_every", 32768),
         ({"SUBMISSION_STATUS": "cloud"}, "log", "submission_status", "cloud"),
         ({"SUBMISSION_STATUS": "preview"}, "log", "submission_status", "preview"),
