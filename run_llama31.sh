@@ -20,6 +20,8 @@
 # records every run's seed and whether it was given (SEEDS) or generated; JOB_DIR/jobs.txt the Slurm
 # job ids. `compliance/check.sh JOB_DIR` checks all runs once they are done.
 #
+# Before anything runs or is submitted, the knobs are checked here and then by the training entry
+# (--print-config with the largest seed): a bad value ends the launch with exit status 2.
 # MODE=local runs the runs one after another: `python` when GPUS_PER_NODE is 0, else `torchrun` with
 # GPUS_PER_NODE processes; a failed job is retried up to MAX_RETRIES times, and a failed part ends its run.
 # MODE=slurm submits one sbatch job per part (dev/slurm/llama31.sbatch), chained with

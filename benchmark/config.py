@@ -73,7 +73,8 @@ class Range:
             or (self.below is not None and value >= self.below)
         )
 
-    def describe(self) -> str:
+    def text(self) -> str:
+        """The bounds in words: "1 or more", "between 0 and 1", "greater than 0 and less than 1"."""
         low = f"{_number(self.at_least)} or more" if self.at_least is not None else (
             f"greater than {_number(self.above)}" if self.above is not None else "")
         high = f"at most {_number(self.at_most)}" if self.at_most is not None else (
@@ -82,7 +83,10 @@ class Range:
             text = f"between {_number(self.at_least)} and {_number(self.at_most)}"
         else:
             text = " and ".join(part for part in (low, high) if part)
-        return f"must be {text}" + (f" ({self.why})" if self.why else "")
+        return text
+
+    def describe(self) -> str:
+        return f"must be {self.text()}" + (f" ({self.why})" if self.why else "")
 
 
 def knob(
@@ -442,9 +446,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         for f in fields(cls):
             env = f.metadata.get("env")
             env_note = f" (env {env})" if env else ""
+            bounds = f.metadata.get("range")
+            range_note = f"; {bounds.text()}" if bounds is not None else ""
             group.add_argument(
                 _flag_name(f), dest=f"{section}.{f.name}", default=None, metavar=str(f.type).upper(),
-                help=f"{f.metadata['help']}{env_note}",
+                help=f"{f.metadata['help']}{range_note}{env_note}",
             )
 
 

@@ -89,7 +89,7 @@ def test_a_value_past_any_bound_is_refused_by_name(f, value):
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"LR": "nan"}, "LR=nan is not a finite number: it must be 0 or more (0 takes the RCP learning rate of the GBS"),
+        ({"LR": "nan"}, "LR=nan is not a finite number: it must be 0 or more (0 takes the RCP learning rate"),
         ({"LR": "inf"}, "LR=inf is not a finite number: it must be 0 or more"),
         ({"LR": "-1e-3"}, "LR=-0.001 must be 0 or more"),
         ({"TARGET": "nan"}, "TARGET=nan is not a finite number: it must be greater than 0 (it is a log-perplexity"),
@@ -217,3 +217,13 @@ def test_the_entry_point_exits_2_without_a_traceback(env, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_help_states_each_range():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    for part in ("between 0 and 4294967295 (env SEED)", "print training metrics every this many steps; 1 or more "
+                 "(env LOG_EVERY)", "AdamW beta2; 0 or more and less than 1", "0 = the RCP value for the GBS; 0 or "
+                 "more (env LR)"):
+        assert part in text
