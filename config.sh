@@ -79,7 +79,7 @@ export VOCAB_SIZE="${VOCAB_SIZE:-}"             # (preset) embedding rows; empty
 
 # --- Experiment ------------------------------------------------------------------------------
 export NEXP="${NEXP:-1}"                        # runs, each with its own seed; a submission needs 10
-export SEEDS="${SEEDS:-}"                       # seeds of the runs, space-separated; empty = generated (and logged)
+export SEEDS="${SEEDS:-}"                       # seeds of the runs, space-separated, each 0..4294967295; empty = generated (and logged)
 export NPAR="${NPAR:-1}"                        # consecutive jobs per run, each resuming from its checkpoint
 export JOB_SAMPLES="${JOB_SAMPLES:-}"           # (preset) samples a job trains before it checkpoints and ends; NPAR > 1 needs it
 export SAVE_CKPT="${SAVE_CKPT:-0}"              # 1 = also checkpoint after every evaluation (a retried job resumes there)

@@ -20,6 +20,8 @@
 # records every run's seed and whether it was given (SEEDS) or generated; JOB_DIR/jobs.txt the Slurm
 # job ids. `compliance/check.sh JOB_DIR` checks all runs once they are done.
 #
+# Before anything runs or is submitted, the knobs are checked here and then by the training entry
+# (--print-config with the largest seed): a bad value ends the launch with exit status 2.
 # MODE=local runs the runs one after another: `python` when GPUS_PER_NODE is 0, else `torchrun` with
 # GPUS_PER_NODE processes; a failed job is retried up to MAX_RETRIES times, and a failed part ends its run.
 # MODE=slurm submits one sbatch job per part (dev/slurm/llama31.sbatch), chained with
@@ -112,6 +114,13 @@ export JOB_DIR
 problems=()
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 is_flag() { [[ "$1" == 0 || "$1" == 1 ]]; }
+# Seeds reach NumPy, whose seeds are below 2**32; the training entry also checks the seed plus its
+# per-pipeline-stage offset. Leading zeros are dropped before the comparison (bash reads 08 as octal).
+readonly SEED_MAX=4294967295
+in_seed_range() {
+    local digits="${1#"${1%%[!0]*}"}"
+    ((${#digits} <= ${#SEED_MAX})) && ((10#${digits:-0} <= SEED_MAX))
+}
 
 case "${MODE}" in
     local | slurm) ;;
@@ -136,7 +145,11 @@ if [[ -n "${SEEDS}" ]]; then
     seed_source=given
     read -r -a seeds <<<"${SEEDS}"
     for s in "${seeds[@]}"; do
-        is_uint "${s}" || problems+=("SEEDS has '${s}', which is not a whole number")
+        if ! is_uint "${s}"; then
+            problems+=("SEEDS has '${s}', which is not a whole number")
+        elif ! in_seed_range "${s}"; then
+            problems+=("SEEDS has ${s}, above ${SEED_MAX}: seeds are whole numbers from 0 to ${SEED_MAX} (NumPy's range)")
+        fi
     done
     if [[ -n "$(printf '%s\n' "${seeds[@]}" | sort | uniq -d)" ]]; then
         problems+=("SEEDS='${SEEDS}' repeats a seed: each run needs its own")
@@ -147,7 +160,11 @@ if [[ -n "${SEEDS}" ]]; then
 elif [[ -n "${SEED:-}" && "${NEXP}" == 1 ]]; then
     seed_source=given
     seeds=("${SEED}")
-    is_uint "${SEED}" || problems+=("SEED=${SEED} must be a whole number")
+    if ! is_uint "${SEED}"; then
+        problems+=("SEED=${SEED} must be a whole number")
+    elif ! in_seed_range "${SEED}"; then
+        problems+=("SEED=${SEED} is above ${SEED_MAX}: seeds are whole numbers from 0 to ${SEED_MAX} (NumPy's range)")
+    fi
 fi
 
 if [[ -n "${PRESET}" && "${PRESET}" != smoke ]]; then
@@ -201,6 +218,11 @@ while ((${#seeds[@]} < 10#${NEXP})); do
     fi
 done
 seeds=("${seeds[@]:0:10#${NEXP}}")
+# The largest seed is the one the training entry's range check is run with (below).
+max_seed="${seeds[0]}"
+for s in "${seeds[@]}"; do
+    if ((10#${s} > 10#${max_seed})); then max_seed="${s}"; fi
+done
 
 # --- What each job runs ----------------------------------------------------------------------
 n_runs=$((10#${NEXP}))
@@ -260,10 +282,11 @@ for ((i = 0; i < n_runs; i++)); do
     done
 done
 
-# The training configuration, resolved by the entry point itself with the first run's environment and
-# the jobs' world size: a bad value is reported here, before anything runs or is submitted.
-resolved_config() {
-    SEED="${seeds[0]}" RESULT_DIR="${JOB_DIR}/$(run_name 0)" CHECKPOINT_DIR="$(ckpt_dir "$(run_name 0)")" \
+# The training configuration, resolved by the entry point itself with the first run's environment (and
+# the given seed) and the jobs' world size: a bad value is reported here, before anything runs or is
+# submitted. Checked with the largest seed, every run's seed is in range.
+resolved_config() { # seed
+    SEED="$1" RESULT_DIR="${JOB_DIR}/$(run_name 0)" CHECKPOINT_DIR="$(ckpt_dir "$(run_name 0)")" \
         WORLD_SIZE="${world_size}" "${job_python}" -m benchmark.train --print-config "${train_args[@]}"
 }
 
@@ -285,14 +308,17 @@ if ((dry_run)); then
         echo "# training configuration: resolved inside IMAGE when the job starts (not on this machine)"
     elif [[ -x "${job_python}" ]] || command -v "${job_python}" >/dev/null; then
         echo "# training configuration of $(run_name 0), as resolved by python -m benchmark.train --print-config:"
-        resolved_config
+        resolved_config "${seeds[0]}"
+        if [[ "${max_seed}" != "${seeds[0]}" ]]; then
+            resolved_config "${max_seed}" >/dev/null
+        fi
     else
         echo "# training configuration: not resolved (${job_python} does not exist yet)"
     fi
     echo "# what would run, one line per job:"
-elif [[ "${MODE}" == slurm ]] && ((!in_image)); then
-    if ! resolved_config >/dev/null; then
-        echo "error: the training configuration is invalid (above); nothing was submitted" >&2
+elif ((!in_image)); then
+    if ! resolved_config "${max_seed}" >/dev/null; then
+        echo "error: the training configuration is invalid (above); nothing was started or submitted" >&2
         exit 2
     fi
 fi

@@ -34,13 +34,71 @@ def area_train_files(area: str) -> list[str]:
     return [f"c4-train.en_{k}_text_document" for k in BENCHMARK_AREAS[area]]
 
 
+# What mlperf-logging accepts in the MLPerf log: its compliance checker's submission_division rule, and
+# the submission_status values of the last ruleset to check them (training 4.0.0; later rulesets
+# leave the key unchecked, and the system description's "status" field carries the category).
+SUBMISSION_DIVISIONS = ("closed", "open")
+SUBMISSION_STATUSES = ("onprem", "cloud", "preview", "research")
+FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
+EVAL_SETS = ("reference", "file-order")
+
+
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the knob and how to fix it."""
 
 
-def knob(default: Any, env: str | None, help: str, flag: str | None = None, **kw: Any) -> Any:
-    """A dataclass field that is also a command-line flag and (optionally) an environment variable."""
-    meta = {"env": env, "help": help, "flag": flag}
+# The largest whole number a knob may hold: NumPy and PyTorch index and count with int64.
+INT64_MAX = 2**63 - 1
+# NumPy's legacy seeding (np.random.seed, Megatron-Core's dataset shuffles) takes seeds below 2**32.
+SEED_MAX = 2**32 - 1
+# benchmark.train offsets the seed by 100 per pipeline stage, as NeMo and Megatron-LM do.
+SEED_STRIDE_PER_STAGE = 100
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric knob accepts: bounds that are None are open, ``why`` says what they mean."""
+
+    at_least: float | None = None
+    above: float | None = None
+    at_most: float | None = None
+    below: float | None = None
+    why: str = ""
+
+    def holds(self, value: float) -> bool:
+        return not (
+            (self.at_least is not None and value < self.at_least)
+            or (self.above is not None and value <= self.above)
+            or (self.at_most is not None and value > self.at_most)
+            or (self.below is not None and value >= self.below)
+        )
+
+    def text(self) -> str:
+        """The bounds in words: "1 or more", "between 0 and 1", "greater than 0 and less than 1"."""
+        low = f"{_number(self.at_least)} or more" if self.at_least is not None else (
+            f"greater than {_number(self.above)}" if self.above is not None else "")
+        high = f"at most {_number(self.at_most)}" if self.at_most is not None else (
+            f"less than {_number(self.below)}" if self.below is not None else "")
+        if self.at_least is not None and self.at_most is not None:
+            text = f"between {_number(self.at_least)} and {_number(self.at_most)}"
+        else:
+            text = " and ".join(part for part in (low, high) if part)
+        return text
+
+    def describe(self) -> str:
+        return f"must be {self.text()}" + (f" ({self.why})" if self.why else "")
+
+
+def knob(
+    default: Any, env: str | None, help: str, flag: str | None = None, *,
+    range: Range | None = None, choices: tuple[str, ...] | None = None, **kw: Any,
+) -> Any:
+    """A dataclass field that is also a command-line flag and (optionally) an environment variable.
+
+    Every int or float knob carries the ``range`` it accepts and every enumerated one its ``choices``;
+    :func:`validate` checks them all (tests/test_config_ranges.py fails for a numeric knob without one).
+    """
+    meta = {"env": env, "help": help, "flag": flag, "range": range, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -50,19 +108,25 @@ def knob(default: Any, env: str | None, help: str, flag: str | None = None, **kw
 class ModelConfig:
     """The Llama 3.1 architecture; the defaults are the benchmark's 8B model (docs/FIDELITY.md)."""
 
-    num_layers: int = knob(32, "NUM_LAYERS", "transformer layers")
-    hidden_size: int = knob(4096, "HIDDEN_SIZE", "model width")
-    ffn_hidden_size: int = knob(14336, "FFN_HIDDEN_SIZE", "SwiGLU inner width")
-    num_attention_heads: int = knob(32, "NUM_HEADS", "attention heads")
-    num_query_groups: int = knob(8, "NUM_KV_GROUPS", "key/value groups (GQA)")
-    seq_length: int = knob(8192, "SEQ_LENGTH", "tokens per training sequence")
+    num_layers: int = knob(32, "NUM_LAYERS", "transformer layers", range=Range(at_least=1))
+    hidden_size: int = knob(4096, "HIDDEN_SIZE", "model width", range=Range(at_least=1))
+    ffn_hidden_size: int = knob(14336, "FFN_HIDDEN_SIZE", "SwiGLU inner width", range=Range(at_least=1))
+    num_attention_heads: int = knob(32, "NUM_HEADS", "attention heads", range=Range(at_least=1))
+    num_query_groups: int = knob(8, "NUM_KV_GROUPS", "key/value groups (GQA)", range=Range(at_least=1))
+    seq_length: int = knob(8192, "SEQ_LENGTH", "tokens per training sequence", range=Range(at_least=1))
     vocab_size: int = knob(
-        0, "VOCAB_SIZE", "embedding rows; 0 = the tokenizer's size, padded to a multiple of 128 x TP"
+        0, "VOCAB_SIZE", "embedding rows; 0 = the tokenizer's size, padded to a multiple of 128 x TP",
+        range=Range(at_least=0, why="0 takes the tokenizer's size"),
     )
-    norm_eps: float = knob(1e-5, None, "RMSNorm epsilon")
-    rotary_base: int = knob(500000, None, "RoPE base")
-    rope_scaling_factor: float = knob(8.0, None, "Llama 3.1 RoPE frequency scaling factor")
-    init_std: float = knob(0.02, None, "std of the normal weight init")
+    norm_eps: float = knob(1e-5, None, "RMSNorm epsilon", range=Range(above=0))
+    rotary_base: int = knob(
+        500000, None, "RoPE base",
+        range=Range(above=1, why="the rotary frequencies are powers of 1 / base"),
+    )
+    rope_scaling_factor: float = knob(
+        8.0, None, "Llama 3.1 RoPE frequency scaling factor", range=Range(at_least=1, why="1 = no scaling")
+    )
+    init_std: float = knob(0.02, None, "std of the normal weight init", range=Range(above=0))
 
     @property
     def head_dim(self) -> int:
@@ -73,34 +137,61 @@ class ModelConfig:
 class TrainConfig:
     """Optimizer, schedule, evaluation and stopping rule (docs/FIDELITY.md)."""
 
-    global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", flag="--gbs")
-    micro_batch_size: int = knob(1, "MBS", "sequences per forward/backward on one replica", flag="--mbs")
-    lr: float = knob(0.0, "LR", "base learning rate; 0 = the RCP value for the GBS")
-    warmup_samples: int = knob(-1, "WARMUP_SAMPLES", "linear warmup in samples; -1 = the RCP value for the GBS")
-    min_lr_ratio: float = knob(0.1, None, "end learning rate as a fraction of the base")
-    adam_beta1: float = knob(0.9, None, "AdamW beta1")
-    adam_beta2: float = knob(0.95, None, "AdamW beta2")
-    adam_eps: float = knob(1e-5, None, "AdamW epsilon")
-    weight_decay: float = knob(0.1, None, "AdamW weight decay")
-    clip_grad: float = knob(1.0, None, "gradient clipping max norm")
-    max_steps: int = knob(1_200_000, "MAX_STEPS", "steps that shape the cosine schedule (never reached)")
-    eval_every: int = knob(12288, "EVAL_EVERY", "evaluate every this many training samples")
+    global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", flag="--gbs", range=Range(at_least=1))
+    micro_batch_size: int = knob(
+        1, "MBS", "sequences per forward/backward on one replica", flag="--mbs", range=Range(at_least=1)
+    )
+    lr: float = knob(
+        0.0, "LR", "base learning rate; 0 = the RCP value for the GBS",
+        # No upper bound: a diverging rate is a legitimate experiment, and the run stops on the first
+        # non-finite loss with status aborted.
+        range=Range(at_least=0, why="0 takes the RCP learning rate of the GBS, 4e-4 at GBS 16"),
+    )
+    warmup_samples: int = knob(
+        -1, "WARMUP_SAMPLES", "linear warmup in samples; -1 = the RCP value for the GBS",
+        range=Range(at_least=-1, why="-1 takes the RCP warmup of the GBS"),
+    )
+    min_lr_ratio: float = knob(
+        0.1, None, "end learning rate as a fraction of the base", range=Range(at_least=0, at_most=1)
+    )
+    adam_beta1: float = knob(0.9, None, "AdamW beta1", range=Range(at_least=0, below=1))
+    adam_beta2: float = knob(0.95, None, "AdamW beta2", range=Range(at_least=0, below=1))
+    adam_eps: float = knob(1e-5, None, "AdamW epsilon", range=Range(above=0))
+    weight_decay: float = knob(0.1, None, "AdamW weight decay", range=Range(at_least=0))
+    clip_grad: float = knob(
+        1.0, None, "gradient clipping max norm",
+        # The CPU engine clips with torch's clip_grad_norm_, which scales every gradient to 0 at a norm of 0.
+        range=Range(above=0, why="the benchmark clips at 1.0"),
+    )
+    max_steps: int = knob(
+        1_200_000, "MAX_STEPS", "steps that shape the cosine schedule (never reached)", range=Range(at_least=1)
+    )
+    eval_every: int = knob(12288, "EVAL_EVERY", "evaluate every this many training samples", range=Range(at_least=1))
     eval_samples: int = knob(
         1024, "EVAL_SAMPLES",
         "validation sequences per evaluation (the MLPerf log's eval_samples); EVAL_SET=reference evaluates "
         "ceil(EVAL_SAMPLES / GBS) whole global batches of them",
+        range=Range(at_least=1),
     )
     eval_set: str = knob(
         "reference", "EVAL_SET",
         "reference: the first windows of a Megatron-Core GPTDataset over the validation file, seeded and sized "
         "as the RCPs' NeMo runs build it | file-order: the first EVAL_SAMPLES windows of the file, in order",
+        choices=EVAL_SETS,
     )
-    target: float = knob(3.3, "TARGET", "stop with success at the first eval loss at or under this")
+    target: float = knob(
+        3.3, "TARGET", "stop with success at the first eval loss at or under this",
+        range=Range(above=0, why="it is a log-perplexity, 3.3 for llama31_8b"),
+    )
     max_train_samples: int = knob(
         0, "MAX_TRAIN_SAMPLES",
         "stop with status aborted after this many samples without success; 0 = twice the RCP mean for the GBS",
+        range=Range(at_least=0, why="0 takes twice the RCP mean of the GBS"),
     )
-    seed: int = knob(1234, "SEED", "seed of weights, data order and dropout-free RNG state")
+    seed: int = knob(
+        1234, "SEED", "seed of weights, data order and dropout-free RNG state",
+        range=Range(at_least=0, at_most=SEED_MAX, why="NumPy seeds are below 2**32"),
+    )
 
     @property
     def warmup_steps(self) -> int:
@@ -144,45 +235,60 @@ class TrainConfig:
 class ParallelConfig:
     """Where and how the model runs."""
 
-    tensor_parallel: int = knob(1, "TP", "tensor-parallel size", flag="--tp")
-    pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", flag="--pp")
+    tensor_parallel: int = knob(1, "TP", "tensor-parallel size", flag="--tp", range=Range(at_least=1))
+    pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", flag="--pp", range=Range(at_least=1))
     context_parallel: int = knob(
-        1, "CP", "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)", flag="--cp"
+        1, "CP", "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)", flag="--cp",
+        range=Range(at_least=1),
     )
     sequence_parallel: str = knob(
-        "auto", "SEQUENCE_PARALLEL", "on | off | auto (on when TP > 1 under the TE layer spec)"
+        "auto", "SEQUENCE_PARALLEL", "on | off | auto (on when TP > 1 under the TE layer spec)",
+        choices=("auto", "on", "off"),
     )
     layer_spec: str = knob(
         "auto", "LAYER_SPEC",
         "te | local | auto: TransformerEngine's layer spec (FP8, TE's fused kernels, CP) or Megatron-Core's "
         "local spec with PyTorch SDPA; auto = te where transformer_engine imports and the run is on a GPU, "
         "resolved on the machine that resolves the configuration",
+        choices=("auto", "te", "local"),
     )
-    precision: str = knob("auto", "PRECISION", "bf16 | fp32 | auto (bf16 on GPU, fp32 on CPU)")
+    precision: str = knob(
+        "auto", "PRECISION", "bf16 | fp32 | auto (bf16 on GPU, fp32 on CPU)", choices=("auto", "bf16", "fp32")
+    )
     fp8: bool = knob(False, "FP8", "FP8 hybrid (E4M3 forward, E5M2 gradients) through TransformerEngine (TE spec, GPU)")
     fp8_recipe: str = knob(
         "tensorwise", "FP8_RECIPE",
         "with FP8=1: tensorwise (current scaling, NVIDIA's v5.1 choice) | delayed (amax history) | blockwise",
+        choices=FP8_RECIPES,
     )
-    fp8_amax_history: int = knob(1, "FP8_AMAX_HISTORY", "with FP8_RECIPE=delayed: steps of amax history")
-    fp8_amax_algo: str = knob("most_recent", "FP8_AMAX_ALGO", "with FP8_RECIPE=delayed: most_recent | max")
+    fp8_amax_history: int = knob(
+        1, "FP8_AMAX_HISTORY", "with FP8_RECIPE=delayed: steps of amax history", range=Range(at_least=1)
+    )
+    fp8_amax_algo: str = knob(
+        "most_recent", "FP8_AMAX_ALGO", "with FP8_RECIPE=delayed: most_recent | max", choices=("most_recent", "max")
+    )
     fp8_param_gather: str = knob(
         "auto", "FP8_PARAM_GATHER",
         "with FP8=1: on | off | auto: keep the model's weights in FP8 and all-gather them in FP8 "
         "(distributed optimizer); auto = on with more than one data-parallel rank (NVIDIA's v5.1 runs), "
         "off on one, where there is no gather to shrink and FP8 weights measured 37% slower on an H200",
+        choices=("auto", "on", "off"),
     )
     recompute: bool = knob(False, "RECOMPUTE", "full activation recomputation")
     recompute_layers: int = knob(
-        0, "RECOMPUTE_LAYERS", "with RECOMPUTE=1: recompute only the first N layers of each pipeline stage; 0 = all"
+        0, "RECOMPUTE_LAYERS", "with RECOMPUTE=1: recompute only the first N layers of each pipeline stage; 0 = all",
+        range=Range(at_least=0, why="0 recomputes all layers"),
     )
     fusions: str = knob(
         "auto", "FUSIONS",
         "fused kernels: on | off | auto (on for GPU): Megatron's compiled SwiGLU and cross-entropy, the "
         "weight-gradient GEMM into fp32 main_grad; under the TE spec also TE's RoPE and cross-entropy",
+        choices=("auto", "on", "off"),
     )
     compile: bool = knob(False, "COMPILE", "torch.compile each transformer layer")
-    device: str = knob("auto", "DEVICE", "cuda | cpu | auto (cuda where PyTorch sees a GPU)")
+    device: str = knob(
+        "auto", "DEVICE", "cuda | cpu | auto (cuda where PyTorch sees a GPU)", choices=("auto", "cuda", "cpu")
+    )
 
 
 @dataclass
@@ -194,6 +300,7 @@ class DataConfig:
         "en6", "BENCHMARK_AREA",
         "the C4 groups trained on: en6 (c4-train.en_6, shards 768-895, as the reference code and the "
         "official preprocessed download) | en6+en7 (also en_7: the last 256 shards)",
+        choices=tuple(BENCHMARK_AREAS),
     )
     train_files: list = knob(
         [], None, "training prefixes inside data_dir; empty = those of BENCHMARK_AREA",
@@ -217,7 +324,8 @@ class CheckpointConfig:
         "", "CHECKPOINT_DIR", "checkpoint folder; a run resumes from the newest complete checkpoint in it"
     )
     job_samples: int = knob(
-        0, "JOB_SAMPLES", "pause this job (checkpoint, status aborted) after this many samples; 0 = never"
+        0, "JOB_SAMPLES", "pause this job (checkpoint, status aborted) after this many samples; 0 = never",
+        range=Range(at_least=0, why="0 never pauses"),
     )
     use_ckpt: bool = knob(False, "USE_CKPT", "initialise the weights from MODEL_CKPT instead of at random")
     from_hf: bool = knob(
@@ -237,9 +345,13 @@ class LogConfig:
     submission_platform: str = knob(
         "", "SUBMISSION_PLATFORM", "submission_platform; empty = described from the hardware"
     )
-    submission_division: str = knob("closed", "SUBMISSION_DIVISION", "closed | open")
-    submission_status: str = knob("onprem", "SUBMISSION_STATUS", "onprem | cloud | preview | research")
-    log_every: int = knob(10, "LOG_EVERY", "print training metrics every this many steps")
+    submission_division: str = knob(
+        "closed", "SUBMISSION_DIVISION", "closed | open", choices=SUBMISSION_DIVISIONS
+    )
+    submission_status: str = knob(
+        "onprem", "SUBMISSION_STATUS", "onprem | cloud | preview | research", choices=SUBMISSION_STATUSES
+    )
+    log_every: int = knob(10, "LOG_EVERY", "print training metrics every this many steps", range=Range(at_least=1))
 
 
 @dataclass
@@ -286,22 +398,40 @@ def _section_classes() -> dict[str, type]:
 
 
 def _coerce(value: str, typ: Any, name: str) -> Any:
+    """A knob's text (environment or flag) as its field's type; text that is not one is a ConfigError.
+
+    Only the parsing happens here; whether the value is in the knob's range is :func:`validate`'s.
+    """
     typ = {"int": int, "float": float, "str": str, "bool": bool, "list": list}.get(typ, typ)
-    try:
-        if typ is bool:
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(value)
-        if typ is int:
-            return int(float(value)) if "e" in value.lower() else int(value)
-        if typ is list:
-            return [v for v in value.replace(",", " ").split() if v]
-        return typ(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a valid {typ.__name__}") from None
+    text = value.strip()
+    if typ is bool:
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name}={value!r} is not a valid bool: give 1 or 0 (also true/false, yes/no, on/off)")
+    if typ is int:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        # 1e3 and 16.0 name whole numbers too; 1.5, 1e999, nan and inf do not.
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number) and number.is_integer():
+            return int(number)
+        raise ConfigError(f"{name}={value!r} is not a valid int: give a whole number such as 16 or 1e3")
+    if typ is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a valid float: give a number such as 3.3 or 4e-4") from None
+    if typ is list:
+        return [v for v in value.replace(",", " ").split() if v]
+    return typ(value)
 
 
 def _flag_name(f: dataclasses.Field) -> str:
@@ -316,9 +446,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         for f in fields(cls):
             env = f.metadata.get("env")
             env_note = f" (env {env})" if env else ""
+            bounds = f.metadata.get("range")
+            range_note = f"; {bounds.text()}" if bounds is not None else ""
             group.add_argument(
                 _flag_name(f), dest=f"{section}.{f.name}", default=None, metavar=str(f.type).upper(),
-                help=f"{f.metadata['help']}{env_note}",
+                help=f"{f.metadata['help']}{range_note}{env_note}",
             )
 
 
@@ -343,6 +475,7 @@ def build_config(
                 values[f.name] = _coerce(flag_value, f.type, _flag_name(f))
         sections[section] = cls(**values)
     cfg = Config(preset=name, **sections)
+    check_values(cfg)
     _derive(cfg)
     _resolve_parallel(cfg)
     validate(cfg)
@@ -352,10 +485,6 @@ def build_config(
 def _derive(cfg: Config) -> None:
     """Fill the values that follow from others: the RCP table of the chosen GBS, the data files."""
     d = cfg.data
-    if d.benchmark_area not in BENCHMARK_AREAS:
-        raise ConfigError(
-            f"BENCHMARK_AREA={d.benchmark_area!r} is unknown: choose one of {' | '.join(BENCHMARK_AREAS)}"
-        )
     if not d.train_files:
         d.train_files = area_train_files(d.benchmark_area)
     if d.data_dir and not d.valid_file and Path(d.data_dir).is_dir():
@@ -438,7 +567,13 @@ def _resolve_parallel(cfg: Config) -> None:
 
 def world_size_from_env(env: dict[str, str] | None = None) -> int:
     env = dict(os.environ) if env is None else env
-    return int(env.get("WORLD_SIZE", "1"))
+    text = env.get("WORLD_SIZE", "1")
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(
+            f"WORLD_SIZE={text!r} must be a whole number, 1 or more: it is the process count that torchrun "
+            f"or srun sets; unset it for one process"
+        )
+    return int(text)
 
 
 def data_parallel_size(cfg: Config, world_size: int) -> int:
@@ -450,23 +585,63 @@ def grad_accumulation_steps(cfg: Config, world_size: int) -> int:
     return cfg.train.global_batch_size // (cfg.train.micro_batch_size * data_parallel_size(cfg, world_size))
 
 
+def knob_name(f: dataclasses.Field) -> str:
+    """What a message calls a knob: its environment variable, else its flag."""
+    return f.metadata.get("env") or _flag_name(f)
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def check_values(cfg: Config) -> None:
+    """Each knob on its own: a number of its type, finite and in its range; a string among its choices.
+
+    :func:`build_config` runs this before the derived values are filled in (so a GBS of -5 is named as
+    such, not as a batch size without a reference point), :func:`validate` again with them.
+    """
+    for section in cfg.sections().values():
+        for f in fields(section):
+            value, name = getattr(section, f.name), knob_name(f)
+            bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
+            if f.type in ("int", "float"):
+                whole = f.type == "int"
+                if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                    raise ConfigError(f"{name}={value!r} must be a {'whole number' if whole else 'number'}")
+                if not whole and not math.isfinite(value):
+                    raise ConfigError(f"{name}={value} is not a finite number: it {bounds.describe()}")
+                if whole and abs(value) > INT64_MAX:
+                    raise ConfigError(f"{name}={value} is too large: it must be at most {INT64_MAX} (int64)")
+                if not bounds.holds(value):
+                    raise ConfigError(f"{name}={_number(value) if whole else value} {bounds.describe()}")
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"{name}={value!r} must be true or false (1 or 0)")
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+
+
 def validate(cfg: Config, world_size: int | None = None) -> None:
     """Every check of user input, in one place. Messages name the knob and the fix."""
     world_size = world_size_from_env() if world_size is None else world_size
     m, t, p = cfg.model, cfg.train, cfg.parallel
-    positive = {
-        "NUM_LAYERS": m.num_layers, "HIDDEN_SIZE": m.hidden_size, "FFN_HIDDEN_SIZE": m.ffn_hidden_size,
-        "NUM_HEADS": m.num_attention_heads, "NUM_KV_GROUPS": m.num_query_groups, "SEQ_LENGTH": m.seq_length,
-        "GBS": t.global_batch_size, "MBS": t.micro_batch_size, "LR": t.lr, "MAX_STEPS": t.max_steps,
-        "EVAL_EVERY": t.eval_every, "EVAL_SAMPLES": t.eval_samples, "MAX_TRAIN_SAMPLES": t.max_train_samples,
-        "TP": p.tensor_parallel, "PP": p.pipeline_parallel, "CP": p.context_parallel,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{name}={value} must be greater than 0")
-    if t.target <= 0:
+    check_values(cfg)
+    # The values the RCP table fills in (_derive) must have been filled in by now.
+    if t.lr <= 0 or t.warmup_samples < 0 or t.max_train_samples <= 0:
         raise ConfigError(
-            f"TARGET={t.target} must be greater than 0: it is a log-perplexity (3.3 for llama31_8b)"
+            f"LR={t.lr}, WARMUP_SAMPLES={t.warmup_samples}, MAX_TRAIN_SAMPLES={t.max_train_samples}: "
+            f"the RCP defaults were not applied; build the configuration with build_config()"
+        )
+    top_seed = t.seed + SEED_STRIDE_PER_STAGE * (p.pipeline_parallel - 1)
+    if top_seed > SEED_MAX:
+        raise ConfigError(
+            f"SEED={t.seed} with PP={p.pipeline_parallel} seeds the last pipeline stage with {top_seed} "
+            f"(SEED + {SEED_STRIDE_PER_STAGE} x (PP - 1)), above NumPy's limit of {SEED_MAX}: choose a SEED of "
+            f"at most {SEED_MAX - SEED_STRIDE_PER_STAGE * (p.pipeline_parallel - 1)}"
+        )
+    if t.eval_every > t.max_train_samples:
+        raise ConfigError(
+            f"EVAL_EVERY={t.eval_every} is larger than MAX_TRAIN_SAMPLES={t.max_train_samples}: the run would "
+            f"stop before its first evaluation; lower EVAL_EVERY or raise MAX_TRAIN_SAMPLES"
         )
     if m.hidden_size % m.num_attention_heads:
         raise ConfigError(
@@ -493,7 +668,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         )
     if p.recompute_layers and not p.recompute:
         raise ConfigError(f"RECOMPUTE_LAYERS={p.recompute_layers} acts only with RECOMPUTE=1: set both, or unset it")
-    if m.vocab_size < 0 or (m.vocab_size and m.vocab_size % p.tensor_parallel):
+    if m.vocab_size % p.tensor_parallel:
         raise ConfigError(f"VOCAB_SIZE={m.vocab_size} must be 0 (from the tokenizer) or a multiple of TP")
     model_parallel = p.tensor_parallel * p.pipeline_parallel * p.context_parallel
     if world_size % model_parallel:
@@ -507,8 +682,6 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"GBS={t.global_batch_size} is not divisible by MBS x data-parallel size = "
             f"{t.micro_batch_size} x {dp}: set GBS to a multiple of {t.micro_batch_size * dp} or change MBS"
         )
-    if t.warmup_samples < 0:
-        raise ConfigError(f"WARMUP_SAMPLES={t.warmup_samples} must be 0 or more")
     if t.warmup_steps >= t.max_steps:
         raise ConfigError(
             f"WARMUP_SAMPLES={t.warmup_samples} gives {t.warmup_steps} warmup steps, not fewer than "
@@ -519,8 +692,6 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"EVAL_EVERY={t.eval_every} is not a multiple of GBS={t.global_batch_size}: evaluations happen "
             f"between optimizer steps, so choose a multiple of the batch"
         )
-    if t.eval_set not in EVAL_SETS:
-        raise ConfigError(f"EVAL_SET={t.eval_set!r} must be one of {', '.join(EVAL_SETS)}")
     # Under EVAL_SET=reference an evaluation reads whole global batches, which always split evenly.
     if t.eval_set == "file-order" and t.eval_samples % (t.micro_batch_size * dp):
         raise ConfigError(
@@ -528,12 +699,6 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"{t.micro_batch_size} x {dp} (EVAL_SET=file-order): every replica evaluates the same number of "
             f"whole micro-batches; choose a multiple, or EVAL_SET=reference, which reads whole global batches"
         )
-    if p.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"PRECISION={p.precision!r} must be one of auto, bf16, fp32")
-    if p.fusions not in ("auto", "on", "off"):
-        raise ConfigError(f"FUSIONS={p.fusions!r} must be one of auto, on, off")
-    if p.device not in ("auto", "cuda", "cpu"):
-        raise ConfigError(f"DEVICE={p.device!r} must be one of auto, cuda, cpu")
     _validate_spec_and_fp8(cfg)
     c = cfg.ckpt
     if (c.save or c.job_samples) and not c.directory:
@@ -557,8 +722,6 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"MODEL_CKPT={c.model_ckpt} has no weights/ folder: give a NeMo 2 checkpoint "
             f"(python -m utils.convert hf-to-nemo writes one), or set FROM_HF=1 for a Hugging Face folder"
         )
-    if cfg.log.submission_division not in ("closed", "open"):
-        raise ConfigError(f"SUBMISSION_DIVISION={cfg.log.submission_division!r} must be closed or open")
     if cfg.preset != "smoke":
         if not cfg.data.data_dir:
             raise ConfigError(
@@ -587,18 +750,6 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
 def _validate_spec_and_fp8(cfg: Config) -> None:
     """LAYER_SPEC, FP8 and its recipe, CP and sequence parallelism: what each needs, said before a run."""
     m, p = cfg.model, cfg.parallel
-    if p.layer_spec not in ("auto", "te", "local"):
-        raise ConfigError(f"LAYER_SPEC={p.layer_spec!r} must be one of auto, te, local")
-    if p.fp8_param_gather not in ("auto", "on", "off"):
-        raise ConfigError(f"FP8_PARAM_GATHER={p.fp8_param_gather!r} must be one of auto, on, off")
-    if p.sequence_parallel not in ("auto", "on", "off"):
-        raise ConfigError(f"SEQUENCE_PARALLEL={p.sequence_parallel!r} must be one of auto, on, off")
-    if p.fp8_recipe not in FP8_RECIPES:
-        raise ConfigError(f"FP8_RECIPE={p.fp8_recipe!r} must be one of {', '.join(FP8_RECIPES)}")
-    if p.fp8_amax_algo not in ("most_recent", "max"):
-        raise ConfigError(f"FP8_AMAX_ALGO={p.fp8_amax_algo!r} must be most_recent or max")
-    if p.fp8_amax_history < 1:
-        raise ConfigError(f"FP8_AMAX_HISTORY={p.fp8_amax_history} must be 1 or more")
     on_cpu = p.device == "cpu"
     if on_cpu and p.precision == "bf16":
         # Under CPU autocast, the backward of Megatron-Core's linear layers multiplies bf16 gradients
@@ -656,10 +807,6 @@ def _validate_spec_and_fp8(cfg: Config) -> None:
             f"SEQ_LENGTH={m.seq_length} is not divisible by TP={p.tensor_parallel}: sequence parallelism splits "
             f"each sequence over the tensor-parallel ranks"
         )
-
-
-FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
-EVAL_SETS = ("reference", "file-order")
 
 
 def uses_fp8_param_gather(cfg: Config, world_size: int) -> bool:

@@ -320,6 +320,9 @@ def test_missing_values_are_reported_together_before_anything_is_submitted(tmp_p
         ({"NEXP": "0"}, "NEXP=0 must be a whole number, 1 or more"),
         ({"NEXP": "3", "SEEDS": "1 2"}, "SEEDS has 2 seed(s) for NEXP=3 runs"),
         ({"SEEDS": "7 x"}, "SEEDS has 'x', which is not a whole number"),
+        ({"SEEDS": "7 4294967296"}, "SEEDS has 4294967296, above 4294967295: seeds are whole numbers from 0 to"),
+        ({"SEEDS": "7 000099999999999999999999"}, "SEEDS has 000099999999999999999999, above 4294967295"),
+        ({"SEED": "4294967296"}, "SEED=4294967296 is above 4294967295"),
         ({"NNODES": "2"}, "MODE=local runs on this machine only"),
         ({"MODE": "slurm", "NNODES": "2", "GPUS_PER_NODE": "0"}, "a CPU run is one process on one node"),
         ({"FROM_HF": "yes"}, "FROM_HF=yes must be 0 or 1"),
@@ -332,6 +335,24 @@ def test_bad_values_are_named(fake, knobs, message):
     proc = launch("--dry-run", env=fake.env(**knobs), config=False)
     assert proc.returncode == 2, proc.stdout
     assert message in proc.stderr
+
+
+def test_seeds_at_the_top_of_the_range_are_taken(fake):
+    proc = launch("--dry-run", env=fake.env(NEXP="2", SEEDS="0 0004294967295"), config=False, check=True)
+    assert "# run02_seed0004294967295: seed 0004294967295 (given)" in proc.stdout
+
+
+def test_a_bad_training_knob_stops_a_local_launch_before_anything_runs(tmp_path):
+    """The real entry checks the knobs of a local run (here the largest seed's) before folders are made."""
+    jobs = tmp_path / "jobs"
+    env = clean_env(MODE="local", GPUS_PER_NODE="0", PRESET="smoke", NEXP="2", SEEDS="7 4294967295", PP="2",
+                    JOB_DIR=str(jobs))
+    proc = launch(env=env, config=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "error: SEED=4294967295 with PP=2 seeds the last pipeline stage with 4294967395" in proc.stderr
+    assert "the training configuration is invalid (above); nothing was started or submitted" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not jobs.exists()
 
 
 def test_slurm_mode_without_sbatch_says_so(fake, tmp_path):

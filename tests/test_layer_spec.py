@@ -63,7 +63,7 @@ def test_print_config_shows_the_resolved_spec(gpu_with_te, capsys):
         ({"LAYER_SPEC": "te", "DEVICE": "cpu"}, r"LAYER_SPEC=te runs on GPUs only"),
         ({"FP8": "1", "DEVICE": "cpu"}, r"FP8=1 needs the TransformerEngine layer spec .* but this run is on CPU"),
         ({"FP8": "1", "DEVICE": "cpu", "FP8_RECIPE": "mxfp8"}, r"FP8_RECIPE='mxfp8' must be one of tensorwise"),
-        ({"FP8_AMAX_ALGO": "mean"}, r"FP8_AMAX_ALGO='mean' must be most_recent or max"),
+        ({"FP8_AMAX_ALGO": "mean"}, r"FP8_AMAX_ALGO='mean' must be one of most_recent, max"),
         ({"FP8_AMAX_HISTORY": "0"}, r"FP8_AMAX_HISTORY=0 must be 1 or more"),
         ({"SEQUENCE_PARALLEL": "yes"}, r"SEQUENCE_PARALLEL='yes' must be one of auto, on, off"),
         ({"SEQUENCE_PARALLEL": "on", "DEVICE": "cpu"}, r"SEQUENCE_PARALLEL=on needs the TransformerEngine layer spec"),
