@@ -49,6 +49,124 @@ def load_tokenizer_info(tokenizer_dir: str) -> TokenizerInfo:
     return TokenizerInfo(vocab_size=len(tok), eod=int(tok.eos_token_id), path=str(Path(tokenizer_dir).resolve()))
 
 
+# What a check of the token ids reads of a .bin with no manifest: this many evenly spaced runs of
+# this many tokens (2 MB of int32 in all), whatever the file's size; a whole 80 GB file is too much.
+ID_SAMPLE_RUNS = 8
+ID_SAMPLE_TOKENS = 65536
+TOKENIZE_FIX = "re-tokenize it with the tokenizer the run uses (preprocess.sh, python -m utils.tokenize)"
+
+
+def check_inputs(cfg) -> TokenizerInfo:
+    """Check the tokenizer and the data files a run reads, before any model is built; return the
+    tokenizer's TokenizerInfo. Raises ConfigError naming the file and the fix.
+
+    Without it these fail deep inside the run: a missing or corrupt tokenizer in huggingface_hub, a
+    truncated index inside Megatron-Core, token ids beyond the vocabulary in the embedding after
+    training has started, a validation file too small for the eval set in a bare ValueError, and a
+    training set smaller than one global batch trains on nothing.
+    """
+    from benchmark.config import ConfigError
+    from utils.fileio import DataError, read_json
+    from utils.indexed import IndexedReader
+    from utils.tokenizer import load_fast_tokenizer
+
+    d, t, m = cfg.data, cfg.train, cfg.model
+    try:
+        load_fast_tokenizer(d.tokenizer)  # names a missing folder, a missing or malformed tokenizer.json
+    except DataError as err:
+        raise ConfigError(f"TOKENIZER_PATH={d.tokenizer}: {err}") from None
+    try:
+        tok = load_tokenizer_info(d.tokenizer)
+    except Exception as err:  # transformers raises whatever its loaders raise; the cause is in the text
+        raise ConfigError(
+            f"TOKENIZER_PATH={d.tokenizer}: cannot be loaded with transformers' AutoTokenizer "
+            f"({type(err).__name__}: {err}); point TOKENIZER_PATH at a Hugging Face tokenizer folder "
+            f"(python -m utils.tokenizer download --dst DIR)"
+        ) from None
+    # Ids must index the embedding: the tokenizer's own size bounds them (an id past it is not text
+    # this tokenizer wrote), and VOCAB_SIZE, when set, bounds the embedding's rows.
+    limit = min(tok.vocab_size, m.vocab_size) if m.vocab_size else tok.vocab_size
+    limit_name = (f"VOCAB_SIZE={m.vocab_size}" if m.vocab_size and m.vocab_size < tok.vocab_size
+                  else f"the {tok.vocab_size}-id tokenizer at TOKENIZER_PATH={d.tokenizer}")
+
+    def windows(prefix: str, role: str) -> int:
+        try:
+            reader = IndexedReader.open(prefix)
+        except DataError as err:
+            raise ConfigError(f"{role} file: {err} ({TOKENIZE_FIX})") from None
+        _check_ids(prefix, reader, limit, limit_name, role, read_json)
+        return max(reader.tokens - 1, 0) // m.seq_length
+
+    data_dir = Path(d.data_dir)
+    train = {name: windows(str(data_dir / name), "training") for name in d.train_files}
+    empty = [name for name, n in train.items() if n == 0]
+    if empty:
+        raise ConfigError(
+            f"training file {data_dir / empty[0]}.bin holds not one sequence of SEQ_LENGTH + 1 = "
+            f"{m.seq_length + 1} tokens: {TOKENIZE_FIX}, or lower SEQ_LENGTH"
+        )
+    if sum(train.values()) < t.global_batch_size:
+        raise ConfigError(
+            f"the training files ({', '.join(str(data_dir / n) + '.bin' for n in train)}) hold "
+            f"{sum(train.values())} sequences of SEQ_LENGTH={m.seq_length}, fewer than one global batch "
+            f"(GBS={t.global_batch_size}): use more training data (BENCHMARK_AREA, PREPROCESSED_PATH) or "
+            f"lower GBS or SEQ_LENGTH"
+        )
+    valid = str(data_dir / d.valid_file)
+    have = windows(valid, "validation")
+    # Each evaluation reads eval_sequences distinct windows: file-order cuts them from the file once,
+    # and a reference set drawn from fewer would repeat windows within one evaluation.
+    need = t.eval_sequences
+    if have < need:
+        raise ConfigError(
+            f"validation file {valid}.bin holds {have} sequences of SEQ_LENGTH={m.seq_length}, fewer than the "
+            f"{need} that one evaluation reads (EVAL_SAMPLES={t.eval_samples}, EVAL_SET={t.eval_set}): lower "
+            f"EVAL_SAMPLES or SEQ_LENGTH, or use a larger validation file (utils.c4 consolidate)"
+        )
+    return tok
+
+
+def _check_ids(prefix: str, reader, limit: int, limit_name: str, role: str, read_json) -> None:
+    """Every token id of a file must lie in [0, limit). Cheap whatever the size: the manifest that
+    utils.tokenize writes beside the file records the vocabulary it was tokenized with; without one,
+    the dtype may already bound the ids, else a fixed sample of the .bin is read."""
+    from benchmark.config import ConfigError
+
+    manifest_path = Path(f"{prefix}.manifest.json")
+    manifest = None
+    if manifest_path.is_file():
+        try:
+            manifest = read_json(manifest_path)
+        except Exception:  # an unreadable manifest is no evidence either way: sample the file instead
+            manifest = None
+    recorded = manifest.get("vocab_size") if isinstance(manifest, dict) else None
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        if recorded > limit:
+            raise ConfigError(
+                f"{role} file {prefix}.bin was tokenized with a {recorded}-id vocabulary ({manifest_path}), "
+                f"more ids than {limit_name}: point TOKENIZER_PATH at the tokenizer the data was made with, "
+                f"or {TOKENIZE_FIX}"
+            )
+        return
+    dtype = reader.dtype
+    if np.issubdtype(dtype, np.unsignedinteger) and np.iinfo(dtype).max < limit:
+        return
+    tokens = reader.tokens_mmap
+    n = len(tokens)
+    if n == 0:
+        return
+    run = min(ID_SAMPLE_TOKENS, n)
+    starts = np.unique(np.linspace(0, n - run, num=ID_SAMPLE_RUNS).astype(np.int64))
+    lo = min(int(tokens[s : s + run].min()) for s in starts)
+    hi = max(int(tokens[s : s + run].max()) for s in starts)
+    if lo < 0 or hi >= limit:
+        bad = hi if hi >= limit else lo
+        raise ConfigError(
+            f"{role} file {prefix}.bin holds token id {bad}, outside {limit_name} (ids 0 to {limit - 1}): "
+            f"point TOKENIZER_PATH at the tokenizer the data was made with, or {TOKENIZE_FIX}"
+        )
+
+
 def one_epoch_sequences(prefixes: list[str], seq_length: int) -> int:
     """Full seq_length windows in one pass over the files (the log's train_samples)."""
     total = 0

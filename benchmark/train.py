@@ -221,12 +221,18 @@ def run(
         log.event("cache_clear", True)
         t_init = time.perf_counter()
         log.start("init_start")
+        try:
+            tok = data_mod.check_inputs(cfg)
+        except ConfigError as err:
+            # The log holds init_start: end it as an aborted run that says why, not as one that
+            # seems to be still under way.
+            log.end("run_stop", samples_count=0, status="aborted", reason=str(err))
+            raise
         with distributed(cfg) as device:
             from megatron.core import parallel_state
 
             seed_everything(t.seed, device)
             bf16 = cfg.parallel.precision == "bf16" or (cfg.parallel.precision == "auto" and device.type == "cuda")
-            tok = data_mod.load_tokenizer_info(cfg.data.tokenizer)
             vocab = m.vocab_size or padded_vocab_size(tok.vocab_size, cfg.parallel.tensor_parallel)
             on_gpu = device.type == "cuda"
             model, spec_name = build_model(cfg, vocab, bf16=bf16 and on_gpu, use_cpu_initialization=not on_gpu)

@@ -202,6 +202,15 @@ class IndexedReader:
         version, code, s, d = struct.unpack("<QBQQ", head[9:34])
         if version != VERSION or code not in CODE_DTYPES:
             raise DataError(f"{ip}: unsupported index version {version} or dtype code {code}")
+        # A truncated (or padded) index would otherwise fail inside numpy with a bare ValueError,
+        # or worse, be read with garbage lengths: its size is fixed by the two counts.
+        want = 34 + 12 * s + 8 * d
+        have = ip.stat().st_size
+        if have != want:
+            raise DataError(
+                f"{ip}: {have} bytes, but its header ({s} sequences, {d - 1} documents) needs {want}: "
+                f"the index is truncated or damaged; re-tokenize"
+            )
         idx = np.memmap(ip, dtype=np.uint8, mode="r")
         off = 34
         lengths = np.frombuffer(idx, dtype=np.int32, count=s, offset=off)
