@@ -86,15 +86,19 @@ def check_inputs(cfg) -> TokenizerInfo:
     # Ids must index the embedding: the tokenizer's own size bounds them (an id past it is not text
     # this tokenizer wrote), and VOCAB_SIZE, when set, bounds the embedding's rows.
     limit = min(tok.vocab_size, m.vocab_size) if m.vocab_size else tok.vocab_size
-    limit_name = (f"VOCAB_SIZE={m.vocab_size}" if m.vocab_size and m.vocab_size < tok.vocab_size
-                  else f"the {tok.vocab_size}-id tokenizer at TOKENIZER_PATH={d.tokenizer}")
+    if m.vocab_size and m.vocab_size < tok.vocab_size:
+        limit_name = f"VOCAB_SIZE={m.vocab_size}"
+        fix = f"set VOCAB_SIZE=0 (the tokenizer's size) or at least {tok.vocab_size}"
+    else:
+        limit_name = f"the {tok.vocab_size}-id tokenizer at TOKENIZER_PATH={d.tokenizer}"
+        fix = f"point TOKENIZER_PATH at the tokenizer the data was made with, or {TOKENIZE_FIX}"
 
     def windows(prefix: str, role: str) -> int:
         try:
             reader = IndexedReader.open(prefix)
         except DataError as err:
             raise ConfigError(f"{role} file: {err} ({TOKENIZE_FIX})") from None
-        _check_ids(prefix, reader, limit, limit_name, role, read_json)
+        _check_ids(prefix, reader, limit, limit_name, fix, role, read_json)
         return max(reader.tokens - 1, 0) // m.seq_length
 
     data_dir = Path(d.data_dir)
@@ -126,7 +130,7 @@ def check_inputs(cfg) -> TokenizerInfo:
     return tok
 
 
-def _check_ids(prefix: str, reader, limit: int, limit_name: str, role: str, read_json) -> None:
+def _check_ids(prefix: str, reader, limit: int, limit_name: str, fix: str, role: str, read_json) -> None:
     """Every token id of a file must lie in [0, limit). Cheap whatever the size: the manifest that
     utils.tokenize writes beside the file records the vocabulary it was tokenized with; without one,
     the dtype may already bound the ids, else a fixed sample of the .bin is read."""
@@ -144,8 +148,7 @@ def _check_ids(prefix: str, reader, limit: int, limit_name: str, role: str, read
         if recorded > limit:
             raise ConfigError(
                 f"{role} file {prefix}.bin was tokenized with a {recorded}-id vocabulary ({manifest_path}), "
-                f"more ids than {limit_name}: point TOKENIZER_PATH at the tokenizer the data was made with, "
-                f"or {TOKENIZE_FIX}"
+                f"more ids than {limit_name}: {fix}"
             )
         return
     dtype = reader.dtype
@@ -162,8 +165,7 @@ def _check_ids(prefix: str, reader, limit: int, limit_name: str, role: str, read
     if lo < 0 or hi >= limit:
         bad = hi if hi >= limit else lo
         raise ConfigError(
-            f"{role} file {prefix}.bin holds token id {bad}, outside {limit_name} (ids 0 to {limit - 1}): "
-            f"point TOKENIZER_PATH at the tokenizer the data was made with, or {TOKENIZE_FIX}"
+            f"{role} file {prefix}.bin holds token id {bad}, outside {limit_name} (ids 0 to {limit - 1}): {fix}"
         )
 
 

@@ -138,6 +138,7 @@ def test_vocab_size_knob_smaller_than_the_data(data, tmp_path):
     text, _ = _run_expecting_error(data, tmp_path, {"VOCAB_SIZE": 256})
     assert text.startswith(f"training file {folder / EN6}.bin holds token id ")
     assert "outside VOCAB_SIZE=256 (ids 0 to 255)" in text
+    assert text.endswith("set VOCAB_SIZE=0 (the tokenizer's size) or at least 2048")
 
 
 def test_truncated_index(data, tmp_path):
