@@ -167,7 +167,8 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "model" / "config.json").write_text("{}")  # FROM_HF=1 reads a Hugging Face folder
     return {
         "MODE": "slurm", "GPUS_PER_NODE": "4", "ACCOUNT": "acct-sentinel", "PARTITION": "part-sentinel",
-        "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "IMAGE": "", "DOCKER_IMAGE": "docker-sentinel",
+        "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "SIGNAL_MINUTES": "7", "IMAGE": "",
+        "DOCKER_IMAGE": "docker-sentinel",
         "PREPROCESSED_PATH": str(data), "TOKENIZER_PATH": str(tmp_path / "tok"), "JOB_DIR": str(tmp_path / "jobs"),
         "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "INDEX_CACHE_DIR": str(tmp_path / "cache"),
         "PRESET": "smoke", "BENCHMARK_AREA": "en6",
@@ -181,7 +182,7 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "NUM_LAYERS": "6", "HIDDEN_SIZE": "192", "FFN_HIDDEN_SIZE": "320", "NUM_HEADS": "6", "NUM_KV_GROUPS": "2",
         "SEQ_LENGTH": "128", "VOCAB_SIZE": "512",
         "NEXP": "2", "SEEDS": "101 202", "NPAR": "2", "JOB_SAMPLES": "128", "SAVE_CKPT": "1", "USE_CKPT": "1",
-        "FROM_HF": "1",
+        "FROM_HF": "1", "EXIT_DURATION_MINS": "2.5",
         "MODEL_CKPT": str(tmp_path / "model"),
         "SUBMISSION_ORG": "org-sentinel", "SUBMISSION_PLATFORM": "platform-sentinel",
         "SUBMISSION_DIVISION": "open", "SUBMISSION_STATUS": "cloud",
@@ -231,6 +232,7 @@ def knob_reach(tmp_path_factory) -> tuple[list[str], str]:
     seen["PARTITION"] = all("--partition=part-sentinel" in j for j in jobs)
     seen["NNODES"] = all(j.count("--nodes=2") == 2 for j in jobs)  # sbatch and srun
     seen["TIME"] = all("--time=01:23:45" in j for j in jobs)
+    seen["SIGNAL_MINUTES"] = all("--signal=B:USR1@420 " in j for j in jobs)  # seconds, to the batch shell
     seen["MAX_RETRIES"] = "export MAX_RETRIES=3" in out and all("--requeue" in j for j in jobs)
     seen["JOB_DIR"] = all(f"--output={values['JOB_DIR']}/run0" in j for j in jobs)
     seen["NEXP"] = seen["SEEDS"] = (
@@ -323,6 +325,7 @@ def test_missing_values_are_reported_together_before_anything_is_submitted(tmp_p
         ({"NNODES": "2"}, "MODE=local runs on this machine only"),
         ({"MODE": "slurm", "NNODES": "2", "GPUS_PER_NODE": "0"}, "a CPU run is one process on one node"),
         ({"FROM_HF": "yes"}, "FROM_HF=yes must be 0 or 1"),
+        ({"MODE": "slurm", "SIGNAL_MINUTES": "5m"}, "SIGNAL_MINUTES=5m must be a whole number (0 or more)"),
         ({"PRESET": "llama31_8b", "PREPROCESSED_PATH": "/nonexistent/c4", "TOKENIZER_PATH": "/nonexistent/tok"},
          "PREPROCESSED_PATH=/nonexistent/c4 is not a folder"),
         ({"MODE": "slurm", "IMAGE": "img.sqsh", "JOB_DIR": "/tmp/a,b"}, "cannot hold"),
