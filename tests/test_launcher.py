@@ -34,7 +34,7 @@ LAUNCHER_KNOBS = {
 PER_RUN = {"SEED", "RESULT_DIR"}
 
 # A stand-in for `python`: answers --print-config, records each call, writes the --log-file, and
-# fails its first FAKE_FAILURES calls (counted in FAKE_COUNTER) to exercise retries.
+# fails (status FAKE_EXIT, default 3) its first FAKE_FAILURES calls (counted in FAKE_COUNTER) to exercise retries.
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 set -euo pipefail
 if [[ " $* " == *" --print-config "* ]]; then echo '{"fake": true}'; exit 0; fi
@@ -47,7 +47,7 @@ echo "fake training, call ${n}"
 if [[ -n "${FAKE_SUCCESS:-}" ]]; then
   echo ':::MLLOG {"key": "run_stop", "value": null, "metadata": {"status": "success"}}' >> "${log}"
 fi
-if (( n <= ${FAKE_FAILURES:-0} )); then exit 3; fi
+if (( n <= ${FAKE_FAILURES:-0} )); then exit "${FAKE_EXIT:-3}"; fi
 exit 0
 """
 
@@ -474,6 +474,17 @@ def test_local_runs_retry_and_log_their_seeds(fake, tmp_path):
         assert "fake training" in (jobs / run / "output_part1.txt").read_text()
     assert "retry 1 of 1" in proc.stdout
     assert "run01_seed31: success" in proc.stdout and "run02_seed32: success" in proc.stdout
+
+
+def test_local_early_stop_is_retried_and_said_to_resume(fake, tmp_path):
+    # 75: the entry's status after SIGTERM, SIGUSR1 or EXIT_DURATION_MINS, its state saved
+    env = fake.env(SEEDS="9", MAX_RETRIES="1", FAKE_FAILURES="1", FAKE_EXIT="75", JOB_DIR=str(tmp_path / "jobs"))
+    proc = launch(env=env, config=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(fake.calls()) == 2
+    ckpt = tmp_path / "jobs" / "run01_seed9" / "checkpoints"
+    assert f"run01_seed9 part 1: stopped early with its state saved in {ckpt}; a retry resumes from it" in proc.stdout
+    assert "retry 1 of 1" in proc.stdout and "run01_seed9: success" in proc.stdout
 
 
 def test_local_failed_part_ends_its_run_and_the_exit_status(fake, tmp_path):
