@@ -543,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         print(summarize(cfg, result, prep_s))
     if result.stopped:
         if rank0:
-            print(f"[stop] {result.reason}; exit status {EXIT_STOPPED}: the Slurm batch script requeues the job "
-                  f"and the local launcher retries it (each within MAX_RETRIES)", flush=True)
+            print(f"[stop] {result.reason}; exit status {EXIT_STOPPED}: a requeued or retried job (MAX_RETRIES) "
+                  f"or a new launch on the same CHECKPOINT_DIR continues the run", flush=True)
         return EXIT_STOPPED
     if result.paused:
         # A deliberate pause is not a failure: the next job of the chain (Slurm afterok, or the local
