@@ -26,7 +26,8 @@ export ACCOUNT="${ACCOUNT:-}"                   # sbatch --account; empty = your
 export PARTITION="${PARTITION:-}"               # sbatch --partition; empty = the cluster's default partition
 export NNODES="${NNODES:-1}"                    # nodes per job
 export TIME="${TIME:-08:00:00}"                 # wall-clock limit of each job (sbatch --time)
-export MAX_RETRIES="${MAX_RETRIES:-0}"          # requeue a failed job up to this many times
+export MAX_RETRIES="${MAX_RETRIES:-0}"          # requeue a failed or early-stopped job up to this many times
+export SIGNAL_MINUTES="${SIGNAL_MINUTES:-10}"   # SIGUSR1 this many minutes before TIME (sbatch --signal=B:USR1@): the job saves and stops; 0 = none
 export IMAGE="${IMAGE:-}"                       # pyxis/enroot image (.sqsh or registry#image); empty = host env
 export DOCKER_IMAGE="${DOCKER_IMAGE:-llama31-8b}"  # image dev/run_docker.sh runs (docker build -t llama31-8b .)
 
@@ -83,6 +84,7 @@ export SEEDS="${SEEDS:-}"                       # seeds of the runs, space-separ
 export NPAR="${NPAR:-1}"                        # consecutive jobs per run, each resuming from its checkpoint
 export JOB_SAMPLES="${JOB_SAMPLES:-}"           # (preset) samples a job trains before it checkpoints and ends; NPAR > 1 needs it
 export SAVE_CKPT="${SAVE_CKPT:-0}"              # 1 = also checkpoint after every evaluation (a retried job resumes there)
+export EXIT_DURATION_MINS="${EXIT_DURATION_MINS:-}"  # (preset) stop as SIGTERM does (checkpoint, exit 75) after this many minutes of a job; 0
 export USE_CKPT="${USE_CKPT:-0}"                # 1 = initialize from MODEL_CKPT instead of random weights
 export FROM_HF="${FROM_HF:-0}"                  # 1 = MODEL_CKPT is a Hugging Face checkpoint, converted on load
 export MODEL_CKPT="${MODEL_CKPT:-}"             # checkpoint to start from; needed by USE_CKPT=1 or FROM_HF=1

@@ -27,7 +27,9 @@
 # MODE=slurm submits one sbatch job per part (dev/slurm/llama31.sbatch), chained with
 # --dependency=afterok, each srun'ing one task per GPU; with IMAGE set the tasks run in that image
 # through pyxis, otherwise in this checkout's environment (.venv, on a file system the nodes share).
-# A failed job requeues itself up to MAX_RETRIES times. Outside the container, .venv is created and
+# A failed job requeues itself up to MAX_RETRIES times. SIGTERM or SIGUSR1 (asked for SIGNAL_MINUTES
+# before TIME) or EXIT_DURATION_MINS make a job save a checkpoint, close its log and exit 75; the
+# batch script requeues it (within MAX_RETRIES) and the new attempt resumes there. Outside the container, .venv is created and
 # reused (dev/venv.sh).
 set -euo pipefail
 
@@ -81,6 +83,7 @@ NNODES="${NNODES:-1}"
 NEXP="${NEXP:-1}"
 NPAR="${NPAR:-1}"
 MAX_RETRIES="${MAX_RETRIES:-0}"
+SIGNAL_MINUTES="${SIGNAL_MINUTES:-0}"
 SAVE_CKPT="${SAVE_CKPT:-0}"
 USE_CKPT="${USE_CKPT:-0}"
 FROM_HF="${FROM_HF:-0}"
@@ -126,7 +129,7 @@ case "${MODE}" in
     local | slurm) ;;
     *) problems+=("MODE=${MODE} must be local or slurm") ;;
 esac
-for name in GPUS_PER_NODE MAX_RETRIES; do
+for name in GPUS_PER_NODE MAX_RETRIES SIGNAL_MINUTES; do
     is_uint "${!name}" || problems+=("${name}=${!name} must be a whole number (0 or more)")
 done
 for name in NNODES NEXP NPAR; do
@@ -355,6 +358,9 @@ if [[ "${MODE}" == local ]]; then
                 rc=0
                 env "${env_vars[@]}" "${cmd[@]}" 2>&1 | tee -a "${run_dir}/output_part${k}.txt" || rc=$?
                 ((rc == 0)) && break
+                if ((rc == 75)); then # the entry's status after SIGTERM/SIGUSR1/EXIT_DURATION_MINS: state saved
+                    log "${run} part ${k}: stopped early with its state saved in $(ckpt_dir "${run}"); a retry resumes from it"
+                fi
                 if ((rc == 130)); then # the entry's exit status after Ctrl-C: stop, retry nothing
                     log "interrupted: ${run} part ${k}; the runs after it were not started"
                     exit 130
@@ -384,6 +390,9 @@ if ((10#${GPUS_PER_NODE} > 0)); then
     sbatch_common+=(--gpus-per-node="${GPUS_PER_NODE}" --exclusive)
 fi
 if ((10#${MAX_RETRIES} > 0)); then sbatch_common+=(--requeue); else sbatch_common+=(--no-requeue); fi
+# SIGUSR1 to the batch shell (B:) SIGNAL_MINUTES before the limit; the batch script passes it on to
+# the tasks, which save and exit 75, and requeues the job. Slurm may send it up to a minute early.
+if ((10#${SIGNAL_MINUTES} > 0)); then sbatch_common+=(--signal="B:USR1@$((10#${SIGNAL_MINUTES} * 60))"); fi
 
 # srun's options, passed to the batch script: one task per GPU; the image and its mounts with pyxis.
 srun_opts=(--nodes="${NNODES}" --ntasks-per-node="${procs_per_node}")

@@ -327,6 +327,11 @@ class CheckpointConfig:
         0, "JOB_SAMPLES", "pause this job (checkpoint, status aborted) after this many samples; 0 = never",
         range=Range(at_least=0, why="0 never pauses"),
     )
+    exit_duration_mins: float = knob(
+        0.0, "EXIT_DURATION_MINS",
+        "stop this job as SIGTERM would (end the step, checkpoint to CHECKPOINT_DIR, close the log, exit 75) "
+        "after this many minutes of wall time since it started, fractions allowed; 0 = never",
+    )
     use_ckpt: bool = knob(False, "USE_CKPT", "initialise the weights from MODEL_CKPT instead of at random")
     from_hf: bool = knob(
         False, "FROM_HF", "MODEL_CKPT is a Hugging Face Llama folder (converted while loading); else NeMo 2"
@@ -709,6 +714,10 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         raise ConfigError(
             f"JOB_SAMPLES={c.job_samples} must be 0 or a multiple of EVAL_EVERY={t.eval_every}: "
             f"a job pauses after an evaluation"
+        )
+    if not math.isfinite(c.exit_duration_mins) or c.exit_duration_mins < 0:
+        raise ConfigError(
+            f"EXIT_DURATION_MINS={c.exit_duration_mins} must be 0 (no limit) or a positive number of minutes"
         )
     if c.use_ckpt and not c.model_ckpt:
         raise ConfigError("USE_CKPT=1 needs MODEL_CKPT: the NeMo 2 checkpoint folder to start from")

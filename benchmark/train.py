@@ -8,6 +8,9 @@ One visible loop (docs/FIDELITY.md): blocks of EVAL_EVERY samples of training, e
 an evaluation on the same validation sequences each time (EVAL_SET); the run stops with status
 ``success`` at the first evaluation at or under TARGET, and ``aborted`` when MAX_TRAIN_SAMPLES pass
 without it, when the loss or gradient norm stops being finite, on Ctrl-C, or on any crash.
+SIGTERM, SIGUSR1 and EXIT_DURATION_MINS stop it early at the next step boundary (benchmark.preempt):
+a checkpoint to CHECKPOINT_DIR, ``run_stop`` aborted with the reason, and exit status 75, so that a
+requeued or retried job continues from that checkpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from benchmark.config import (
 )
 from benchmark.engine import NonFiniteError, make_engine
 from benchmark.mlperf_log import TRACKED_STATS, MLPerfLog
+from benchmark.preempt import EXIT_STOPPED, StopRequest
 from benchmark.schedule import lr_at
 
 
@@ -54,6 +58,8 @@ class RunResult:
     reason: str = ""
     resumed_samples: int = 0
     paused: bool = False  # stopped after JOB_SAMPLES with a checkpoint, for the next job to continue
+    stopped: bool = False  # stopped early by a signal or EXIT_DURATION_MINS (benchmark.preempt)
+    checkpoint: str = ""  # the checkpoint that early stop wrote ("" when none was written)
 
     def position(self) -> dict:
         """What a checkpoint records of the run: enough to continue it exactly."""
@@ -215,8 +221,13 @@ def run(
     log = MLPerfLog(log_path if rank == 0 else None, echo=echo)
     result = RunResult(status="aborted", log_path=log_path if rank == 0 else None)
     t, m = cfg.train, cfg.model
-    run_started = False
+    run_started = run_closed = False
     t_run_start = 0.0
+    # Installed before the log opens: from here on SIGTERM/SIGUSR1 only set a flag, and the loop
+    # stops at its next safe point, with the log closed, instead of being killed mid-write.
+    stop = StopRequest(cfg.ckpt.exit_duration_mins)
+    stack = contextlib.ExitStack()
+    stack.enter_context(stop)
     try:
         log.event("cache_clear", True)
         t_init = time.perf_counter()
@@ -273,8 +284,16 @@ def run(
             run_started = True
             t_run_start = time.perf_counter()
             result.status, result.reason = _train_loop(
-                cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab
+                cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab,
+                stop,
             )
+            # The log is closed while the process group still exists, and every rank waits for it:
+            # under srun --kill-on-bad-exit a rank leaving first with status 75 would get rank 0
+            # killed before its run_stop is written.
+            _close_run(log, result, t_run_start)
+            run_closed = True
+            if torch.distributed.is_initialized():
+                torch.distributed.barrier()
     except KeyboardInterrupt:
         result.reason = "interrupted (Ctrl-C)"
         raise
@@ -284,11 +303,19 @@ def run(
         result.reason = f"crashed: {type(err).__name__}: {err}"
         raise
     finally:
-        if run_started:
-            result.time_to_train_s = time.perf_counter() - t_run_start
-            log.end("run_stop", samples_count=result.samples, status=result.status)
+        if run_started and not run_closed:
+            _close_run(log, result, t_run_start)
         log.close()
+        stack.close()
     return result
+
+
+def _close_run(log: MLPerfLog, result: RunResult, t_run_start: float) -> None:
+    """run_stop with the status; an early stop also says why (mlperf_logging allows extra metadata)."""
+    result.time_to_train_s = time.perf_counter() - t_run_start
+    extra = {"reason": result.reason} if result.stopped else {}
+    log.end("run_stop", samples_count=result.samples, status=result.status, **extra)
+    log.close()
 
 
 def build_valid_dataset(cfg: Config, data_dir: Path, tok, cache: str):
@@ -336,7 +363,9 @@ class DataShard:
     size: int
 
 
-def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab):
+def _train_loop(
+    cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab, stop=None
+):
     from benchmark.data import batches
     from benchmark.flops import flops_per_token
 
@@ -346,13 +375,20 @@ def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_
     t = cfg.train
     per_replica = t.global_batch_size // shard.size
     eval_per_replica = t.eval_sequences // shard.size
-    steps_per_block = t.eval_every // t.global_batch_size
+    stop = stop or StopRequest()
     tokens_per_step = t.global_batch_size * cfg.model.seq_length
     while True:
         block_start_samples = result.samples
         log.start("block_start", samples_count=block_start_samples)
         block_losses, block_time = [], 0.0
-        for _ in range(steps_per_block):
+        # A job resumed from a checkpoint that an early stop wrote mid-block finishes that block first,
+        # so the evaluations stay at multiples of EVAL_EVERY.
+        steps_left = (t.eval_every - result.samples % t.eval_every) // t.global_batch_size
+        for _ in range(steps_left):
+            # The safe point between steps; a signal during init or the last step is acted on here.
+            if stop.poll(device):
+                log.end("block_stop", samples_count=result.samples)
+                return _stop_early(cfg, engine, result, stop, rank)
             lr = lr_at(result.steps, base_lr=t.lr, end_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps)
             first = result.samples + shard.rank * per_replica
             micro = list(batches(train_ds, first, per_replica, t.micro_batch_size))
@@ -393,6 +429,8 @@ def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_
             return "success", f"eval loss {eval_loss:.4f} <= target {t.target} after {result.samples} samples"
         if result.samples >= t.max_train_samples:
             return "aborted", f"no eval at or under {t.target} within MAX_TRAIN_SAMPLES={t.max_train_samples}"
+        if stop.poll(device):  # a signal during the evaluation: acted on once it is logged
+            return _stop_early(cfg, engine, result, stop, rank)
         c = cfg.ckpt
         pause = c.job_samples and result.samples - result.resumed_samples >= c.job_samples
         if c.save or pause:
@@ -404,6 +442,27 @@ def _train_loop(cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_
             return "aborted", (
                 f"paused after JOB_SAMPLES={c.job_samples} samples; the next job resumes from {c.directory}"
             )
+
+
+def _stop_early(cfg: Config, engine, result: RunResult, stop: StopRequest, rank: int) -> tuple[str, str]:
+    """Save the run's state for the next job (collective, every rank is here at the same step)."""
+    result.stopped = True
+    directory = cfg.ckpt.directory
+    if not directory:
+        where = "no checkpoint (CHECKPOINT_DIR is not set): a new job starts the run over"
+    elif result.samples == result.resumed_samples:
+        # Nothing trained since the start or the resume: what CHECKPOINT_DIR holds is current.
+        latest = checkpoint.latest_checkpoint(directory)
+        result.checkpoint = str(latest or "")
+        where = (f"nothing trained since {latest}, which the next job resumes from" if latest
+                 else "nothing trained yet, so no checkpoint: a new job starts the run over")
+    else:
+        path = checkpoint.save(directory, engine, result.position())
+        result.checkpoint = str(path)
+        where = f"checkpoint {path}; the next job resumes from it"
+        if rank == 0:
+            print(f"[checkpoint] saved {path} at step {result.steps}", flush=True)
+    return "aborted", f"stopped by {stop.reason} at step {result.steps} ({result.samples} samples); {where}"
 
 
 def initial_weights(cfg: Config, model, rank: int) -> int:
@@ -488,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:  # one summary per run, not one per process
         print(summarize(cfg, result, prep_s))
+    if result.stopped:
+        if rank0:
+            print(f"[stop] {result.reason}; exit status {EXIT_STOPPED}: a requeued or retried job (MAX_RETRIES) "
+                  f"or a new launch on the same CHECKPOINT_DIR continues the run", flush=True)
+        return EXIT_STOPPED
     if result.paused:
         # A deliberate pause is not a failure: the next job of the chain (Slurm afterok, or the local
         # loop) must start, and the part's log, which ends without the target, is checked with the run.

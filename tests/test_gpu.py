@@ -49,6 +49,26 @@ def test_pause_and_resume_on_gpu(smoke_data, tmp_path):
     assert second.eval_curve == whole.eval_curve
 
 
+def test_early_stop_mid_block_and_resume_on_gpu(smoke_data, tmp_path, monkeypatch):
+    """EXIT_DURATION_MINS (a clock of one second per reading) stops the run after 5 steps, mid-block;
+    the distributed optimizer's checkpoint then resumes to the uninterrupted run's losses."""
+    from benchmark import preempt
+
+    small = dict(EVAL_EVERY=128, MAX_TRAIN_SAMPLES=256, TARGET=0.01, EVAL_SAMPLES=64)
+    whole = run(configure(smoke_data, tmp_path, **small), log_path=tmp_path / "w.log", echo=False)
+    ticks = iter(range(1000))
+    monkeypatch.setattr(preempt, "clock", lambda: float(next(ticks)))
+    ckpt = tmp_path / "ckpt"
+    first = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, EXIT_DURATION_MINS=0.1, **small),
+                log_path=tmp_path / "p1.log", echo=False)
+    monkeypatch.setattr(preempt, "clock", preempt.time.monotonic)
+    assert (first.stopped, first.steps, first.checkpoint) == (True, 5, str(ckpt / "iter_0000005"))
+    second = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, **small),
+                 log_path=tmp_path / "p2.log", echo=False)
+    assert first.train_losses + second.train_losses == whole.train_losses
+    assert second.eval_curve == whole.eval_curve and [s for s, _ in whole.eval_curve] == [128, 256]
+
+
 def test_wgrad_accumulation_into_fp32_main_grad():
     """benchmark.wgrad's kernel adds grad_output^T @ input to an fp32 buffer in place, as Apex's does."""
     from benchmark import wgrad

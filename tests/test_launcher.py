@@ -34,7 +34,7 @@ LAUNCHER_KNOBS = {
 PER_RUN = {"SEED", "RESULT_DIR"}
 
 # A stand-in for `python`: answers --print-config, records each call, writes the --log-file, and
-# fails its first FAKE_FAILURES calls (counted in FAKE_COUNTER) to exercise retries.
+# fails (status FAKE_EXIT, default 3) its first FAKE_FAILURES calls (counted in FAKE_COUNTER) to exercise retries.
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 set -euo pipefail
 if [[ " $* " == *" --print-config "* ]]; then echo '{"fake": true}'; exit 0; fi
@@ -47,7 +47,7 @@ echo "fake training, call ${n}"
 if [[ -n "${FAKE_SUCCESS:-}" ]]; then
   echo ':::MLLOG {"key": "run_stop", "value": null, "metadata": {"status": "success"}}' >> "${log}"
 fi
-if (( n <= ${FAKE_FAILURES:-0} )); then exit 3; fi
+if (( n <= ${FAKE_FAILURES:-0} )); then exit "${FAKE_EXIT:-3}"; fi
 exit 0
 """
 
@@ -167,7 +167,8 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "model" / "config.json").write_text("{}")  # FROM_HF=1 reads a Hugging Face folder
     return {
         "MODE": "slurm", "GPUS_PER_NODE": "4", "ACCOUNT": "acct-sentinel", "PARTITION": "part-sentinel",
-        "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "IMAGE": "", "DOCKER_IMAGE": "docker-sentinel",
+        "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "SIGNAL_MINUTES": "7", "IMAGE": "",
+        "DOCKER_IMAGE": "docker-sentinel",
         "PREPROCESSED_PATH": str(data), "TOKENIZER_PATH": str(tmp_path / "tok"), "JOB_DIR": str(tmp_path / "jobs"),
         "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "INDEX_CACHE_DIR": str(tmp_path / "cache"),
         "PRESET": "smoke", "BENCHMARK_AREA": "en6",
@@ -181,7 +182,7 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "NUM_LAYERS": "6", "HIDDEN_SIZE": "192", "FFN_HIDDEN_SIZE": "320", "NUM_HEADS": "6", "NUM_KV_GROUPS": "2",
         "SEQ_LENGTH": "128", "VOCAB_SIZE": "512",
         "NEXP": "2", "SEEDS": "101 202", "NPAR": "2", "JOB_SAMPLES": "128", "SAVE_CKPT": "1", "USE_CKPT": "1",
-        "FROM_HF": "1",
+        "FROM_HF": "1", "EXIT_DURATION_MINS": "2.5",
         "MODEL_CKPT": str(tmp_path / "model"),
         "SUBMISSION_ORG": "org-sentinel", "SUBMISSION_PLATFORM": "platform-sentinel",
         "SUBMISSION_DIVISION": "open", "SUBMISSION_STATUS": "cloud",
@@ -231,6 +232,7 @@ def knob_reach(tmp_path_factory) -> tuple[list[str], str]:
     seen["PARTITION"] = all("--partition=part-sentinel" in j for j in jobs)
     seen["NNODES"] = all(j.count("--nodes=2") == 2 for j in jobs)  # sbatch and srun
     seen["TIME"] = all("--time=01:23:45" in j for j in jobs)
+    seen["SIGNAL_MINUTES"] = all("--signal=B:USR1@420 " in j for j in jobs)  # seconds, to the batch shell
     seen["MAX_RETRIES"] = "export MAX_RETRIES=3" in out and all("--requeue" in j for j in jobs)
     seen["JOB_DIR"] = all(f"--output={values['JOB_DIR']}/run0" in j for j in jobs)
     seen["NEXP"] = seen["SEEDS"] = (
@@ -326,6 +328,7 @@ def test_missing_values_are_reported_together_before_anything_is_submitted(tmp_p
         ({"NNODES": "2"}, "MODE=local runs on this machine only"),
         ({"MODE": "slurm", "NNODES": "2", "GPUS_PER_NODE": "0"}, "a CPU run is one process on one node"),
         ({"FROM_HF": "yes"}, "FROM_HF=yes must be 0 or 1"),
+        ({"MODE": "slurm", "SIGNAL_MINUTES": "5m"}, "SIGNAL_MINUTES=5m must be a whole number (0 or more)"),
         ({"PRESET": "llama31_8b", "PREPROCESSED_PATH": "/nonexistent/c4", "TOKENIZER_PATH": "/nonexistent/tok"},
          "PREPROCESSED_PATH=/nonexistent/c4 is not a folder"),
         ({"MODE": "slurm", "IMAGE": "img.sqsh", "JOB_DIR": "/tmp/a,b"}, "cannot hold"),
@@ -492,6 +495,17 @@ def test_local_runs_retry_and_log_their_seeds(fake, tmp_path):
         assert "fake training" in (jobs / run / "output_part1.txt").read_text()
     assert "retry 1 of 1" in proc.stdout
     assert "run01_seed31: success" in proc.stdout and "run02_seed32: success" in proc.stdout
+
+
+def test_local_early_stop_is_retried_and_said_to_resume(fake, tmp_path):
+    # 75: the entry's status after SIGTERM, SIGUSR1 or EXIT_DURATION_MINS, its state saved
+    env = fake.env(SEEDS="9", MAX_RETRIES="1", FAKE_FAILURES="1", FAKE_EXIT="75", JOB_DIR=str(tmp_path / "jobs"))
+    proc = launch(env=env, config=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(fake.calls()) == 2
+    ckpt = tmp_path / "jobs" / "run01_seed9" / "checkpoints"
+    assert f"run01_seed9 part 1: stopped early with its state saved in {ckpt}; a retry resumes from it" in proc.stdout
+    assert "retry 1 of 1" in proc.stdout and "run01_seed9: success" in proc.stdout
 
 
 def test_local_failed_part_ends_its_run_and_the_exit_status(fake, tmp_path):

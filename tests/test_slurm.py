@@ -5,7 +5,8 @@ a freshly generated key, slurmctld and slurmd with a slurm.conf in a temporary f
 The fixture waits for the node to be idle and stops every daemon by its PID afterwards. Through it:
 the embedded-default benchmark submitted with NEXP=2 (two logs, two seeds, both passing the smoke
 compliance profile), an NPAR=2 chain that resumes from its checkpoint, a job that fails and is
-requeued, and submission errors reported in words. The benchmark runs are shrunk through the
+requeued, a job warned by SIGUSR1 before its time limit that saves, is requeued and resumes, a
+cancelled job that saves and a new launch that resumes from it, and submission errors reported in words. The benchmark runs are shrunk through the
 environment (a few evaluations of a few steps) so that the module stays within a few minutes.
 Run: bash dev/test.sh tests/test_slurm.py
 """
@@ -78,7 +79,9 @@ ReturnToService=2
 SchedulerParameters=sched_interval=1
 JobRequeue=1
 MinJobAge=600
-KillWait=5
+# Seconds between SIGTERM and SIGKILL: long enough for a cancelled smoke job, on a loaded 2-core
+# machine, to end its step and save (an early stop, benchmark/preempt.py).
+KillWait=30
 NodeName={node} NodeHostname={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
@@ -381,3 +384,80 @@ def test_benchmark_npar_chain_resumes_from_the_first_jobs_checkpoint(slurm, smok
     step = re.search(r'"key": "init_checkpoint_step", "value": (\d+)', second)
     assert step and int(step.group(1)) == 4, f"the second job did not resume from step 4:\n{outputs}"
     assert '"status": "success"' in second
+
+
+def test_benchmark_warned_before_its_time_limit_saves_requeues_and_reaches_the_target(slurm, smoke_data, tmp_path):
+    """SIGUSR1 to the batch shell, as `--signal=B:USR1@<s>` (SIGNAL_MINUTES) sends it before the time
+    limit (here by `scancel --signal=USR1 --batch`, without waiting for a real limit): the batch script
+    passes it to the task, which saves and exits 75; the job is requeued and its second attempt resumes
+    from the checkpoint and reaches the target (seed 77: eval loss 6.27 after 128 samples; target 6.5)."""
+    job_dir = tmp_path / "jobs"
+    knobs = {**SHRUNK, "TARGET": "6.5", "LOG_EVERY": "1", "SIGNAL_MINUTES": "5", "TIME": "30"}
+    proc = submit(slurm, SEEDS="77", MAX_RETRIES="1", JOB_DIR=str(job_dir), SMOKE_DATA_DIR=str(smoke_data), **knobs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (job,) = job_ids(job_dir)
+    run = job_dir / "run01_seed77"
+    out = run / f"slurm-{job}.out"
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not (out.is_file() and "[train] step 2 " in out.read_text()):
+        assert time.monotonic() < deadline, "the job did not reach step 2"
+        time.sleep(0.2)
+    slurm.run("scancel", "--signal=USR1", "--batch", job)
+    states = slurm.wait_for_jobs([job], timeout=JOB_TIMEOUT_S)
+    text = out.read_text()
+    assert states == {job: "COMPLETED"}, text[-4000:]
+    assert "SIGUSR1 received" in text and "passing it to the training tasks" in text
+    assert "stopped early with its state saved (exit 75)" in text
+    assert "attempt 1 stopped early (exit 75); requeueing job" in text
+    stopped = mllog_lines(run / "mlperf.log.failed-attempt-0")[-1]
+    assert stopped["key"] == "run_stop" and stopped["metadata"]["status"] == "aborted"
+    assert stopped["metadata"]["reason"].startswith("stopped by SIGUSR1"), stopped
+    at = stopped["metadata"]["samples_count"]
+    assert 32 <= at < 128
+    resumed = mllog_lines(run / "mlperf.log")
+    assert [e["value"] for e in resumed if e["key"] == "init_checkpoint_step"] == [at // 16]
+    assert resumed[-1]["key"] == "run_stop" and resumed[-1]["metadata"]["status"] == "success"
+
+
+def mllog_lines(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in path.read_text().splitlines()
+            if line.startswith(":::MLLOG ")]
+
+
+def test_benchmark_cancelled_job_closes_its_log_and_a_new_launch_resumes(slurm, smoke_data, tmp_path):
+    """scancel (SIGTERM to the batch shell and the task, SIGKILL KillWait=5 s later): the task saves
+    and closes its log within KillWait, the batch script requeues nothing, and a new launch on the same
+    CHECKPOINT_DIR resumes and reaches the target (seed 77, target 6.5)."""
+    knobs = {**SHRUNK, "TARGET": "6.5", "LOG_EVERY": "1", "SEEDS": "77", "MAX_RETRIES": "1",
+             "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "SMOKE_DATA_DIR": str(smoke_data)}
+    first_dir = tmp_path / "first"
+    proc = submit(slurm, JOB_DIR=str(first_dir), **knobs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (job,) = job_ids(first_dir)
+    out = first_dir / "run01_seed77" / f"slurm-{job}.out"
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not (out.is_file() and "[train] step 2 " in out.read_text()):
+        assert time.monotonic() < deadline, "the job did not reach step 2"
+        time.sleep(0.2)
+    slurm.run("scancel", job)
+    states = slurm.wait_for_jobs([job], timeout=120)
+    text = out.read_text()
+    assert states == {job: "CANCELLED"}, text[-4000:]
+    assert "requeueing" not in text
+    stopped = mllog_lines(first_dir / "run01_seed77" / "mlperf.log")[-1]
+    assert stopped["key"] == "run_stop" and stopped["metadata"]["status"] == "aborted", text[-4000:]
+    assert stopped["metadata"]["reason"].startswith("stopped by SIGTERM")
+    at = stopped["metadata"]["samples_count"]
+    assert (tmp_path / "ckpt" / "run01_seed77" / "latest").read_text().strip() == f"iter_{at // 16:07d}"
+
+    second_dir = tmp_path / "second"
+    proc = submit(slurm, JOB_DIR=str(second_dir), **knobs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (job2,) = job_ids(second_dir)
+    states = slurm.wait_for_jobs([job2], timeout=JOB_TIMEOUT_S)
+    resumed = mllog_lines(second_dir / "run01_seed77" / "mlperf.log")
+    assert states == {job2: "COMPLETED"}
+    assert [e["value"] for e in resumed if e["key"] == "init_checkpoint_step"] == [at // 16]
+    assert resumed[-1]["metadata"]["status"] == "success"
