@@ -331,6 +331,7 @@ class CheckpointConfig:
         0.0, "EXIT_DURATION_MINS",
         "stop this job as SIGTERM would (end the step, checkpoint to CHECKPOINT_DIR, close the log, exit 75) "
         "after this many minutes of wall time since it started, fractions allowed; 0 = never",
+        range=Range(at_least=0, why="0 never stops"),
     )
     use_ckpt: bool = knob(False, "USE_CKPT", "initialise the weights from MODEL_CKPT instead of at random")
     from_hf: bool = knob(

@@ -6,8 +6,9 @@ The fixture waits for the node to be idle and stops every daemon by its PID afte
 the embedded-default benchmark submitted with NEXP=2 (two logs, two seeds, both passing the smoke
 compliance profile), an NPAR=2 chain that resumes from its checkpoint, a job that fails and is
 requeued, a job warned by SIGUSR1 before its time limit that saves, is requeued and resumes, a
-cancelled job that saves and a new launch that resumes from it, and submission errors reported in words. The benchmark runs are shrunk through the
-environment (a few evaluations of a few steps) so that the module stays within a few minutes.
+cancelled job that saves and a new launch that resumes from it, and submission errors reported in
+words. The benchmark runs are shrunk through the environment (a few evaluations of a few steps) so
+that the module stays within a few minutes.
 Run: bash dev/test.sh tests/test_slurm.py
 """
 
