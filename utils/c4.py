@@ -34,6 +34,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from utils.errors import command
 from utils.fileio import (
     BLOCK,
     DataError,
@@ -288,6 +289,7 @@ def compress(folder: str | Path, workers: int = 1, keep: bool = False, log: Call
 
 
 # ----------------------------------------------------------------------------- CLI
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.c4 {download,download-preprocessed,compress,consolidate} ...: see the module docstring."""
     p = argparse.ArgumentParser(

@@ -52,6 +52,7 @@ import torch
 import yaml
 
 from benchmark.hf_mapping import LlamaShape, fuse_qkv, split_qkv
+from utils.errors import command
 
 PREFIX = "module."  # NeMo's MegatronParallel wraps the GPTModel as `module`
 WEIGHTS_DIR = "weights"
@@ -973,6 +974,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

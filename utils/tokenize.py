@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.errors import command
 from utils.fileio import (
     DataError,
     LineReader,
@@ -302,6 +303,7 @@ def _progress_bar(path: Path, enabled: bool):
 
 
 # ----------------------------------------------------------------------------- CLI
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.tokenize --input FILE --output-prefix PREFIX --tokenizer DIR [--workers N]"""
     p = argparse.ArgumentParser(

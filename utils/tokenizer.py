@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from utils.errors import command
 from utils.fileio import DataError, atomic_output, iter_raw_lines
 
 BOS = "<|begin_of_text|>"
@@ -261,6 +262,7 @@ def download(
 
 
 # ----------------------------------------------------------------------------- CLI
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.tokenizer {download,train-bpe} ...: see the module docstring."""
     p = argparse.ArgumentParser(
