@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.errors import command
+from utils.errors import command, with_path
 from utils.fileio import (
     DataError,
     LineReader,
@@ -273,10 +273,12 @@ def tokenize_file(
         os.replace(tmp_bin, bin_path)
         os.replace(tmp_idx, idx_path)
         write_json_atomic(manifest_path, manifest)
-    except BaseException:
+    except BaseException as e:
         writer.abort()
         for p in (tmp_bin, tmp_idx):
             p.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise with_path(e, bin_path) from None  # a failed write() names no file
         raise
     finally:
         # Stop the worker processes now rather than when the generator is collected.
