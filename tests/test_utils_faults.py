@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def test_bpe_on_an_empty_corpus(tmp_path):
     assert p.returncode == 2 and "argument --max-docs" in p.stderr and "Traceback" not in p.stderr
 
 
-@pytest.mark.parametrize("repo", ["not a repo", "a/b/c", "owner/na..me", "-bad/name"])
+@pytest.mark.parametrize("repo", ["not a repo", "a/b/c", "owner/na..me", "owner/"])
 def test_tokenizer_download_malformed_repo_id(tmp_path, repo):
     dst = tmp_path / "tok"
     p = run_tool("utils.tokenizer", "download", "--dst", dst, "--repo", repo)
@@ -199,12 +200,18 @@ def test_tokenizer_download_malformed_repo_id(tmp_path, repo):
 def killed_midway(script: str) -> None:
     """Run `script` in its own Python process and session; it SIGKILLs itself midway. Then end
     any worker it left, by its process group."""
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, env=ENV,
-                         start_new_session=True, stderr=subprocess.PIPE)
-    _, err = p.communicate(timeout=300)
-    assert p.returncode == -signal.SIGKILL, err.decode()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(p.pid, signal.SIGKILL)
+    # stderr goes to a file, not a pipe: a helper process of torch's may hold a pipe open after
+    # the kill, and reading it to the end would wait for that process.
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, env=ENV,
+                             start_new_session=True, stderr=err)
+        try:
+            p.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+        err.seek(0)
+        assert p.returncode == -signal.SIGKILL, err.read().decode()
 
 
 def test_killed_consolidation_temporaries_are_removed_by_a_different_rerun(data, tmp_path):
@@ -244,7 +251,8 @@ def hf(tmp_path_factory):
 
 def test_convert_into_read_only_folder(hf, read_only):
     p = run_tool("utils.convert", "hf-to-nemo", "--src", hf, "--dst", read_only / "nemo")
-    assert_named_error(p, str(read_only / "nemo"), "writable")
+    err = assert_named_error(p, f"{read_only / 'nemo'}: the file system is read-only", "writable")
+    assert ".tmp-" not in err
     assert leftovers(read_only) == []
 
 

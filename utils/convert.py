@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import pickle
 import resource
 import shutil
 import socket
@@ -52,7 +53,7 @@ import torch
 import yaml
 
 from benchmark.hf_mapping import LlamaShape, fuse_qkv, split_qkv
-from utils.errors import DataError, command, with_path
+from utils.errors import DataError, command, disk_full, full_disk_error, with_path
 from utils.fileio import remove_stale_tmp, write_json_atomic
 
 PREFIX = "module."  # NeMo's MegatronParallel wraps the GPTModel as `module`
@@ -542,9 +543,13 @@ def staged_output(dst: Path) -> Iterator[Path]:
             dst.rmdir()  # empty, checked above
         os.rename(tmp, dst)
     except BaseException as e:
+        # Looked at before the staging folder is removed, which frees the space again.
+        full = not isinstance(e, (OSError, KeyboardInterrupt)) and disk_full(dst.parent)
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
-            raise with_path(e, dst) from None  # a failed write() names no file
+            raise with_path(e, dst, tmp) from None  # name the destination, not the staging folder
+        if full:
+            raise full_disk_error(dst) from e
         raise
 
 
@@ -682,7 +687,8 @@ class NemoWeights:
                 self.meta = dist_checkpointing.load_tensors_metadata(str(self.dir))
         except ConvertError:
             raise
-        except (EOFError, OSError, ValueError, RuntimeError, KeyError, ImportError, AttributeError) as e:
+        except (EOFError, OSError, ValueError, RuntimeError, KeyError, ImportError, AttributeError,
+                pickle.UnpicklingError) as e:
             # Megatron-Core / torch.distributed.checkpoint unpickle .metadata: a truncated or
             # damaged file surfaces as one of these, with no file name.
             raise ConvertError(f"{self.dir}: the checkpoint's metadata cannot be read "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 from collections.abc import Callable
 
@@ -46,11 +47,29 @@ def describe_os_error(e: OSError) -> str:
     return f"{where}: {text}" if where else text
 
 
-def with_path(e: OSError, path) -> OSError:
-    """`e` with `path` as its file name when it has none (a failed write() names no file)."""
-    if e.filename is not None or e.errno is None:
+def with_path(e: OSError, path, tmp=None) -> OSError:
+    """`e` naming the output `path` when it names no file (a failed write()) or names the output's
+    temporary `tmp` (or a file inside it): the user knows the destination, not the staging name."""
+    if e.errno is None:
+        return e
+    name = e.filename
+    if name is not None and not (tmp is not None and str(name).startswith(str(tmp))):
         return e
     return type(e)(e.errno, e.strerror or str(e), str(path))
+
+
+def disk_full(folder, need: int = 1 << 20) -> bool:
+    """Whether the file system of `folder` has less than `need` bytes left for this user. Some
+    writers (torch's zip writer) report a full disk as a RuntimeError without an errno."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < need
+
+
+def full_disk_error(path) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def command(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -57,7 +57,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
         if isinstance(e, OSError):
             # A failed write() names no file: name the output, so the message says where.
-            raise with_path(e, path) from None
+            raise with_path(e, path, tmp) from None
         raise
 
 

@@ -209,7 +209,10 @@ def tokenize_file(
 
     dtype = token_dtype(vocab_size)
     tmp_bin, tmp_idx = tmp_path(bin_path), tmp_path(idx_path)
-    writer = IndexedWriter(tmp_bin, dtype)
+    try:
+        writer = IndexedWriter(tmp_bin, dtype)
+    except OSError as e:
+        raise with_path(e, bin_path, tmp_bin) from None
     skipped: list[tuple[int, str]] = []
     n_skipped = 0
     t0 = time.perf_counter()
@@ -278,7 +281,7 @@ def tokenize_file(
         for p in (tmp_bin, tmp_idx):
             p.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise with_path(e, bin_path) from None  # a failed write() names no file
+            raise with_path(e, bin_path, tmp_bin) from None  # a failed write() names no file
         raise
     finally:
         # Stop the worker processes now rather than when the generator is collected.
