@@ -53,7 +53,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
+        # OSError, not only FileNotFoundError: on a read-only file system the unlink fails too,
+        # and that must not hide the error that stopped the write.
+        with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(e, OSError):
             # A failed write() names no file: name the output, so the message says where.
