@@ -55,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from utils.errors import command
+
 RAW = r"""
 import gzip, json, sys
 from tokenizers import Tokenizer
@@ -74,6 +76,7 @@ CEILING = r"""
 import gzip, json, os, sys, time
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per process: the processes are the N
 from tokenizers import Tokenizer
+
 path, tok_json, index, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 tok = Tokenizer.from_file(tok_json)
 opener = gzip.open if path.endswith(".gz") else open
@@ -169,6 +172,7 @@ def _same_output(a: str, b: str) -> str | None:
     return None
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.bench_tokenize --input FILE.json.gz --tokenizer DIR [--workers 2] [--repeats 3]
     [--megatron-lm DIR]"""

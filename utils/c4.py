@@ -34,6 +34,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from utils.errors import command, positive_int
 from utils.fileio import (
     BLOCK,
     DataError,
@@ -156,12 +157,26 @@ def consolidate(
     log = log or (lambda s: None)
     if n_validation < 1:
         raise DataError(f"--n-validation {n_validation}: use 1 or more")
+    if n_groups < 1:
+        raise DataError(f"--groups {n_groups}: use 1 or more (the benchmark's layout is {N_GROUPS})")
     train = find_shards(src, "train")
     valid = find_shards(src, "validation")
+    # An empty file is no gzip stream: counted as 0 documents it would pass silently, and an
+    # empty validation shard would shift which documents the evaluation set holds.
+    empty = [p.name for p in (*train, *valid) if p.stat().st_size == 0]
+    if empty:
+        raise DataError(
+            f"{src}: {len(empty)} shard(s) are empty (0 bytes): {', '.join(empty[:10])}"
+            f"{' ...' if len(empty) > 10 else ''}; delete them and download them again "
+            f"(`python -m utils.c4 download --dst {src}` fetches what is missing), then rerun"
+        )
     if len(train) % n_groups:
         raise DataError(f"{src}: {len(train)} train shards do not split into {n_groups} equal groups")
     per = len(train) // n_groups
     dst.mkdir(parents=True, exist_ok=True)
+    # Whatever a killed run left (any output's temporary, the manifest's included) is removed
+    # here, not only the temporaries of outputs this run rebuilds.
+    remove_stale_tmp(dst)
     manifest_path = dst / MANIFEST
     old = read_json(manifest_path)
     old = old.get("outputs", {}) if isinstance(old, dict) else {}
@@ -288,6 +303,7 @@ def compress(folder: str | Path, workers: int = 1, keep: bool = False, log: Call
 
 
 # ----------------------------------------------------------------------------- CLI
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.c4 {download,download-preprocessed,compress,consolidate} ...: see the module docstring."""
     p = argparse.ArgumentParser(
@@ -305,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--src", required=True, type=Path, help="folder with c4-train.*-of-*.json.gz and c4-validation.*")
     c.add_argument("--dst", required=True, type=Path, help="output folder (MERGED_C4_PATH)")
     c.add_argument("--n-validation", type=int, default=C4_N_VALIDATION, help=f"default {C4_N_VALIDATION}")
-    c.add_argument("--groups", type=int, default=N_GROUPS, help=f"train groups (default {N_GROUPS})")
-    c.add_argument("--workers", type=int, default=1, help="groups built at a time (default 1)")
+    c.add_argument("--groups", type=positive_int, default=N_GROUPS, help=f"train groups (default {N_GROUPS})")
+    c.add_argument("--workers", type=positive_int, default=1, help="groups built at a time (default 1)")
 
     z = sub.add_parser(
         "compress",

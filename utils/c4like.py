@@ -45,6 +45,7 @@ import sysconfig
 from multiprocessing import Pool
 from pathlib import Path
 
+from utils.errors import command
 from utils.fileio import DataError, atomic_output
 
 # Document length in tokens: log-normal around C4 en's median, with its long tail, clipped.
@@ -301,6 +302,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m utils.c4like", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import pickle
 import resource
 import shutil
 import socket
@@ -52,6 +53,8 @@ import torch
 import yaml
 
 from benchmark.hf_mapping import LlamaShape, fuse_qkv, split_qkv
+from utils.errors import DataError, command, disk_full, full_disk_error, with_path
+from utils.fileio import remove_stale_tmp, write_json_atomic
 
 PREFIX = "module."  # NeMo's MegatronParallel wraps the GPTModel as `module`
 WEIGHTS_DIR = "weights"
@@ -79,7 +82,7 @@ LAYER_EXTRA_STATES = (
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 
 
-class ConvertError(ValueError):
+class ConvertError(DataError, ValueError):
     """The input is not what the conversion needs; the message says what is wrong and where."""
 
 
@@ -367,21 +370,36 @@ class _TensorInfo:
 
 
 def _read_safetensors_header(path: Path) -> dict[str, _TensorInfo]:
+    fix = "download or export this file again"
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
+            # Checked before reading: garbage bytes give a length of exabytes (an OverflowError).
+            if header_len > size - 8:
+                raise ConvertError(f"{path} is truncated or not a safetensors file: its header claims "
+                                   f"{header_len:,} bytes but the file holds {size:,}; {fix}")
             header = json.loads(f.read(header_len))
     except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConvertError(f"{path} is not a readable safetensors file: {e}") from None
+        raise ConvertError(f"{path} is not a readable safetensors file: {e}; {fix}") from None
+    if not isinstance(header, dict):
+        raise ConvertError(f"{path} is not a safetensors file: its header is not a JSON object; {fix}")
     infos = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if entry["dtype"] not in _ST_DTYPES:
-            raise ConvertError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
-        start, end = entry["data_offsets"]
-        infos[name] = _TensorInfo(path, _ST_DTYPES[entry["dtype"]], tuple(entry["shape"]),
-                                  8 + header_len + start, end - start)
+        try:
+            dtype_name = entry["dtype"]
+            start, end = (int(x) for x in entry["data_offsets"])
+            shape = tuple(int(x) for x in entry["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise ConvertError(f"{path}: the header entry of tensor {name} is malformed; {fix}") from None
+        if dtype_name not in _ST_DTYPES:
+            raise ConvertError(f"{path}: tensor {name} has unsupported dtype {dtype_name}")
+        if not 0 <= start <= end or 8 + header_len + end > size:
+            raise ConvertError(f"{path} is truncated: tensor {name} ends at byte {8 + header_len + end:,} "
+                               f"of a {size:,}-byte file; {fix}")
+        infos[name] = _TensorInfo(path, _ST_DTYPES[dtype_name], shape, 8 + header_len + start, end - start)
     return infos
 
 
@@ -513,16 +531,25 @@ def staged_output(dst: Path) -> Iterator[Path]:
         raise ConvertError(f"destination {dst} already exists and is not empty: choose a new folder "
                            f"or remove it")
     dst.parent.mkdir(parents=True, exist_ok=True)
+    # A killed conversion leaves its whole staging folder (the size of the model): clear those of
+    # dead runs before staging this one.
+    remove_stale_tmp(dst.parent, dst.name)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         yield tmp
         if dst.exists():
             dst.rmdir()  # empty, checked above
         os.rename(tmp, dst)
-    except BaseException:
+    except BaseException as e:
+        # Looked at before the staging folder is removed, which frees the space again.
+        full = not isinstance(e, (OSError, KeyboardInterrupt)) and disk_full(dst.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise with_path(e, dst, tmp) from None  # name the destination, not the staging folder
+        if full:
+            raise full_disk_error(dst) from e
         raise
 
 
@@ -655,8 +682,18 @@ class NemoWeights:
         from megatron.core import dist_checkpointing
 
         self.dir = weights_dir_of(nemo_dir)
-        with process_group(single=False):
-            self.meta = dist_checkpointing.load_tensors_metadata(str(self.dir))
+        try:
+            with process_group(single=False):
+                self.meta = dist_checkpointing.load_tensors_metadata(str(self.dir))
+        except ConvertError:
+            raise
+        except (EOFError, OSError, ValueError, RuntimeError, KeyError, ImportError, AttributeError,
+                pickle.UnpicklingError) as e:
+            # Megatron-Core / torch.distributed.checkpoint unpickle .metadata: a truncated or
+            # damaged file surfaces as one of these, with no file name.
+            raise ConvertError(f"{self.dir}: the checkpoint's metadata cannot be read "
+                               f"({type(e).__name__}: {e}); the checkpoint is truncated or damaged: "
+                               f"copy or save it again") from None
         embedding = [k for k in self.meta if k.endswith("embedding.word_embeddings.weight")
                      and not k.startswith("optimizer.")]
         if len(embedding) != 1:
@@ -973,6 +1010,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -984,7 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.summary:
-        Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(args.summary, summary)
     return 0
 
 

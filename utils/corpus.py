@@ -33,6 +33,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.errors import command
 from utils.fileio import DataError, atomic_output
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -482,6 +483,7 @@ def _part(value: str) -> tuple[int, int]:
     return k, n
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.corpus --dst DIR: write the synthetic C4-format shards."""
     p = argparse.ArgumentParser(

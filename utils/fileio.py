@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,15 +22,14 @@ from pathlib import Path
 # (docs/DATA.md). Same bytes and the same gzip errors as the standard library's gzip.
 from isal import igzip_threaded, isal_zlib
 
+# DataError is defined with the command-line error handling; the tools import it from here too.
+from utils.errors import DataError, with_path
+
 # What a truncated or corrupt gzip stream raises through igzip or isal_zlib.
 GZIP_ERRORS = (EOFError, isal_zlib.error, gzip.BadGzipFile)
 
 # Read and hash in large blocks: the inputs are files of hundreds of MB to tens of GB.
 BLOCK = 1 << 22
-
-
-class DataError(Exception):
-    """A problem with the user's data or arguments, reported without a traceback by every CLI."""
 
 
 def tmp_path(path: Path) -> Path:
@@ -52,19 +52,29 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        # OSError, not only FileNotFoundError: on a read-only file system the unlink fails too,
+        # and that must not hide the error that stopped the write.
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError):
+            # A failed write() names no file: name the output, so the message says where.
+            raise with_path(e, path, tmp) from None
         raise
 
 
-def remove_stale_tmp(folder: Path, name: str) -> None:
-    """Delete temporaries of `name` left in `folder` by killed runs (their process is gone)."""
-    for stale in folder.glob(f".{name}.tmp-*"):
+def remove_stale_tmp(folder: Path, name: str = "*") -> None:
+    """Delete temporaries of `name` (of every output with "*") left in `folder` by killed runs:
+    files or folders `.NAME.tmp-PID` whose process is gone. A killed run cannot clean up after
+    itself, so each run clears what dead ones left before it writes."""
+    for stale in Path(folder).glob(f".{name}.tmp-*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _pid_alive(int(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.errors import command
 from utils.fileio import DataError, iter_raw_lines, read_json, sha256_file, write_json_atomic
 
 # Bump when the recipe below changes, so that older smoke folders are rebuilt.
@@ -184,6 +185,7 @@ def prepare(root: str | Path, seed: int = 1234, log: Callable[[str], None] = pri
         return _result(root, n_validation)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.smoke --dst DIR [--seed 1234]: build or check the embedded dataset."""
     p = argparse.ArgumentParser(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.errors import command
 from utils.fileio import DataError, sha256_file, tmp_path, write_json_atomic
 from utils.indexed import IndexedReader, bin_path, idx_path, write_index
 from utils.tokenize import SUFFIX
@@ -125,6 +126,7 @@ def _copy_bytes(src, dst, n: int) -> None:
         remaining -= len(block)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.subset --input PREFIX [--output-prefix OUT --tokens 100M]"""
     p = argparse.ArgumentParser(

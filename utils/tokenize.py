@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.errors import command, with_path
 from utils.fileio import (
     DataError,
     LineReader,
@@ -208,7 +209,10 @@ def tokenize_file(
 
     dtype = token_dtype(vocab_size)
     tmp_bin, tmp_idx = tmp_path(bin_path), tmp_path(idx_path)
-    writer = IndexedWriter(tmp_bin, dtype)
+    try:
+        writer = IndexedWriter(tmp_bin, dtype)
+    except OSError as e:
+        raise with_path(e, bin_path, tmp_bin) from None
     skipped: list[tuple[int, str]] = []
     n_skipped = 0
     t0 = time.perf_counter()
@@ -272,10 +276,12 @@ def tokenize_file(
         os.replace(tmp_bin, bin_path)
         os.replace(tmp_idx, idx_path)
         write_json_atomic(manifest_path, manifest)
-    except BaseException:
+    except BaseException as e:
         writer.abort()
         for p in (tmp_bin, tmp_idx):
             p.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise with_path(e, bin_path, tmp_bin) from None  # a failed write() names no file
         raise
     finally:
         # Stop the worker processes now rather than when the generator is collected.
@@ -302,6 +308,7 @@ def _progress_bar(path: Path, enabled: bool):
 
 
 # ----------------------------------------------------------------------------- CLI
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.tokenize --input FILE --output-prefix PREFIX --tokenizer DIR [--workers N]"""
     p = argparse.ArgumentParser(

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from utils.errors import command, positive_int
 from utils.fileio import DataError, atomic_output, iter_raw_lines
 
 BOS = "<|begin_of_text|>"
@@ -144,7 +145,24 @@ def train_bpe(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(iter_texts(files, max_docs), trainer=trainer)
+    files = list(files)
+    seen = 0
+
+    def texts() -> Iterator[str]:
+        nonlocal seen
+        for text in iter_texts(files, max_docs):
+            seen += bool(text)
+            yield text
+
+    tok.train_from_iterator(texts(), trainer=trainer)
+    if seen == 0:
+        # With no text BPE learns no merge at all: the result would be a byte-level tokenizer
+        # padded with reserved ids, useless for the data and easy to miss.
+        raise DataError(
+            f"{', '.join(map(str, files[:3]))}{' ...' if len(files) > 3 else ''}: no document with a "
+            "non-empty 'text' to train on (the files are empty, or --max-docs is 0); give C4-format "
+            "JSON-lines files with text"
+        )
     n_learned = tok.get_vocab_size()
     specials = [BOS, EOS] + [f"<|reserved_special_token_{i}|>" for i in range(vocab_size - n_learned - 2)]
     tok.add_special_tokens(specials)
@@ -227,6 +245,11 @@ def download(
             local_dir=str(dst),
             token=token,
         )
+    except hf_errors.HFValidationError as e:
+        raise DataError(
+            f"--repo {repo_id!r} is not a Hugging Face repository id ({e}); give OWNER/NAME, "
+            f"e.g. {LLAMA31_REPO}"
+        ) from None
     except hf_errors.GatedRepoError:
         raise DataError(
             f"{repo_id} is gated: accept its licence at {page}, then log in with `hf auth login` "
@@ -261,6 +284,7 @@ def download(
 
 
 # ----------------------------------------------------------------------------- CLI
+@command
 def main(argv: list[str] | None = None) -> int:
     """python -m utils.tokenizer {download,train-bpe} ...: see the module docstring."""
     p = argparse.ArgumentParser(
@@ -287,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("files", nargs="+", type=Path, help="C4-format JSON-lines files")
     t.add_argument("--dst", required=True, type=Path, help="output tokenizer directory")
     t.add_argument("--vocab-size", type=int, default=2048, help="total ids, a multiple of 128 (default 2048)")
-    t.add_argument("--max-docs", type=int, default=None, help="train on the first N documents only")
+    t.add_argument("--max-docs", type=positive_int, default=None, help="train on the first N documents only")
     a = p.parse_args(argv)
     try:
         if a.command == "download":
