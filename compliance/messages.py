@@ -26,9 +26,12 @@ class Failure:
     line: int | None = None
     origin: str = "official checker"  # or "log file", "run summary", "profile"
     detail: str = ""  # the official expression or message this failure comes from
+    file: str = ""  # the log it concerns, where a run has several (the parts of a chained run)
 
     def format(self) -> str:
         where = f"line {self.line}" if self.line is not None else "whole log"
+        if self.file:
+            where = f"{self.file} {where}"
         text = f"{where}: {self.rule}"
         if self.detail:
             text += f"  [{self.origin}: {self.detail}]"
