@@ -225,9 +225,17 @@ def _chain_failures(chain: ChainReport) -> list[Failure]:
                 ORIGIN,
             )
         )
-    for key in ("submission_benchmark", "seed", "global_batch_size", "max_sequence_length",
-                "opt_base_learning_rate", "opt_learning_rate_warmup_steps", "opt_learning_rate_decay_steps",
-                "max_steps", "target_accuracy"):
+    for key in (
+        "submission_benchmark",
+        "seed",
+        "global_batch_size",
+        "max_sequence_length",
+        "opt_base_learning_rate",
+        "opt_learning_rate_warmup_steps",
+        "opt_learning_rate_decay_steps",
+        "max_steps",
+        "target_accuracy",
+    ):
         values = {repr(report.hyperparameters.get(key)): name for report, name in zip(chain.parts, names, strict=True)}
         if len(values) > 1:
             where = "; ".join(f"{value} in {name}" for value, name in values.items())

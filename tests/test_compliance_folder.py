@@ -106,22 +106,63 @@ def test_submission_layout_with_one_aborted_run(tmp_path):
     )
 
 
-def test_fewer_than_ten_runs_is_said(tmp_path):
+def count_problem(found: int) -> str:
+    """The folder failure for a closed folder of `found` runs (the rules score exactly 10)."""
+    fix = f"add the missing {10 - found}" if found < 10 else f"remove {found - 10}"
+    return (
+        f"{found} run(s) found: a llama31_8b result folder holds exactly 10 runs (mlperf_logging benchmark_meta "
+        f"result_file_counts, which the package checker and the result summarizer score on); {fix} (or check "
+        "with --profile smoke for a test set)"
+    )
+
+
+def test_the_required_run_count_comes_from_mlperf_logging():
+    from mlperf_logging.benchmark_meta import get_result_file_counts
+
+    assert get_result_file_counts("training")["llama31_8b"] == 10
+
+
+@pytest.mark.parametrize("count", [9, 11])
+def test_nine_or_eleven_runs_fail_naming_the_rule(tmp_path, count, capsys):
+    minutes = (MINUTES + [229])[:count]
+    folder = job_dir(tmp_path / "job", [timed_run(m, seed=i) for i, m in enumerate(minutes)])
+    report = check_folder(folder, report_dir=None)
+    assert all(run.passed for run in report.runs) and report.rcp.passed is True
+    assert not report.passed
+    assert report.problems == [count_problem(count)]
+    assert f"; {count} runs present, the rules score exactly 10" in report.format()
+    assert main([str(folder), "--no-report"]) == 1
+    out = capsys.readouterr().out
+    assert "result:  FAILED" in out and "holds exactly 10 runs" in out
+
+
+def test_fewer_than_ten_runs_fail_and_the_partial_score_is_said(tmp_path):
     folder = job_dir(tmp_path / "job", [timed_run(m, seed=i) for i, m in enumerate(MINUTES[:3])])
     report = check_folder(folder, report_dir=None)
-    assert report.passed
+    assert not report.passed and all(run.passed for run in report.runs)
     assert report.score_min == 230  # 230, 221, 245: only the middle one stays
-    assert report.notes == [
-        "only 3 run(s); a llama31_8b submission has 10, so the score and the RCP check describe a partial set"
-    ]
-    assert "; only 3 of 10 runs present" in report.format()
+    assert report.problems == [count_problem(3)]
+    assert report.notes == []
+    assert "; 3 runs present, the rules score exactly 10" in report.format()
 
 
 def test_a_single_run_has_no_score_and_no_rcp_check(tmp_path):
     report = check_folder(job_dir(tmp_path / "job", [timed_run(230, seed=0)]), report_dir=None)
-    assert report.passed
+    assert not report.passed and report.runs[0].passed
+    assert report.problems == [count_problem(1)]
     assert report.score_min is None and report.mean_min == 230
     assert report.rcp.checked is False and "needs at least 3" in report.rcp.message
+
+
+def test_the_smoke_profile_only_says_the_run_count(tmp_path):
+    report = check_folder(job_dir(tmp_path / "job", [smoke_run()]), profile="smoke", report_dir=None)
+    assert report.passed and report.problems == []
+    assert report.notes == [
+        "1 run(s): a llama31_8b result folder holds exactly 10 runs (mlperf_logging benchmark_meta "
+        "result_file_counts, which the package checker and the result summarizer score on); the smoke profile "
+        "only says so, and the score and the RCP check describe a partial set",
+        "the olympic mean drops the best and the worst run, so it needs at least 3 runs",
+    ]
 
 
 def test_mixed_batch_sizes_and_benchmarks_name_files_and_lines(tmp_path):
@@ -136,6 +177,7 @@ def test_mixed_batch_sizes_and_benchmarks_name_files_and_lines(tmp_path):
         "one folder must hold one submission_benchmark",
         f"the runs mix batch sizes: global_batch_size 16 in run_00/mllog.log line {line}, run_01/mllog.log line "
         f"{line}; global_batch_size 32 in run_02/mllog.log line {line}; one folder must hold one global_batch_size",
+        count_problem(3),
     ]
     assert report.score_min is None and not report.rcp.checked
 
@@ -160,18 +202,20 @@ def test_duplicate_log_is_counted_once_and_two_logs_in_a_run_folder_fail(tmp_pat
     report = check_folder(folder, report_dir=None)
     assert len(report.runs) == 3
     assert "run_00/stdout.log: same :::MLLOG lines as run_00/mllog.log; counted once" in report.notes
-    assert report.passed
+    assert all(run.passed for run in report.runs) and report.problems == [count_problem(3)]
     # A job-level log beside the run folders echoes every run: not a run itself.
     (folder / "job.log").write_text("".join(p.read_text() for p in sorted(folder.glob("run_*/mllog.log"))))
     report = check_folder(folder, report_dir=None)
-    assert len(report.runs) == 3 and report.passed
+    assert len(report.runs) == 3 and report.problems == [count_problem(3)]
     assert "job.log: a *.log beside run folders is taken as a job-level log; not a run" in report.notes
     write_run(folder / "run_01" / "retry.log", Run(seed=9))
     report = check_folder(folder, report_dir=None)
     assert not report.passed
     assert report.problems == [
         "run_01/: one run folder holds 2 different MLPerf logs (mllog.log, retry.log); "
-        "a run is one log with one run_start and one run_stop"
+        "a run is one log with one run_start and one run_stop, or the part logs <name>_part<k>.log of one run "
+        "split over jobs",
+        count_problem(4),
     ]
 
 
@@ -199,7 +243,7 @@ def test_flat_folder_of_logs(tmp_path):
     report = check_folder(tmp_path, report_dir=None)
     assert [report.name(r) for r in report.runs] == [f"mlperf_llama31_8b_seed{i}.log" for i in range(4)]
     assert report.score_min == (230 + 228) / 2  # 230, 221, 245, 228 without 221 and 245
-    assert report.passed
+    assert all(run.passed for run in report.runs) and report.problems == [count_problem(4)]
 
 
 def test_empty_folder_and_unwritable_report_dir(tmp_path, capsys):
