@@ -7,8 +7,9 @@ by `check_log`; this module joins them into one `ChainReport`:
 
 * the parts are numbered 1..n with none missing, follow each other in time, and each one starts
   training at the samples_count where the one before it stopped (so the eval curve is continuous);
-* every part but the last stopped as a pause (status `aborted`, continued by the next part); the
-  run's status is the last part's;
+* every part but the last stopped as a pause (status `aborted`, continued by the next part), and
+  is excused the two rules a pause breaks (status `success`, an eval_accuracy at the target); the
+  run's status is the last part's, and its last part keeps every rule;
 * the parts share every hyperparameter the report shows (seed, batch size, schedule);
 * the time to train is the sum of the parts' run_start -> run_stop; the gaps between jobs (queue
   wait, job start, the next part's init) are shown apart and not counted.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compliance.log_report import LogReport, check_log, duration_text
-from compliance.messages import Failure
+from compliance.messages import TARGET_NOT_REACHED, Failure
 from compliance.mllog_file import LogReadError, read_mllog
 
 # The launcher's part logs: <stem>_part<k>.log (run_llama31.sh, log_file).
@@ -35,8 +36,16 @@ NOT_SUBMITTABLE = (
     "MLPerf time (nor is a score that includes it)"
 )
 ORIGIN = "chained run"
-# The failure check_log gives a part for its run_stop status; a confirmed pause is not one.
+# The two rules a deliberate pause breaks, as check_log words them: run_stop status 'success', and
+# the official eval_accuracy check that some eval reached the target. A part that the next one
+# continues is excused these two only; the run's last part keeps them.
 _STATUS_FAILURE = "run_stop status is "
+
+
+def _broken_by_a_pause(failure: Failure) -> bool:
+    if failure.origin == "run summary":
+        return failure.rule.startswith(_STATUS_FAILURE)
+    return failure.origin == "official checker" and failure.rule.startswith(TARGET_NOT_REACHED)
 
 
 @dataclass(frozen=True)
@@ -141,8 +150,9 @@ def check_chain(parts: list[tuple[int, Path]], ruleset: str, profile: str) -> Ch
     )
     chain.checked = list(reports[0].checked) + [
         "a chained run's parts: numbered 1..n with none missing, in time order, each starting at the samples "
-        "where the one before stopped, every part but the last a pause (status 'aborted'), one set of "
-        "hyperparameters; time to train summed over the parts, gaps between jobs apart"
+        "where the one before stopped, every part but the last a pause (status 'aborted'; excused the status "
+        "and target rules, which its run's last part keeps), one set of hyperparameters; time to train summed "
+        "over the parts, gaps between jobs apart"
     ]
     chain.eval_curve = [point for report in reports for point in report.eval_curve]
     if chain.eval_curve:
@@ -162,7 +172,7 @@ def check_chain(parts: list[tuple[int, Path]], ruleset: str, profile: str) -> Ch
     for index, report in enumerate(reports):
         name = Path(report.path).name
         for failure in report.failures:
-            if index in pauses and failure.origin == "run summary" and failure.rule.startswith(_STATUS_FAILURE):
+            if index in pauses and _broken_by_a_pause(failure):
                 continue  # the deliberate pause of a part that the next one continues
             chain.failures.append(
                 Failure(failure.rule, failure.line, failure.origin, failure.detail, file=failure.file or name)
@@ -236,9 +246,11 @@ def _chain_failures(chain: ChainReport) -> list[Failure]:
         "max_steps",
         "target_accuracy",
     ):
-        values = {repr(report.hyperparameters.get(key)): name for report, name in zip(chain.parts, names, strict=True)}
+        values: dict[str, list[str]] = {}
+        for report, name in zip(chain.parts, names, strict=True):
+            values.setdefault(repr(report.hyperparameters.get(key)), []).append(name)
         if len(values) > 1:
-            where = "; ".join(f"{value} in {name}" for value, name in values.items())
+            where = "; ".join(f"{value} in {', '.join(files)}" for value, files in values.items())
             failures.append(
                 Failure(f"the parts differ in {key} ({where}): the parts of one run share every setting", None, ORIGIN)
             )

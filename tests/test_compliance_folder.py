@@ -6,15 +6,17 @@ the benchmark's key order, docs/FIDELITY.md). Run: .venv/bin/python -m pytest te
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from compliance.chain import NOT_SUBMITTABLE, ChainReport
 from compliance.check import main
 from compliance.folder import EVAL_PLOT_NAME, REPORT_NAME, TIME_PLOT_NAME, check_folder
-from tests.test_compliance_check import REPO, Run, line_of, smoke_run, write_run
+from tests.test_compliance_check import REPO, T0, Run, line_of, smoke_run, write_run
 
 # Ten known times to train (minutes); the olympic mean drops 219 and 245: 1845 / 8.
 MINUTES = [230, 221, 245, 228, 233, 219, 240, 226, 231, 236]
@@ -256,7 +258,8 @@ def test_empty_folder_and_unwritable_report_dir(tmp_path, capsys):
     blocker.write_text("")
     report = check_folder(folder, report_dir=blocker / "reports")
     assert not report.passed
-    assert report.problems[0].startswith(f"could not write the report into {blocker / 'reports'}")
+    assert report.problems[0] == count_problem(1)
+    assert report.problems[1].startswith(f"could not write the report into {blocker / 'reports'}")
 
 
 def test_cli_folder_mode_and_shell_wrapper(tmp_path):
@@ -280,4 +283,209 @@ def test_cli_folder_mode_and_shell_wrapper(tmp_path):
     assert "Folder: " in done.stdout and "result:  PASSED" in done.stdout
     assert sorted(p.name for p in out_dir.iterdir()) == sorted([REPORT_NAME, EVAL_PLOT_NAME, TIME_PLOT_NAME])
     assert not (folder / REPORT_NAME).exists()
+    assert main([str(folder), "--profile", "smoke", "--no-report"]) == 0
+
+
+# Runs split over jobs (the launcher's NPAR > 1) ----------------------------------------------------------------
+
+
+def write_chain(run_dir: Path, run: Run, split: list[int], gaps_ms: list[int]) -> list[Path]:
+    """`run` as the launcher's NPAR jobs: part k holds the next split[k-1] evals, resumes at the samples the
+    part before stopped at, starts gaps_ms[k-2] after that part's run_stop, and every part but the last
+    pauses (status aborted)."""
+    paths, done, start = [], 0, run.start_ms
+    for k, count in enumerate(split, start=1):
+        part = dataclasses.replace(
+            run,
+            accuracies=run.accuracies[done : done + count],
+            first_samples=done * run.eval_every,
+            start_ms=start,
+            status=run.status if k == len(split) else "aborted",
+            overrides={**run.overrides, "init_checkpoint_step": done * run.eval_every // run.gbs},
+        )
+        paths.append(write_run(run_dir / f"mlperf_part{k}.log", part))
+        done += count
+        if k < len(split):
+            start = part.end_ms + gaps_ms[k - 1]
+    return paths
+
+
+def chain_rules(run) -> list[str]:
+    return [f.rule for f in run.failures if f.origin == "chained run"]
+
+
+def test_two_part_chain_is_one_run_with_its_gap_apart(tmp_path, capsys):
+    folder = tmp_path / "job"
+    run = smoke_run()  # evals at 16, 32, 48, 64 samples; the target 7.5 is reached at the fourth
+    write_chain(folder / "run01_seed1", run, [2, 2], gaps_ms=[60_000])
+    report = check_folder(folder, profile="smoke", report_dir=folder)
+    assert report.passed, report.format()
+    (chain,) = report.runs
+    assert isinstance(chain, ChainReport) and report.name(chain) == "run01_seed1/mlperf_part*.log"
+    assert chain.part_numbers == [1, 2] and [p.status for p in chain.parts] == ["aborted", "success"]
+    assert chain.status == "success" and chain.passed
+    # 4 blocks of 4,000 + 500 ms in all: the two parts' run_start -> run_stop, the gap not counted.
+    assert [t.time_to_train_ms for t in chain.part_times] == [9_000, 9_000]
+    assert chain.time_to_train_ms == 18_000 == run.time_to_train_ms
+    assert chain.gaps_ms == [60_000 + run.init_ms]  # run_stop -> the next part's run_start (its init too)
+    assert chain.eval_curve == [(16, 9.1), (32, 8.2), (48, 7.6), (64, 7.2)]
+    assert chain.samples_count == 64 and chain.steps == 16 and chain.converged
+    assert chain.init_time_ms == run.init_ms
+    assert chain.headline() == (
+        "PASSED, status success, time to train 18.0 s, 64 samples (16 steps); chained run of 2 parts, "
+        "gaps between jobs 62.0 s (not counted); not a submittable MLPerf time"
+    )
+    assert NOT_SUBMITTABLE in chain.warnings
+    assert f"1 run(s) split over jobs (run01_seed1/mlperf_part*.log): {NOT_SUBMITTABLE}" in report.notes
+    text = chain.format()
+    assert "    part 1: mlperf_part1.log, status aborted, run_start -> run_stop 9.0 s, samples 0 -> 32" in text
+    assert "      gap to the next job: 62.0 s (queue wait, job start and the next part's init; not counted)" in text
+    assert "    part 2: mlperf_part2.log, status success, run_start -> run_stop 9.0 s, samples 32 -> 64" in text
+    markdown = (folder / REPORT_NAME).read_text()
+    assert "## Runs split over jobs" in markdown
+    assert "| `run01_seed1/mlperf_part*.log` | 1 | aborted | 9.0 s | 0 -> 32 | 62.0 s |" in markdown
+    assert "| `run01_seed1/mlperf_part*.log` | 2 | success | 9.0 s | 32 -> 64 |  |" in markdown
+    for png in (folder / EVAL_PLOT_NAME, folder / TIME_PLOT_NAME):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([str(folder), "--profile", "smoke", "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "run01_seed1/mlperf_part*.log: PASSED" in out and "runs:    1 found, 1 passed" in out
+
+
+def test_ten_three_part_runs_are_scored_as_ten_runs(tmp_path):
+    folder = tmp_path / "job"
+    for index, minutes in enumerate(MINUTES):
+        write_chain(folder / f"run{index + 1:02d}", timed_run(minutes, seed=index), [5, 5, 5], [300_000, 7_000])
+    report = check_folder(folder, report_dir=folder)
+    assert [len(run.parts) for run in report.runs] == [3] * 10
+    assert report.passed, report.format()
+    assert report.problems == []
+    assert [run.time_to_train_ms for run in report.runs] == [m * 60_000 for m in MINUTES]
+    assert all(run.gaps_ms == [300_000 + 312_345, 7_000 + 312_345] for run in report.runs)
+    assert report.score_min == pytest.approx(OLYMPIC, abs=1e-9)
+    # The RCP checker reads each run's last part: its converging eval is at the run's samples_count.
+    assert report.rcp.passed and report.rcp.submission_mean == 184_320
+    assert report.format().count("parts; not a submittable MLPerf time") == 0
+    assert report.format().count("(not counted); not a submittable MLPerf time\n") == 10
+    assert "includes run(s) split over jobs: not a submittable MLPerf score" in report.format()
+
+
+def test_a_missing_part_fails_the_run_not_the_count(tmp_path):
+    folder = tmp_path / "job"
+    parts = write_chain(folder / "run01", smoke_run(), [1, 2, 1], gaps_ms=[1_000, 1_000])
+    parts[1].unlink()
+    report = check_folder(folder, profile="smoke", report_dir=None)
+    (chain,) = report.runs
+    assert not chain.passed and not report.passed
+    assert chain.part_numbers == [1, 3]
+    assert chain_rules(chain) == [
+        "part(s) 2 missing: found parts 1, 3; a run split over jobs has its parts numbered 1, 2, ... with none "
+        "left out (was a job's log deleted, or did its job never start?)",
+        "mlperf_part3.log starts training at samples_count 48 but mlperf_part1.log stopped at 16: the parts are "
+        "out of order, one is missing, or a part did not resume from the checkpoint the one before it saved",
+    ]
+    # Part 1's pause is not confirmed by a part that continues it: its status counts against the run.
+    (status,) = [f for f in chain.failures if f.origin == "run summary"]
+    assert status.file == "mlperf_part1.log" and status.rule.startswith("run_stop status is 'aborted'")
+    assert status.format().startswith(f"mlperf_part1.log line {line_of(parts[0], 'run_stop')}: run_stop status")
+
+
+def test_parts_out_of_order_fail(tmp_path):
+    folder = tmp_path / "job"
+    first, second = write_chain(folder / "run01", smoke_run(), [2, 2], gaps_ms=[5_000])
+    swap = folder / "run01" / "swap"
+    first.rename(swap)
+    second.rename(first)
+    swap.rename(second)
+    report = check_folder(folder, profile="smoke", report_dir=None)
+    (chain,) = report.runs
+    assert not report.passed
+    second_stop = T0 + 2 * (2_000 + 9_000) + 5_000  # the second half's run_stop, now in mlperf_part1.log
+    assert chain_rules(chain) == [
+        "mlperf_part1.log stopped with status 'success' (the run reached its target) but mlperf_part2.log "
+        "follows; a run ends at its target, so the later part belongs to another run",
+        "mlperf_part2.log starts training at samples_count 0 but mlperf_part1.log stopped at 64: the parts are "
+        "out of order, one is missing, or a part did not resume from the checkpoint the one before it saved",
+        f"mlperf_part2.log starts ({T0:,} ms) before mlperf_part1.log's run_stop ({second_stop:,} ms): "
+        "the parts overlap or are out of order; each job starts after the one before it ended",
+    ]
+    assert chain.status == "aborted"  # the run's status is its last part's
+
+
+def test_three_parts_without_the_target_and_a_changed_seed(tmp_path):
+    folder = tmp_path / "job"
+    run = smoke_run(status="aborted", accuracies=[9.1, 8.2, 7.9, 7.7, 7.6, 7.55])
+    parts = write_chain(folder / "run01", run, [2, 2, 2], gaps_ms=[0, 0])
+    report = check_folder(folder, profile="smoke", report_dir=None)
+    (chain,) = report.runs
+    assert not chain.passed and chain_rules(chain) == []
+    assert chain.time_to_train_ms == 27_000 and chain.gaps_ms == [2_000, 2_000]
+    # Parts 1 and 2 paused and were continued; the last one's missed target and aborted stop are the run's.
+    last_eval, stop = line_of(parts[2], "eval_accuracy", 1), line_of(parts[2], "run_stop")
+    assert [(f.file, f.line, f.origin) for f in chain.failures] == [
+        ("mlperf_part3.log", last_eval, "official checker"),
+        ("mlperf_part3.log", stop, "run summary"),
+    ]
+    assert chain.failures[0].rule.startswith("no eval_accuracy reached the target (<= 7.5); best was 7.55")
+    assert chain.failures[1].rule.startswith("run_stop status is 'aborted' and no eval_accuracy reached the target")
+    write_run(
+        parts[1],
+        dataclasses.replace(
+            run, accuracies=[7.9, 7.7], first_samples=32, status="aborted", seed=5, start_ms=T0 + 11_000
+        ),
+    )
+    (chain,) = check_folder(folder, profile="smoke", report_dir=None).runs
+    assert chain_rules(chain) == [
+        "the parts differ in seed (1 in mlperf_part1.log, mlperf_part3.log; 5 in mlperf_part2.log): the parts "
+        "of one run share every setting"
+    ]
+
+
+def test_a_chain_beside_single_runs_and_a_one_part_chain(tmp_path):
+    folder = job_dir(tmp_path / "job", [smoke_run(seed=7)])
+    write_chain(folder / "run02", smoke_run(seed=8), [1, 3], gaps_ms=[0])
+    write_chain(folder / "run03", smoke_run(seed=9), [4], gaps_ms=[])  # reached its target in part 1
+    report = check_folder(folder, profile="smoke", report_dir=None)
+    assert report.passed, report.format()
+    assert [report.name(run) for run in report.runs] == [
+        "run02/mlperf_part*.log",
+        "run03/mlperf_part*.log",
+        "run_00/mllog.log",
+    ]
+    assert [len(getattr(run, "parts", [])) for run in report.runs] == [2, 1, 0]
+    # A chain and a single log in one run folder are two runs there: that is a folder failure.
+    write_run(folder / "run02" / "mlperf.log", smoke_run(seed=8))
+    report = check_folder(folder, profile="smoke", report_dir=None)
+    assert report.problems == [
+        "run02/: one run folder holds 2 different MLPerf logs (mlperf.log, mlperf_part*.log); a run is one log "
+        "with one run_start and one run_stop, or the part logs <name>_part<k>.log of one run split over jobs"
+    ]
+
+
+# The profile the launcher records --------------------------------------------------------------------------
+
+
+def test_the_recorded_profile_applies_without_profile(tmp_path, capsys):
+    folder = tmp_path / "job"
+    write_chain(folder / "run01_seed1", smoke_run(), [2, 2], gaps_ms=[0])
+    assert main([str(folder), "--no-report"]) == 1  # nothing recorded: the official rules, which a smoke run fails
+    capsys.readouterr()
+    (folder / "compliance_profile.txt").write_text("smoke\n")
+    assert main([str(folder), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"profile smoke: recorded by the launcher in {folder / 'compliance_profile.txt'}")
+    # A log of the run folder below finds it too, and --profile still decides.
+    assert main([str(folder / "run01_seed1" / "mlperf_part2.log")]) == 0
+    assert main([str(folder), "--profile", "closed", "--no-report"]) == 1
+
+
+def test_a_bad_recorded_profile_is_a_usage_error(tmp_path, capsys):
+    folder = job_dir(tmp_path / "job", [smoke_run()])
+    (folder / "compliance_profile.txt").write_text("smok\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(folder)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'compliance_profile.txt'} names the profile 'smok'; it must hold one of closed, smoke" in err
+    assert "Traceback" not in err
     assert main([str(folder), "--profile", "smoke", "--no-report"]) == 0
