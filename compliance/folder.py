@@ -254,6 +254,12 @@ def _what_is_checked(report: FolderReport) -> list[str]:
             "as `python -m mlperf_logging.rcp_checker` runs it"
         )
     checked.append("score: olympic mean of the passing runs' times to train (mlperf_logging result summarizer)")
+    checked.append(
+        f"run count: exactly {report.required_runs} runs (mlperf_logging benchmark_meta; smoke profile: said only)"
+    )
+    chains = [run for run in report.runs if isinstance(run, ChainReport)]
+    if chains:
+        checked.append(f"runs split over jobs, each as one run: {chains[0].checked[-1]}")
     return checked
 
 
