@@ -342,6 +342,12 @@ record_profile() {
     local file="${JOB_DIR}/compliance_profile.txt"
     printf '%s\n' "${compliance_profile}" >"${file}.tmp.$$" && mv -f "${file}.tmp.$$" "${file}"
 }
+# One JOB_DIR, one profile: a later launch into it (other SEEDS) must not relabel the runs already there.
+recorded="$(cat "${JOB_DIR}/compliance_profile.txt" 2>/dev/null || true)"
+if [[ -n "${recorded}" && "${recorded}" != "${compliance_profile}" ]]; then
+    echo "error: ${JOB_DIR} holds runs checked with the ${recorded} profile (compliance_profile.txt), but preset ${run_preset} is checked with ${compliance_profile}; choose a new JOB_DIR (nothing was started or submitted)" >&2
+    exit 2
+fi
 if ((dry_run)); then
     echo "# compliance profile: ${compliance_profile} (preset ${run_preset}), to be recorded in ${JOB_DIR}/compliance_profile.txt"
 fi

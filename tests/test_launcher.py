@@ -530,6 +530,15 @@ def test_the_launch_records_its_compliance_profile_for_the_check(fake, tmp_path)
         jobs = tmp_path / f"jobs{index}"
         launch(*args, env=fake.env(SEEDS="5", JOB_DIR=str(jobs), **knobs), config=False, check=True)
         assert (jobs / "compliance_profile.txt").read_text() == f"{profile}\n", (knobs, args)
+    # A later launch into a folder of smoke runs with a closed preset would mix two profiles: refused.
+    proc = launch(env=fake.env(SEEDS="6", JOB_DIR=str(tmp_path / "jobs1"), PRESET="llama31_8b", **paths), config=False)
+    assert proc.returncode == 2
+    assert (
+        f"error: {tmp_path / 'jobs1'} holds runs checked with the smoke profile (compliance_profile.txt), but preset "
+        "llama31_8b is checked with closed; choose a new JOB_DIR (nothing was started or submitted)"
+    ) in proc.stderr
+    assert not (tmp_path / "jobs1" / "run01_seed6").exists()
+    assert (tmp_path / "jobs1" / "compliance_profile.txt").read_text() == "smoke\n"
     env = fake.env(MODE="slurm", SEEDS="5", NPAR="2", JOB_SAMPLES="64", JOB_DIR=str(tmp_path / "dry"))
     out = launch("--dry-run", env=env, config=False, check=True).stdout
     record = tmp_path / "dry" / "compliance_profile.txt"
