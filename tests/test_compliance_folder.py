@@ -489,3 +489,30 @@ def test_a_bad_recorded_profile_is_a_usage_error(tmp_path, capsys):
     assert f"{folder / 'compliance_profile.txt'} names the profile 'smok'; it must hold one of closed, smoke" in err
     assert "Traceback" not in err
     assert main([str(folder), "--profile", "smoke", "--no-report"]) == 0
+
+
+def test_the_plots_draw_a_chain_as_one_curve_and_one_stacked_bar(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from compliance import plots
+
+    folder = job_dir(tmp_path / "job", [smoke_run(seed=7)])
+    write_chain(folder / "run02", smoke_run(seed=8), [1, 2, 1], gaps_ms=[50_000, 50_000])
+    report = check_folder(folder, profile="smoke", report_dir=None)
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: figures.append(fig))
+    plots.eval_curves(report, tmp_path / "eval.png")
+    plots.times_to_train(report, tmp_path / "time.png")
+    curves, bars = figures[0].axes[0], figures[1].axes[0]
+    runs = [line for line in curves.lines if not line.get_label().startswith("target")]
+    assert [line.get_label() for line in runs] == ["run02/mlperf_part*.log (3 parts)", "run_00/mllog.log"]
+    assert list(runs[0].get_xdata()) == [16, 32, 48, 64]  # the three parts' evals, one curve
+    # Three stacked segments on the chain's bar (its parts' run_start -> run_stop, no gaps), one for the run.
+    segments = [(p.get_x(), p.get_y(), p.get_height()) for p in bars.patches]
+    assert [(x, round(y * 60_000), round(h * 60_000)) for x, y, h in segments] == [
+        (-0.4, 0, 4_500),
+        (-0.4, 4_500, 9_000),
+        (-0.4, 13_500, 4_500),
+        (0.6, 0, 18_000),
+    ]
+    assert "1 split over jobs (stacked parts, not submittable)" in bars.get_title()
