@@ -18,7 +18,9 @@
 # Each run writes JOB_DIR/run<NN>_seed<SEED>/: its MLPerf log (mlperf.log, or mlperf_part<k>.log for
 # NPAR > 1), the output of each job, and (CHECKPOINT_DIR empty) its checkpoints/. JOB_DIR/seeds.txt
 # records every run's seed and whether it was given (SEEDS) or generated; JOB_DIR/jobs.txt the Slurm
-# job ids. `compliance/check.sh JOB_DIR` checks all runs once they are done.
+# job ids; JOB_DIR/compliance_profile.txt the compliance profile of the runs (smoke for the smoke
+# preset, else closed). `compliance/check.sh JOB_DIR` checks all runs once they are done, with that
+# profile, a run split over NPAR jobs as one run.
 #
 # Before anything runs or is submitted, the knobs are checked here and then by the training entry
 # (--print-config with the largest seed): a bad value ends the launch with exit status 2.
@@ -326,9 +328,36 @@ elif ((!in_image)); then
     fi
 fi
 
+# The compliance profile the runs are checked with, recorded in JOB_DIR so that the suggested
+# `compliance/check.sh JOB_DIR` applies it without --profile: the smoke preset's runs are checked
+# with the smoke profile (as the training entry checks its own log), every other preset's with the
+# official rules. The preset is found as the entry finds it: --preset, else PRESET, else smoke.
+run_preset="${PRESET:-smoke}"
+for ((a = 0; a < ${#train_args[@]}; a++)); do
+    case "${train_args[a]}" in
+        --preset=*) run_preset="${train_args[a]#--preset=}" ;;
+        --preset) ((a + 1 < ${#train_args[@]})) && run_preset="${train_args[a + 1]}" ;;
+    esac
+done
+compliance_profile=closed
+[[ "${run_preset}" == smoke ]] && compliance_profile=smoke
+record_profile() {
+    local file="${JOB_DIR}/compliance_profile.txt"
+    printf '%s\n' "${compliance_profile}" >"${file}.tmp.$$" && mv -f "${file}.tmp.$$" "${file}"
+}
+# One JOB_DIR, one profile: a later launch into it (other SEEDS) must not relabel the runs already there.
+recorded="$(cat "${JOB_DIR}/compliance_profile.txt" 2>/dev/null || true)"
+if [[ -n "${recorded}" && "${recorded}" != "${compliance_profile}" ]]; then
+    echo "error: ${JOB_DIR} holds runs checked with the ${recorded} profile (compliance_profile.txt), but preset ${run_preset} is checked with ${compliance_profile}; choose a new JOB_DIR (nothing was started or submitted)" >&2
+    exit 2
+fi
+if ((dry_run)); then
+    echo "# compliance profile: ${compliance_profile} (preset ${run_preset}), to be recorded in ${JOB_DIR}/compliance_profile.txt"
+fi
+
 # --- MODE=local --------------------------------------------------------------------------------
 if [[ "${MODE}" == local ]]; then
-    ((dry_run)) || mkdir -p "${JOB_DIR}"
+    ((dry_run)) || { mkdir -p "${JOB_DIR}" && record_profile; }
     failed=0
     summary=()
     for ((i = 0; i < n_runs; i++)); do
@@ -415,7 +444,7 @@ cancel_submitted() {
 err_file="$(mktemp)"
 trap 'rm -f "${err_file}"' EXIT
 
-((dry_run)) || mkdir -p "${JOB_DIR}"
+((dry_run)) || { mkdir -p "${JOB_DIR}" && record_profile; }
 for ((i = 0; i < n_runs; i++)); do
     run="$(run_name "${i}")"
     run_dir="${JOB_DIR}/${run}"

@@ -3,6 +3,7 @@
     python -m compliance.check LOG                  # one log: compliance + run summary
     python -m compliance.check FOLDER               # every run in a folder: + RCP check, score, report
     python -m compliance.check LOG --profile smoke  # the CPU smoke run's log (8B-scale rules relaxed)
+    python -m compliance.check JOB_DIR              # a launcher's results: the profile it recorded applies
     python -m compliance.check LOG --ruleset 5.1.0  # another ruleset (5.1.0, 6.0.0, 6.1.0)
 
 Exit status: 0 when everything checked passed, 1 when something failed, 2 for a usage error.
@@ -29,6 +30,7 @@ from compliance.messages import Failure
 from compliance.rules import (
     DEFAULT_PROFILE,
     DEFAULT_RULESET,
+    PROFILE_FILE,
     PROFILES,
     RULESETS,
     SMOKE_RELAXATIONS,
@@ -75,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile",
         choices=PROFILES,
-        default=DEFAULT_PROFILE,
-        help=f"rules to apply (default {DEFAULT_PROFILE})",
+        default=None,
+        help=(
+            f"rules to apply (default: the profile the launcher recorded in the results folder's "
+            f"{PROFILE_FILE}, for a log in the run folder below it too; else {DEFAULT_PROFILE})"
+        ),
     )
     parser.add_argument(
         "--report-dir",
@@ -91,12 +96,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def recorded_profile(path: Path) -> tuple[str | None, Path | None]:
+    """The profile run_llama31.sh recorded for the results folder that `path` is, or holds the log of
+    (the folder itself, or for a log the folder of its run and the one above); (None, None) if none.
+
+    Raises ValueError, naming the file, when the recorded profile is not one this tool knows.
+    """
+    folders = [path] if path.is_dir() else [path.parent, path.parent.parent]
+    for folder in folders:
+        record = folder / PROFILE_FILE
+        if not record.is_file():
+            continue
+        try:
+            value = record.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{record}: cannot be read ({err}); pass --profile to choose the rules") from err
+        if value not in PROFILES:
+            raise ValueError(
+                f"{record} names the profile {value!r}; it must hold one of {', '.join(PROFILES)} "
+                "(fix the file, or pass --profile to choose the rules)"
+            )
+        return value, record
+    return None, None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: `python -m compliance.check PATH [options]`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.path.exists():
         parser.error(f"{args.path}: no such file or folder")
+    if args.profile is None:
+        try:
+            args.profile, record = recorded_profile(args.path)
+        except ValueError as err:
+            parser.error(str(err))
+        if args.profile is None:
+            args.profile = DEFAULT_PROFILE
+        else:
+            # Said first, so nobody mistakes the relaxed rules for the official ones.
+            print(f"profile {args.profile}: recorded by the launcher in {record} (--profile overrides it)")
     if args.path.is_dir():
         folder_report = check_folder(
             args.path,

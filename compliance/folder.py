@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from compliance.chain import NOT_SUBMITTABLE, ChainReport, chain_path, check_chain, find_chains
 from compliance.log_report import LogReport, check_log, duration_text
 from compliance.mllog_file import TOKEN, LogReadError, read_mllog
 from compliance.rules import BENCHMARK, DEFAULT_PROFILE, DEFAULT_RULESET, SMOKE_RELAXATIONS, USAGE, captured_logging
@@ -127,8 +128,14 @@ def check_folder(
     folder = Path(folder)
     report = FolderReport(folder=folder, ruleset=ruleset, profile=profile)
     report.required_runs = get_result_file_counts(USAGE)[BENCHMARK]
-    logs = _discover(folder, report)
-    report.runs = [check_log(path, ruleset=ruleset, profile=profile) for path in logs]
+    entries = _discover(folder, report)
+    # A run is one log, or the part logs of one run split over jobs; the verdict counts runs.
+    report.runs = [
+        check_log(entry, ruleset=ruleset, profile=profile)
+        if isinstance(entry, Path)
+        else check_chain(entry, ruleset=ruleset, profile=profile)
+        for entry in entries
+    ]
     report.checked = _what_is_checked(report)
     if not report.runs:
         report.problems.append(
@@ -136,11 +143,10 @@ def check_folder(
         )
     else:
         consistent = _check_consistency(report)
-        if len(report.runs) < report.required_runs:
-            report.notes.append(
-                f"only {len(report.runs)} run(s); a {BENCHMARK} submission has {report.required_runs}, "
-                "so the score and the RCP check describe a partial set"
-            )
+        _check_run_count(report)
+        chained = [report.name(run) for run in report.runs if isinstance(run, ChainReport)]
+        if chained:
+            report.notes.append(f"{len(chained)} run(s) split over jobs ({', '.join(chained)}): {NOT_SUBMITTABLE}")
         if consistent:
             _score(report)
         else:
@@ -158,7 +164,28 @@ def _verdict(report: FolderReport) -> bool:
     return runs_pass and not report.problems and report.rcp.passed is not False
 
 
-def _discover(folder: Path, report: FolderReport) -> list[Path]:
+def _check_run_count(report: FolderReport) -> None:
+    """The official package checker wants exactly the benchmark's result-file count (10 for llama31_8b),
+    and the result summarizer's olympic mean is defined on that count; the smoke profile is a test of
+    the machinery, not a submission, so there it is only said."""
+    count, required = len(report.runs), report.required_runs
+    if count == required:
+        return
+    rule = (
+        f"a {BENCHMARK} result folder holds exactly {required} runs (mlperf_logging benchmark_meta "
+        f"result_file_counts, which the package checker and the result summarizer score on)"
+    )
+    if report.profile == "smoke":
+        report.notes.append(
+            f"{count} run(s): {rule}; the smoke profile only says so, and the score and the RCP check "
+            "describe a partial set"
+        )
+    else:
+        fix = f"add the missing {required - count}" if count < required else f"remove {count - required}"
+        report.problems.append(f"{count} run(s) found: {rule}; {fix} (or check with --profile smoke for a test set)")
+
+
+def _discover(folder: Path, report: FolderReport) -> list[Path | list[tuple[int, Path]]]:
     found: list[Path] = []
     for pattern in _PATTERNS:
         for path in sorted(folder.glob(pattern)):
@@ -185,18 +212,23 @@ def _discover(folder: Path, report: FolderReport) -> list[Path]:
             continue
         seen[digest] = path
         unique.append(path)
-    per_run_folder: dict[Path, list[Path]] = defaultdict(list)
-    for path in unique:
-        if path.parent != folder:
-            per_run_folder[path.parent].append(path)
-    for run_folder, paths in per_run_folder.items():
-        if len(paths) > 1:
-            names = ", ".join(p.name for p in paths)
+    # The part logs of a run split over jobs (<stem>_part<k>.log) are one run.
+    singles, chains = find_chains(unique)
+    entries: list[Path | list[tuple[int, Path]]] = [*singles, *chains]
+    entries.sort(key=lambda entry: str(entry if isinstance(entry, Path) else chain_path(entry)))
+    per_run_folder: dict[Path, list[str]] = defaultdict(list)
+    for entry in entries:
+        parent = entry.parent if isinstance(entry, Path) else entry[0][1].parent
+        if parent != folder:
+            per_run_folder[parent].append(entry.name if isinstance(entry, Path) else chain_path(entry).name)
+    for run_folder, names in per_run_folder.items():
+        if len(names) > 1:
             report.problems.append(
-                f"{run_folder.relative_to(folder)}/: one run folder holds {len(paths)} different MLPerf logs "
-                f"({names}); a run is one log with one run_start and one run_stop"
+                f"{run_folder.relative_to(folder)}/: one run folder holds {len(names)} different MLPerf logs "
+                f"({', '.join(names)}); a run is one log with one run_start and one run_stop, or the part "
+                "logs <name>_part<k>.log of one run split over jobs"
             )
-    return unique
+    return entries
 
 
 def _has_mllog_lines(path: Path) -> bool:
@@ -222,6 +254,12 @@ def _what_is_checked(report: FolderReport) -> list[str]:
             "as `python -m mlperf_logging.rcp_checker` runs it"
         )
     checked.append("score: olympic mean of the passing runs' times to train (mlperf_logging result summarizer)")
+    checked.append(
+        f"run count: exactly {report.required_runs} runs (mlperf_logging benchmark_meta; smoke profile: said only)"
+    )
+    chains = [run for run in report.runs if isinstance(run, ChainReport)]
+    if chains:
+        checked.append(f"runs split over jobs, each as one run: {chains[0].checked[-1]}")
     return checked
 
 
@@ -279,7 +317,10 @@ def _rcp(report: FolderReport, consistent: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="llama31_8b_rcp_") as stage, captured_logging() as records:
         # The official checker reads <folder>/result_*.txt only.
         for index, run in enumerate(report.runs):
-            _stage(Path(run.path).resolve(), Path(stage) / f"result_{index}.txt")
+            # A chained run's last part holds its converging eval (samples_count runs on across parts)
+            # and the run_stop status the checker reads.
+            log = run.parts[-1].path if isinstance(run, ChainReport) else run.path
+            _stage(Path(log).resolve(), Path(stage) / f"result_{index}.txt")
         try:
             passed, message, norm = rcp_checker.check_directory(
                 stage, USAGE, report.ruleset, False, False, rcp_file=None, rcp_pass="pruned_rcps"
@@ -327,7 +368,9 @@ def _score_text(report: FolderReport) -> str:
             "(the failed run counts as the worst)"
         )
     if len(report.runs) != report.required_runs:
-        text += f"; only {len(report.runs)} of {report.required_runs} runs present"
+        text += f"; {len(report.runs)} runs present, the rules score exactly {report.required_runs}"
+    if any(isinstance(run, ChainReport) for run in report.runs):
+        text += "; includes run(s) split over jobs: not a submittable MLPerf score"
     factor = report.rcp.norm_factor
     if factor is not None and factor > 1.0:
         text += f"; with the RCP normalization factor {factor:.4f}: {duration_text(report.score_min * factor)}"
@@ -422,6 +465,24 @@ def to_markdown(report: FolderReport, report_dir: Path) -> str:
             )
             + " |"
         )
+    chains = [run for run in report.runs if isinstance(run, ChainReport)]
+    if chains:
+        lines += ["", "## Runs split over jobs", "", f"{NOT_SUBMITTABLE[0].upper()}{NOT_SUBMITTABLE[1:]}.", ""]
+        lines += [
+            "| run | part | status | run_start -> run_stop | samples | gap to the next job |",
+            "|---|---:|---|---:|---|---:|",
+        ]
+        for run in chains:
+            parts = zip(run.part_numbers, run.parts, run.part_times, strict=True)
+            for index, (number, part, times) in enumerate(parts):
+                gap = run.gaps_ms[index] if index < len(run.gaps_ms) else None
+                lines.append(
+                    f"| `{report.name(run)}` | {number} | {part.status or 'n/a'} | "
+                    + ("n/a" if times.time_to_train_ms is None else duration_text(times.time_to_train_ms / 60_000))
+                    + f" | {_num(times.first_samples, '{:,}')} -> {_num(times.last_samples, '{:,}')} | "
+                    + ("" if index == len(run.parts) - 1 else "n/a" if gap is None else duration_text(gap / 60_000))
+                    + " |"
+                )
     lines += ["", f"![eval_accuracy against samples]({EVAL_PLOT_NAME})", "", f"![time to train]({TIME_PLOT_NAME})"]
     failing = [run for run in report.runs if run.failures]
     if report.problems or failing:

@@ -44,6 +44,8 @@ from compliance.rules import (
 # Closed-division limit from first init_start to init_stop. Shown in the summary only: whether a
 # log keeps it is decided by the official rule (common.yaml, compile_time_mins).
 INIT_LIMIT_MS = 30 * 60 * 1000
+# The result summarizer scores run_stop.time_ms - run_start.time_ms: it must not be negative.
+NEGATIVE_TIME_RULE = "run_stop must not come before run_start in time (time to train = run_stop - run_start)"
 # Repeats of these keys make the time to train ambiguous, so the official warning becomes a failure.
 _MUST_BE_UNIQUE = ("init_stop", "run_start", "run_stop")
 # tracked_stats value names read as a train step time, with the factor to seconds.
@@ -243,6 +245,7 @@ def _what_is_checked(ruleset: str, profile: str) -> list[str]:
         "every :::MLLOG line is readable JSON with time_ms, key, value and metadata",
         "run_stop status is 'success'",
         f"the log is a closed-division {BENCHMARK} log with one run_start, run_stop and init_stop",
+        "run_stop's time_ms is not before run_start's (no negative time to train)",
     ]
 
 
@@ -363,7 +366,19 @@ def _run_summary_checks(log: MLLogFile, report: LogReport) -> None:
                 "profile",
             )
         )
-    run_stop = log.first("run_stop")
+    run_start, run_stop = log.first("run_start"), log.first("run_stop")
+    if run_start is not None and run_stop is not None and run_stop.time_ms < run_start.time_ms:
+        # The official checker orders events by their place in the file, not by time_ms, so a clock
+        # that jumped back (or an edited log) would pass it with a negative score.
+        report.failures.append(
+            Failure(
+                f"{NEGATIVE_TIME_RULE}: run_stop's time_ms {_ms(run_stop.time_ms)} is "
+                f"{_ms(run_start.time_ms - run_stop.time_ms)} ms before run_start's (line {run_start.lineno}), "
+                "a negative time to train; check the clock of the machine that wrote the log",
+                run_stop.lineno,
+                "run summary",
+            )
+        )
     if run_stop is not None and report.status is not None and report.status != "success":
         reason = "" if report.converged else " and no eval_accuracy reached the target"
         report.failures.append(

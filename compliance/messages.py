@@ -17,6 +17,9 @@ from typing import Any
 from compliance.mllog_file import Event, MLLogFile
 from compliance.rules import SMOKE_DECAY_CHECK, SMOKE_TARGET_CHECK
 
+# How the official eval_accuracy ATLEAST_ONE_CHECK (the target) reads when no eval reached it.
+TARGET_NOT_REACHED = "no eval_accuracy reached the target"
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -26,9 +29,12 @@ class Failure:
     line: int | None = None
     origin: str = "official checker"  # or "log file", "run summary", "profile"
     detail: str = ""  # the official expression or message this failure comes from
+    file: str = ""  # the log it concerns, where a run has several (the parts of a chained run)
 
     def format(self) -> str:
         where = f"line {self.line}" if self.line is not None else "whole log"
+        if self.file:
+            where = f"{self.file} {where}"
         text = f"{where}: {self.rule}"
         if self.detail:
             text += f"  [{self.origin}: {self.detail}]"
@@ -187,7 +193,7 @@ def _at_least_one_check(key: str, test: str, log: MLLogFile, target: float | Non
         if test == SMOKE_TARGET_CHECK and target is None:
             goal = "<= the log's target_accuracy (which is missing)"
         best = min(evals, key=lambda e: e.value) if evals else None
-        rule = f"no eval_accuracy reached the target ({goal})"
+        rule = f"{TARGET_NOT_REACHED} ({goal})"
         if best is not None:
             rule += (
                 f"; best was {best.value:g} at samples_count "

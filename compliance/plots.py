@@ -12,10 +12,18 @@ from typing import TYPE_CHECKING
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from compliance.chain import ChainReport
+
 if TYPE_CHECKING:
     from compliance.folder import FolderReport
 
 _PASS_COLOR, _FAIL_COLOR = "#2a7ab9", "#c0392b"
+
+
+def _label(report: FolderReport, run) -> str:
+    if isinstance(run, ChainReport):
+        return f"{report.name(run)} ({len(run.parts)} parts)"
+    return report.name(run)
 
 
 def eval_curves(report: FolderReport, path: Path) -> None:
@@ -25,9 +33,10 @@ def eval_curves(report: FolderReport, path: Path) -> None:
     ax = fig.add_subplot()
     for run in report.runs:
         if run.eval_curve:
+            # A run split over jobs is one curve: its parts' evals joined (samples_count runs on).
             samples, accuracy = zip(*run.eval_curve, strict=True)
             style = "-" if run.passed else ":"
-            ax.plot(samples, accuracy, style, marker=".", linewidth=1.2, label=report.name(run))
+            ax.plot(samples, accuracy, style, marker=".", linewidth=1.2, label=_label(report, run))
     targets = sorted({run.target_accuracy for run in report.runs if run.target_accuracy is not None})
     for target in targets:
         ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}")
@@ -46,12 +55,19 @@ def times_to_train(report: FolderReport, path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     timed = [run for run in report.runs if run.time_to_train_min is not None]
-    names = [report.name(run) for run in timed]
-    ax.bar(
-        range(len(timed)),
-        [run.time_to_train_min for run in timed],
-        color=[_PASS_COLOR if run.passed else _FAIL_COLOR for run in timed],
-    )
+    names = [_label(report, run) for run in timed]
+    # One bar per run; a run split over jobs is one bar stacked from its parts' run_start -> run_stop
+    # (edges between the segments), the gaps between its jobs left out as its time leaves them out.
+    for x, run in enumerate(timed):
+        color = _PASS_COLOR if run.passed else _FAIL_COLOR
+        segments = [t.time_to_train_ms / 60_000 for t in run.part_times] if isinstance(run, ChainReport) else None
+        if not segments:
+            ax.bar(x, run.time_to_train_min, color=color)
+            continue
+        bottom = 0.0
+        for minutes in segments:
+            ax.bar(x, minutes, bottom=bottom, color=color, edgecolor="white", linewidth=1.5)
+            bottom += minutes
     ax.set_xticks(range(len(timed)), names, rotation=30, ha="right", fontsize="small")
     if report.score_min is not None:
         ax.axhline(
@@ -64,6 +80,11 @@ def times_to_train(report: FolderReport, path: Path) -> None:
         ax.legend(fontsize="small")
     untimed = len(report.runs) - len(timed)
     ax.set_ylabel("time to train (min)")
-    ax.set_title("time to train per run (red: failed)" + (f"; {untimed} run(s) without one" if untimed else ""))
+    chained = sum(isinstance(run, ChainReport) for run in timed)
+    ax.set_title(
+        "time to train per run (red: failed)"
+        + (f"; {untimed} run(s) without one" if untimed else "")
+        + (f"; {chained} split over jobs (stacked parts, not submittable)" if chained else "")
+    )
     ax.grid(True, axis="y", alpha=0.3)
     fig.savefig(path, dpi=110)

@@ -33,6 +33,10 @@ RULESETS = ("5.1.0", "6.0.0", "6.1.0")
 DEFAULT_RULESET = "6.0.0"
 PROFILES = ("closed", "smoke")
 DEFAULT_PROFILE = "closed"
+# The launcher (run_llama31.sh) writes the profile its runs are checked with into JOB_DIR under this
+# name (the smoke preset: smoke; every other preset: closed); compliance.check reads it when
+# --profile is not given.
+PROFILE_FILE = "compliance_profile.txt"
 
 _CHECKER_DIR = Path(mlp_compliance.__file__).resolve().parent
 

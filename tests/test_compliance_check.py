@@ -45,6 +45,7 @@ class Run:
     eval_ms: int = 20_011
     eval_every: int = EVAL_EVERY
     start_ms: int = T0
+    first_samples: int = 0  # samples_count at run_start (a resumed part of a chained run starts later)
     overrides: dict = field(default_factory=dict)  # hyperparameter key -> value (None drops the key)
     step_time_s: float | None = 1.25  # tracked_stats train_step_time, None for no tracked_stats
 
@@ -88,7 +89,12 @@ class Run:
 
     @property
     def samples(self) -> int:
-        return len(self.accuracies) * self.eval_every
+        return self.first_samples + len(self.accuracies) * self.eval_every
+
+    @property
+    def end_ms(self) -> int:
+        """time_ms of run_stop."""
+        return self.start_ms + self.init_ms + self.time_to_train_ms
 
 
 def smoke_run(**changes) -> Run:
@@ -135,7 +141,7 @@ def write_run(path: Path, run: Run) -> Path:
         t += run.init_ms
         ml.end("init_stop", time_ms=t)
         ml.start("run_start", time_ms=t)
-        samples = 0
+        samples = run.first_samples
         for accuracy in run.accuracies:
             ml.start("block_start", metadata={"samples_count": samples}, time_ms=t)
             t += run.block_ms
@@ -478,6 +484,37 @@ def test_two_run_starts(tmp_path):
         f"run_start appears 2 times with the same value (lines {first}, {first + 4}); "
         "the rules ask for exactly one: the time to train would be ambiguous"
     )
+
+
+def test_run_stop_before_run_start_fails_naming_the_rule(tmp_path, capsys):
+    log = write_run(tmp_path / "run.log", Run())
+    start, stop = line_of(log, "run_start"), line_of(log, "run_stop")
+    lines = log.read_text().splitlines()
+    record = json.loads(lines[stop - 1].split(":::MLLOG ", 1)[1])
+    record["time_ms"] = T0 + 312_345 - 1_500  # 1.5 s before run_start, still after every other line in the file
+    lines[stop - 1] = ":::MLLOG " + json.dumps(record)
+    log.write_text("\n".join(lines) + "\n")
+    report = check_log(log)
+    assert not report.passed
+    assert report.time_to_train_ms == -1_500
+    assert [(f.line, f.origin, f.rule) for f in report.failures] == [
+        (
+            stop,
+            "run summary",
+            "run_stop must not come before run_start in time (time to train = run_stop - run_start): run_stop's "
+            f"time_ms 1,700,000,310,845 is 1,500 ms before run_start's (line {start}), a negative time to train; "
+            "check the clock of the machine that wrote the log",
+        )
+    ]
+    assert main([str(log)]) == 1
+    assert "run_stop must not come before run_start in time" in capsys.readouterr().out
+    # Equal times are a zero time to train, not a negative one.
+    record["time_ms"] = T0 + 312_345
+    lines[stop - 1] = ":::MLLOG " + json.dumps(record)
+    log.write_text("\n".join(lines) + "\n")
+    report = check_log(log)
+    assert report.time_to_train_ms == 0
+    assert "run_stop must not come before run_start" not in "".join(f.rule for f in report.failures)
 
 
 @pytest.mark.parametrize("content", ["", "\n\n", "no mllog lines here\n"])

@@ -523,6 +523,43 @@ def test_local_chain_stops_once_the_run_reached_its_target(fake, tmp_path):
     assert "run01_seed4 reached its target in part 1; parts 2-3 have nothing left to do" in proc.stdout
 
 
+def test_the_launch_records_its_compliance_profile_for_the_check(fake, tmp_path):
+    # The embedded default (smoke preset) is checked with the smoke profile, so the suggested command
+    # `compliance/check.sh JOB_DIR` needs no --profile; other presets get the official rules.
+    jobs = tmp_path / "default"
+    proc = launch(env=fake.env(SEEDS="5", JOB_DIR=str(jobs)), config=False, check=True)
+    assert (jobs / "compliance_profile.txt").read_text() == "smoke\n"
+    assert f"check them all: compliance/check.sh {jobs}" in proc.stdout
+    assert [p.name for p in jobs.iterdir() if ".tmp." in p.name] == []
+    data, tok = tmp_path / "data", tmp_path / "tok"
+    data.mkdir()
+    tok.mkdir()
+    paths = {"PREPROCESSED_PATH": str(data), "TOKENIZER_PATH": str(tok)}
+    cases = [
+        ({"PRESET": "llama31_8b", **paths}, (), "closed"),
+        ({"PRESET": "llama31_8b", **paths}, ("--preset", "smoke"), "smoke"),  # the flag wins, as in the entry
+        ({}, ("--preset=llama31_8b",), "closed"),
+    ]
+    for index, (knobs, args, profile) in enumerate(cases):
+        jobs = tmp_path / f"jobs{index}"
+        launch(*args, env=fake.env(SEEDS="5", JOB_DIR=str(jobs), **knobs), config=False, check=True)
+        assert (jobs / "compliance_profile.txt").read_text() == f"{profile}\n", (knobs, args)
+    # A later launch into a folder of smoke runs with a closed preset would mix two profiles: refused.
+    proc = launch(env=fake.env(SEEDS="6", JOB_DIR=str(tmp_path / "jobs1"), PRESET="llama31_8b", **paths), config=False)
+    assert proc.returncode == 2
+    assert (
+        f"error: {tmp_path / 'jobs1'} holds runs checked with the smoke profile (compliance_profile.txt), but preset "
+        "llama31_8b is checked with closed; choose a new JOB_DIR (nothing was started or submitted)"
+    ) in proc.stderr
+    assert not (tmp_path / "jobs1" / "run01_seed6").exists()
+    assert (tmp_path / "jobs1" / "compliance_profile.txt").read_text() == "smoke\n"
+    env = fake.env(MODE="slurm", SEEDS="5", NPAR="2", JOB_SAMPLES="64", JOB_DIR=str(tmp_path / "dry"))
+    out = launch("--dry-run", env=env, config=False, check=True).stdout
+    record = tmp_path / "dry" / "compliance_profile.txt"
+    assert f"# compliance profile: smoke (preset smoke), to be recorded in {record}" in out
+    assert not (tmp_path / "dry").exists()
+
+
 def test_print_config_is_a_question_not_a_run(fake, tmp_path):
     proc = launch("--print-config", env=fake.env(JOB_DIR=str(tmp_path / "jobs")), config=False, check=True)
     assert json.loads(proc.stdout) == {"fake": True}

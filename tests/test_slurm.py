@@ -385,6 +385,19 @@ def test_benchmark_npar_chain_resumes_from_the_first_jobs_checkpoint(slurm, smok
     step = re.search(r'"key": "init_checkpoint_step", "value": (\d+)', second)
     assert step and int(step.group(1)) == 4, f"the second job did not resume from step 4:\n{outputs}"
     assert '"status": "success"' in second
+    # The check the launcher suggests reports the two part logs as one run, with the profile it recorded.
+    from compliance.check import main as check_main
+    from compliance.folder import check_folder
+
+    assert (job_dir / "compliance_profile.txt").read_text() == "smoke\n"
+    folder = check_folder(job_dir, profile="smoke", report_dir=None)
+    assert folder.passed, folder.format()
+    (chain,) = folder.runs
+    assert chain.part_numbers == [1, 2] and [p.status for p in chain.parts] == ["aborted", "success"]
+    assert [samples for samples, _ in chain.eval_curve] == [64, 128]
+    assert chain.time_to_train_ms == sum(t.time_to_train_ms for t in chain.part_times)
+    assert chain.gaps_ms[0] > 0
+    assert check_main([str(job_dir), "--no-report"]) == 0
 
 
 def test_benchmark_warned_before_its_time_limit_saves_requeues_and_reaches_the_target(slurm, smoke_data, tmp_path):
