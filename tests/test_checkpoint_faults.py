@@ -91,8 +91,8 @@ def test_truncated_shard_named_with_its_length(smoke_data, tmp_path, ckpt):
     size = shard.stat().st_size
     _truncate(shard)
     text, _ = _resume_expecting_error(smoke_data, tmp_path, ckpt)
-    assert f"checkpoint {ckpt / STEP}: __0_1.distcp is truncated or damaged (it holds {size // 2} bytes of the {size} " \
-           "its index records" in text
+    assert (f"checkpoint {ckpt / STEP}: __0_1.distcp is truncated or damaged (it holds {size // 2} bytes of the "
+            f"{size} its index records") in text
     assert text.endswith("to start the run over")
 
 
