@@ -232,13 +232,9 @@ def run(
         log.event("cache_clear", True)
         t_init = time.perf_counter()
         log.start("init_start")
-        try:
-            tok = data_mod.check_inputs(cfg)
-        except ConfigError as err:
-            # The log holds init_start: end it as an aborted run that says why, not as one that
-            # seems to be still under way.
-            log.end("run_stop", samples_count=0, status="aborted", reason=str(err))
-            raise
+        tok = data_mod.check_inputs(cfg)
+        if cfg.ckpt.directory:
+            checkpoint.check_directory(cfg.ckpt.directory)
         with distributed(cfg) as device:
             from megatron.core import parallel_state
 
@@ -296,6 +292,13 @@ def run(
                 torch.distributed.barrier()
     except KeyboardInterrupt:
         result.reason = "interrupted (Ctrl-C)"
+        raise
+    except ConfigError as err:
+        # A bad input or checkpoint found during init (the log holds init_start): end it as an aborted
+        # run that says why, not as one that seems to be still under way.
+        result.reason = str(err)
+        if not run_started:
+            log.end("run_stop", samples_count=0, status="aborted", reason=str(err))
         raise
     except NonFiniteError as err:
         result.reason = f"non-finite training values at step {result.steps + 1}: {err}"

@@ -52,7 +52,7 @@ def test_save_every_block_and_latest_pointer(smoke_data, tmp_path):
     assert checkpoint.latest_checkpoint(ckpt) == ckpt / "iter_0000004"
     # a stale pointer is reported, not followed
     (ckpt / "latest").write_text("iter_0000099\n")
-    with pytest.raises(FileNotFoundError, match="names iter_0000099, which does not exist"):
+    with pytest.raises(checkpoint.CheckpointError, match="names iter_0000099, which does not exist"):
         checkpoint.latest_checkpoint(ckpt)
 
 
