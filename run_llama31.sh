@@ -20,7 +20,10 @@
 # records every run's seed and whether it was given (SEEDS) or generated; JOB_DIR/jobs.txt the Slurm
 # job ids; JOB_DIR/compliance_profile.txt the compliance profile of the runs (smoke for the smoke
 # preset, else closed). `compliance/check.sh JOB_DIR` checks all runs once they are done, with that
-# profile, a run split over NPAR jobs as one run.
+# profile, a run split over NPAR jobs as one run. One launch at a time per JOB_DIR: a launch holds
+# JOB_DIR/.launch.lock (a flock; the file names its pid, host and start) while it runs or submits, and
+# a second one meanwhile exits 2 naming it; MODE=slurm also refuses a JOB_DIR whose jobs.txt jobs are
+# still queued or running.
 #
 # Before anything runs or is submitted, the knobs are checked here and then by the training entry
 # (--print-config with the largest seed): a bad value ends the launch with exit status 2.
