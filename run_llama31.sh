@@ -20,7 +20,10 @@
 # records every run's seed and whether it was given (SEEDS) or generated; JOB_DIR/jobs.txt the Slurm
 # job ids; JOB_DIR/compliance_profile.txt the compliance profile of the runs (smoke for the smoke
 # preset, else closed). `compliance/check.sh JOB_DIR` checks all runs once they are done, with that
-# profile, a run split over NPAR jobs as one run.
+# profile, a run split over NPAR jobs as one run. One launch at a time per JOB_DIR: a launch holds
+# JOB_DIR/.launch.lock (a flock; the file names its pid, host and start) while it runs or submits, and
+# a second one meanwhile exits 2 naming it; MODE=slurm also refuses a JOB_DIR whose jobs.txt jobs are
+# still queued or running.
 #
 # Before anything runs or is submitted, the knobs are checked here and then by the training entry
 # (--print-config with the largest seed): a bad value ends the launch with exit status 2.
@@ -276,16 +279,84 @@ train_cmd() { # log file
 mapfile -t knob_names < <(sed -n 's/^export \([A-Z][A-Z0-9_]*\)=.*/\1/p' config.sh)
 quoted() { local out="" a; for a in "$@"; do out+="${out:+ }$(printf '%q' "${a}")"; done; printf '%s' "${out}"; }
 
-# Existing logs are never overwritten: a run folder is new, or this launch stops here.
-for ((i = 0; i < n_runs; i++)); do
-    for ((k = 1; k <= n_parts; k++)); do
-        f="$(log_file "${JOB_DIR}/$(run_name "${i}")" "${k}")"
-        if [[ -e "${f}" ]]; then
-            echo "error: ${f} exists; choose a new JOB_DIR or other SEEDS (nothing was started or submitted)" >&2
-            exit 2
-        fi
+# --- One launch at a time per JOB_DIR ---------------------------------------------------------
+# A launch holds an exclusive flock on JOB_DIR/.launch.lock for its whole life (MODE=local: every run;
+# MODE=slurm: the submission), and writes into the file who it is. The lock belongs to the open file,
+# so it ends with the launch however the launch ends: a file left by a killed launch blocks nothing.
+# Its training processes inherit the descriptor, so a training that outlives a killed launcher still
+# keeps JOB_DIR taken. The file stays in place: removing it would let a third launch lock a new file
+# while a second still holds the old one.
+lock_file="${JOB_DIR}/.launch.lock"
+readonly LOCK_BUSY=200 # flock's exit status for "held by another", distinct from its own errors
+refuse_busy() {
+    local pid="" host="" started="" mode="" field who stop fields=()
+    read -r -a fields <"${lock_file}" 2>/dev/null || true
+    for field in "${fields[@]}"; do
+        case "${field}" in
+            pid=*) pid="${field#pid=}" ;;
+            host=*) host="${field#host=}" ;;
+            started=*) started="${field#started=}" ;;
+            mode=*) mode="${field#mode=}" ;;
+        esac
     done
-done
+    if [[ -z "${pid}" ]]; then
+        who="a launch that is starting"
+        stop="wait for it"
+    else
+        who="the launch of pid ${pid} on host ${host}, MODE=${mode}, started ${started}"
+        stop="wait for it to end or stop it (kill ${pid} on ${host})"
+        if [[ "${host}" == "${HOSTNAME}" ]] && ! kill -0 "${pid}" 2>/dev/null; then
+            who+=" (pid ${pid} has exited; a training it started still holds the lock)"
+            stop="wait for that training to end or stop it (fuser -v ${lock_file} names it)"
+        fi
+    fi
+    echo "error: JOB_DIR=${JOB_DIR} is in use by another launch: ${who}; two launches into one JOB_DIR would train into the same runs and logs. Choose another JOB_DIR, or ${stop} (nothing was started or submitted)" >&2
+    exit 2
+}
+# Before the checks that read JOB_DIR: refused with the other launch's name, not a side effect of it.
+refuse_if_busy() {
+    local fd rc=0
+    [[ -e "${lock_file}" ]] && command -v flock >/dev/null || return 0
+    exec {fd}<>"${lock_file}" || return 0
+    flock -n -E "${LOCK_BUSY}" "${fd}" || rc=$?
+    exec {fd}>&-
+    if ((rc == LOCK_BUSY)); then refuse_busy; fi
+}
+# Taken once the launch is about to write into JOB_DIR; held until this shell exits.
+take_job_dir() {
+    local rc=0
+    mkdir -p "${JOB_DIR}"
+    if ! command -v flock >/dev/null; then
+        log "warning: flock is not on PATH (util-linux): ${JOB_DIR} is not guarded against a second launch"
+        return 0
+    fi
+    # Read-write, not '>': opening must not truncate the record of a launch that holds the lock.
+    exec {job_dir_lock_fd}<>"${lock_file}"
+    flock -n -E "${LOCK_BUSY}" "${job_dir_lock_fd}" || rc=$?
+    if ((rc == LOCK_BUSY)); then refuse_busy; fi
+    if ((rc != 0)); then
+        log "warning: cannot lock ${lock_file} (flock exit ${rc}; a file system without flock?): ${JOB_DIR} is not guarded against a second launch"
+        return 0
+    fi
+    # Rewritten in place (the lock is on this file's inode, so no temporary file and rename).
+    printf 'pid=%s host=%s started=%s mode=%s\n' "$$" "${HOSTNAME}" "$(date +%Y-%m-%dT%H:%M:%S%z)" "${MODE}" >"${lock_file}"
+}
+((dry_run)) || refuse_if_busy
+
+# Existing logs are never overwritten: a run folder is new, or this launch stops here.
+refuse_existing_logs() {
+    local i k f
+    for ((i = 0; i < n_runs; i++)); do
+        for ((k = 1; k <= n_parts; k++)); do
+            f="$(log_file "${JOB_DIR}/$(run_name "${i}")" "${k}")"
+            if [[ -e "${f}" ]]; then
+                echo "error: ${f} exists; choose a new JOB_DIR or other SEEDS (nothing was started or submitted)" >&2
+                exit 2
+            fi
+        done
+    done
+}
+refuse_existing_logs
 
 # The training configuration, resolved by the entry point itself with the first run's environment (and
 # the given seed) and the jobs' world size: a bad value is reported here, before anything runs or is
@@ -355,9 +426,16 @@ if ((dry_run)); then
     echo "# compliance profile: ${compliance_profile} (preset ${run_preset}), to be recorded in ${JOB_DIR}/compliance_profile.txt"
 fi
 
+# From here on JOB_DIR is this launch's; the logs are checked again under the lock, since a launch
+# that ended while this one was being checked may have written them.
+if ((!dry_run)); then
+    take_job_dir
+    refuse_existing_logs
+fi
+
 # --- MODE=local --------------------------------------------------------------------------------
 if [[ "${MODE}" == local ]]; then
-    ((dry_run)) || { mkdir -p "${JOB_DIR}" && record_profile; }
+    ((dry_run)) || record_profile
     failed=0
     summary=()
     for ((i = 0; i < n_runs; i++)); do
@@ -444,7 +522,42 @@ cancel_submitted() {
 err_file="$(mktemp)"
 trap 'rm -f "${err_file}"' EXIT
 
-((dry_run)) || { mkdir -p "${JOB_DIR}" && record_profile; }
+# The jobs earlier launches into JOB_DIR submitted (jobs.txt) that Slurm still has queued or running:
+# a second set of jobs would write into the same run folders beside them.
+live_jobs=()
+unknown_jobs=()
+if ((!dry_run)) && [[ -s "${JOB_DIR}/jobs.txt" ]]; then
+    if ! command -v squeue >/dev/null; then
+        log "warning: squeue is not on PATH: cannot check that the jobs in ${JOB_DIR}/jobs.txt have ended"
+    else
+        while read -r _ _ job_id _; do
+            [[ "${job_id}" =~ ^[0-9]+$ ]] || continue
+            if ! answer="$(squeue -h -t all -j "${job_id}" -o '%i %T %j' 2>"${err_file}")"; then
+                # A job Slurm has forgotten has ended; any other failure leaves its state unknown.
+                grep -qi 'invalid job id' "${err_file}" || unknown_jobs+=("${job_id}")
+                continue
+            fi
+            while read -r id state name; do
+                # Only this project's jobs (named llama31_<run>_p<k>): job ids are reused in time.
+                [[ "${id}" == "${job_id}" && "${name}" == llama31_* ]] || continue
+                case "${state}" in
+                    PENDING | RUNNING | SUSPENDED | COMPLETING | CONFIGURING | REQUEUED | REQUEUE_* | RESIZING | SIGNALING | STAGE_OUT | STOPPED)
+                        live_jobs+=("${id} (${name}, ${state})") ;;
+                esac
+            done <<<"${answer}"
+        done <"${JOB_DIR}/jobs.txt"
+    fi
+fi
+if ((${#unknown_jobs[@]})); then
+    log "warning: squeue could not say whether job(s) ${unknown_jobs[*]} of ${JOB_DIR}/jobs.txt have ended: $(tr '\n' ' ' <"${err_file}")"
+fi
+if ((${#live_jobs[@]})); then
+    ids=("${live_jobs[@]%% *}")
+    listed="$(printf '%s; ' "${live_jobs[@]}")"
+    echo "error: JOB_DIR=${JOB_DIR} has jobs of an earlier launch still queued or running (${JOB_DIR}/jobs.txt): ${listed%; }; a second launch into it would write into the same runs. Choose another JOB_DIR, or wait for them to end (squeue -j $(IFS=,; printf '%s' "${ids[*]}")) or cancel them (scancel ${ids[*]}) (nothing was submitted)" >&2
+    exit 2
+fi
+((dry_run)) || record_profile
 for ((i = 0; i < n_runs; i++)); do
     run="$(run_name "${i}")"
     run_dir="${JOB_DIR}/${run}"

@@ -2,24 +2,85 @@
 
 Each run gets its own MLLogger and file handler (not the package's shared logger), so several runs in
 one process, as in the tests, never write into each other's files. Only rank 0 writes.
+
+A log has one writer: opening it takes a non-blocking exclusive lock on ``<log>.lock`` beside it, which
+records the writer's pid, host and start time, and a second process opening the same log while the
+first lives gets ``LogInUse`` (naming that process) before anything is truncated.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
+import fcntl
 import logging
+import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 from mlperf_logging.mllog import constants as C
 from mlperf_logging.mllog.mllog import MLLogger
 
-from benchmark.config import REPO_ROOT, Config
+from benchmark.config import REPO_ROOT, Config, ConfigError
 
 BENCHMARK = C.LLAMA31_8B  # "llama31_8b"
 DECAY_SCHEDULE = "cosine with linear warmup"
 # Keys the benchmark logs that mllog.constants does not define.
 TARGET_ACCURACY = "target_accuracy"
 TRACKED_STATS = "tracked_stats"
+
+
+class LogInUse(ConfigError):
+    """The MLPerf log is being written by another live process (it holds the log's lock file)."""
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _take_lock(path: Path) -> int | None:
+    """Lock ``<path>.lock`` for this process; the descriptor, or None where the file system has no flock.
+
+    The lock file is removed when the log closes, so a later opener may find the file it opened already
+    unlinked by the holder it waited on: it then tries again on the file now at that path.
+    """
+    lock = lock_path(path)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "a process that is starting"
+            os.close(fd)
+            raise LogInUse(
+                f"{path} is being written by another run ({holder}; lock {lock}): two trainings must not write "
+                "one MLPerf log. Give this run its own log (--log-file, or another RESULT_DIR/JOB_DIR or seed), "
+                "or wait for that run to end or stop it"
+            ) from None
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                # Some shared file systems (Lustre mounted without flock) cannot lock: write unguarded.
+                print(f"[mlperf log] warning: cannot lock {lock} ({err.strerror}); the log is not "
+                      "guarded against a second writer", file=sys.stderr, flush=True)
+                return None
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    record = f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n".encode()
+    # Written in place, not renamed into place: the lock lives on this file's inode.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, record, 0)
+    return fd
 
 
 class MLPerfLog:
@@ -29,15 +90,22 @@ class MLPerfLog:
         self.path = path
         self._logger = None
         self._handlers: list[logging.Handler] = []
+        self._lock_fd: int | None = None
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Locked before the log is opened for writing, which truncates it.
+        self._lock_fd = _take_lock(path)
         logger = logging.getLogger(f"mlperf.{path.resolve()}")
         logger.setLevel(logging.INFO)
         logger.propagate = False
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
-        file_handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+        try:
+            file_handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+        except BaseException:
+            self._release()
+            raise
         self._handlers.append(file_handler)
         if echo:
             self._handlers.append(logging.StreamHandler())
@@ -66,6 +134,15 @@ class MLPerfLog:
             if self._logger:
                 self._logger.logger.removeHandler(handler)
         self._handlers = []
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_fd is not None and self.path is not None:
+            # Removed while still held, so that nobody locks a file that is about to disappear.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path(self.path))
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def submission_and_hyperparameters(
         self, cfg: Config, *, platform: str, grad_accum: int, train_samples: int, init_checkpoint_step: int
