@@ -3,7 +3,7 @@
 ``train_step(micro_batches, lr) -> (loss, grad_norm)``, ``evaluate(micro_batches) -> mean loss`` and
 ``state_dict()/load_state_dict()``. The training loop in train.py does not know which one it drives.
 
-- :class:`MegatronEngine` (GPU): Megatron-Core's DDP wrapper (fp32 gradient reduction) and its
+- :class:`MegatronEngine` (GPU): Megatron-Core's DDP wrapper (bf16 gradients, reduced in bf16) and its
   distributed optimizer (fp32 master weights), bf16 parameters through Float16Module, Megatron's
   forward/backward schedule (gradient accumulation, pipeline parallelism).
 - :class:`LocalEngine` (CPU, one process): the same GPTModel with torch AdamW. Megatron-Core's DDP
@@ -106,8 +106,12 @@ class MegatronEngine:
         t = cfg.train
         config = model.config
         module = Float16Module(config, model) if bf16 else model
+        # Gradients are kept and reduced in bf16 (the parameters' dtype), and averaged inside the
+        # collective, as both the reference and NVIDIA's v5.1 code that produced the RCPs configure
+        # Megatron's DDP; the fp32 master weights and Adam moments stay in the distributed optimizer.
         ddp_config = DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True,
+            grad_reduce_in_fp32=False,
+            average_in_collective=True,
             overlap_grad_reduce=True,
             overlap_param_gather=False,
             use_distributed_optimizer=True,

@@ -148,8 +148,11 @@ def main(argv=None) -> int:
         if overrides.get("cuda_graph_impl", "none") != "none" and device.type == "cuda":
             from megatron.core import tensor_parallel
 
-            # Megatron-Core's graph capture needs an RNG tracker whose states live in graph-safe generators.
-            tensor_parallel.model_parallel_cuda_manual_seed(0, use_cudagraphable_rng=True, force_reset_rng=True)
+            # Megatron-Core's graph capture needs an RNG tracker whose states live in graph-safe
+            # generators; TE's attention accepts only TE's own tracker class for that.
+            tensor_parallel.model_parallel_cuda_manual_seed(
+                0, te_rng_tracker=cfg.parallel.layer_spec == "te", use_cudagraphable_rng=True, force_reset_rng=True
+            )
         on_gpu = device.type == "cuda"
         bf16 = on_gpu
         model, spec_name = build_model(cfg, a.vocab, bf16=bf16, use_cpu_initialization=not on_gpu)
