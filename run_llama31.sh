@@ -49,6 +49,12 @@ usage() {
 }
 
 log() { printf '[llama31] %s\n' "$*"; }
+# dev/venv.sh, sourced from a function: a bare `source` here would pass it this script's own
+# arguments (--help, --print-config, ...), which it would take for a requirements set.
+use_venv() {
+    # shellcheck source=dev/venv.sh
+    source dev/venv.sh
+}
 
 # --- Arguments -------------------------------------------------------------------------------
 dry_run=0
@@ -70,14 +76,12 @@ export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning}"
 if ((want_help)); then
     usage
     echo
-    # shellcheck source=dev/venv.sh
-    source dev/venv.sh
+    use_venv
     exec "${PYTHON}" -m benchmark.train --help
 fi
 if ((query && !dry_run)); then
     # A question about the configuration, not a run: no folders, no seeds, no jobs.
-    # shellcheck source=dev/venv.sh
-    source dev/venv.sh
+    use_venv
     exec "${PYTHON}" -m benchmark.train "${train_args[@]}"
 fi
 
@@ -251,8 +255,7 @@ elif ((dry_run)); then
         job_python="${LLAMA31_VENV:-${repo_root}/.venv}/bin/python"
     fi
 else
-    # shellcheck source=dev/venv.sh
-    source dev/venv.sh
+    use_venv
     job_python="${PYTHON}"
 fi
 

@@ -10,6 +10,7 @@ Run: bash dev/test.sh tests/test_launcher.py
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -590,3 +591,47 @@ def test_shell_scripts_are_strict():
             assert "set -" not in path.read_text()
             continue
         assert "\nset -euo pipefail\n" in path.read_text(), path
+
+
+# ----------------------------------------------------------------------------------------------
+# dev/venv.sh, as the launcher sources it
+
+# A stand-in venv interpreter: records every call (pip included) and answers the training entry.
+FAKE_VENV_PYTHON = r"""#!/usr/bin/env bash
+echo "$*" >> "${FAKE_RECORD}"
+exit 0
+"""
+
+
+@pytest.fixture
+def fake_venv(tmp_path):
+    """A venv folder (LLAMA31_VENV) whose run requirements are already installed (its stamp matches)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(FAKE_VENV_PYTHON)
+    python.chmod(0o755)
+    reqs = b"".join((REPO / name).read_bytes() for name in ("requirements-torch.txt", "requirements.txt"))
+    (venv / ".requirements-run.sha256").write_text(hashlib.sha256(reqs).hexdigest() + "\n")
+    return venv
+
+
+@pytest.mark.parametrize("arg", ["--help", "--print-config"])
+def test_launcher_arguments_do_not_reach_venv_setup(fake_venv, tmp_path, arg):
+    record = tmp_path / "calls.txt"
+    env = clean_env(LLAMA31_VENV=str(fake_venv), FAKE_RECORD=str(record), JOB_DIR=str(tmp_path / "jobs"))
+    proc = launch(arg, env=env, config=False, check=True)
+    assert "[setup]" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in fake_venv.iterdir()) == [".requirements-run.sha256", "bin"]
+    calls = record.read_text().splitlines()
+    assert calls == [f"-m benchmark.train {arg}"], calls  # no pip install
+
+
+def test_venv_setup_refuses_an_unknown_requirements_set(fake_venv, tmp_path):
+    record = tmp_path / "calls.txt"
+    env = clean_env(LLAMA31_VENV=str(fake_venv), FAKE_RECORD=str(record))
+    proc = subprocess.run(["bash", "-c", 'source dev/venv.sh --help'], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "dev/venv.sh takes no argument or 'dev', not '--help'" in proc.stderr
+    assert not record.exists() and not (fake_venv / ".requirements---help.sha256").exists()
