@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -486,7 +487,7 @@ def _bare_host_python(bin_dir: Path) -> None:
     """A `python3` on PATH that sees only the standard library (-S: no site-packages), as a login
     node's system Python that has none of the project's dependencies."""
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{shutil.which("python3")}" -S "$@"\n')
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
     (bin_dir / "python3").chmod(0o755)
 
 
