@@ -12,8 +12,9 @@
 # from the cluster's login node; there is no SSH tunnel to set up.
 #
 # "(preset)" marks a knob whose empty value leaves the training entry's default for the preset in
-# place (`python -m benchmark.train --preset llama31_8b --print-config` prints them all). Setting GBS
-# alone also picks that batch size's reference learning rate and warmup (its RCP's, docs/FIDELITY.md).
+# place (`python -m benchmark.train --preset llama31_8b --print-config` prints them all, and names on
+# stderr the data paths a run would still need). Setting GBS alone also picks that batch size's
+# reference learning rate and warmup (its RCP's, docs/FIDELITY.md).
 
 _llama31_root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 

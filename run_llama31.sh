@@ -25,8 +25,10 @@
 # a second one meanwhile exits 2 naming it; MODE=slurm also refuses a JOB_DIR whose jobs.txt jobs are
 # still queued or running.
 #
-# Before anything runs or is submitted, the knobs are checked here and then by the training entry
-# (--print-config with the largest seed): a bad value ends the launch with exit status 2.
+# Before anything runs or is submitted, the knobs are checked here and then by the training
+# configuration's own check (python -m benchmark.config --print-config, with the largest seed; for
+# MODE=slurm as the jobs' nodes will see it, with IMAGE by this machine's python3): a bad value ends
+# the launch with exit status 2, at --dry-run as at a real launch.
 # MODE=local runs the runs one after another: `python` when GPUS_PER_NODE is 0, else `torchrun` with
 # GPUS_PER_NODE processes; a failed job is retried up to MAX_RETRIES times, and a failed part ends its run.
 # MODE=slurm submits one sbatch job per part (dev/slurm/llama31.sbatch), chained with
@@ -49,6 +51,12 @@ usage() {
 }
 
 log() { printf '[llama31] %s\n' "$*"; }
+# dev/venv.sh, sourced from a function: a bare `source` here would pass it this script's own
+# arguments (--help, --print-config, ...), which it would take for a requirements set.
+use_venv() {
+    # shellcheck source=dev/venv.sh
+    source dev/venv.sh
+}
 
 # --- Arguments -------------------------------------------------------------------------------
 dry_run=0
@@ -70,14 +78,12 @@ export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning}"
 if ((want_help)); then
     usage
     echo
-    # shellcheck source=dev/venv.sh
-    source dev/venv.sh
+    use_venv
     exec "${PYTHON}" -m benchmark.train --help
 fi
 if ((query && !dry_run)); then
     # A question about the configuration, not a run: no folders, no seeds, no jobs.
-    # shellcheck source=dev/venv.sh
-    source dev/venv.sh
+    use_venv
     exec "${PYTHON}" -m benchmark.train "${train_args[@]}"
 fi
 
@@ -251,8 +257,7 @@ elif ((dry_run)); then
         job_python="${LLAMA31_VENV:-${repo_root}/.venv}/bin/python"
     fi
 else
-    # shellcheck source=dev/venv.sh
-    source dev/venv.sh
+    use_venv
     job_python="${PYTHON}"
 fi
 
@@ -358,12 +363,36 @@ refuse_existing_logs() {
 }
 refuse_existing_logs
 
-# The training configuration, resolved by the entry point itself with the first run's environment (and
-# the given seed) and the jobs' world size: a bad value is reported here, before anything runs or is
-# submitted. Checked with the largest seed, every run's seed is in range.
+# The training configuration, resolved with the first run's environment (and the given seed) and the
+# jobs' world size by `python -m benchmark.config --print-config`, which exits 2 naming the knob: a bad
+# value is reported here, before anything runs or is submitted. Checked with the largest seed, every
+# run's seed is in range. MODE=local runs the jobs on this machine, so it is resolved for this machine
+# (its GPU, its TransformerEngine). MODE=slurm runs them on the nodes, maybe inside IMAGE, so it is
+# checked for a job with the nodes' device (--job-device) without asking this machine what it has:
+# layout, ranges and knob combinations here, TransformerEngine and the GPU by each job on its node.
+# With IMAGE the image's python is not here; the module needs only the standard library, so this
+# machine's python3 checks it.
+check_python="${job_python}"
+check_for=()
+job_device=any
+((10#${GPUS_PER_NODE} > 0)) && job_device=cuda
+[[ "${MODE}" == slurm && "${GPUS_PER_NODE}" == 0 ]] && job_device=cpu
+if [[ "${MODE}" == slurm ]]; then
+    check_for=(--job-device "${job_device}")
+fi
+if ((in_image)) || { [[ ! -x "${job_python}" ]] && ! command -v "${job_python}" >/dev/null; }; then
+    # No interpreter of the jobs' here (IMAGE, or a dry run before .venv exists): the host's python3.
+    check_for=(--job-device "${job_device}")
+    check_python="$(command -v python3 || true)"
+fi
 resolved_config() { # seed
     SEED="$1" RESULT_DIR="${JOB_DIR}/$(run_name 0)" CHECKPOINT_DIR="$(ckpt_dir "$(run_name 0)")" \
-        WORLD_SIZE="${world_size}" "${job_python}" -m benchmark.train --print-config "${train_args[@]}"
+        WORLD_SIZE="${world_size}" "${check_python}" -m benchmark.config --print-config "${check_for[@]}" \
+        "${train_args[@]}"
+}
+config_invalid() {
+    echo "error: the training configuration is invalid (above); nothing was started or submitted" >&2
+    exit 2
 }
 
 if ((dry_run)); then
@@ -380,23 +409,31 @@ if ((dry_run)); then
             echo "export ${name}=$(printf '%q' "${!name}")"
         fi
     done
-    if ((in_image)); then
-        echo "# training configuration: resolved inside IMAGE when the job starts (not on this machine)"
-    elif [[ -x "${job_python}" ]] || command -v "${job_python}" >/dev/null; then
-        echo "# training configuration of $(run_name 0), as resolved by python -m benchmark.train --print-config:"
-        resolved_config "${seeds[0]}"
-        if [[ "${max_seed}" != "${seeds[0]}" ]]; then
-            resolved_config "${max_seed}" >/dev/null
-        fi
+    if [[ -z "${check_python}" ]]; then
+        echo "# training configuration: not checked (no python3 on this machine); each job checks it when it starts"
     else
-        echo "# training configuration: not resolved (${job_python} does not exist yet)"
+        if ((${#check_for[@]})); then
+            case "${job_device}" in
+                cuda) on="the nodes' GPUs" ;;
+                cpu) on="CPU" ;;
+                *) on="a device not known here" ;;
+            esac
+            where="checked here for jobs on ${on} ($(basename "${check_python}") -m benchmark.config --print-config ${check_for[*]}); each job resolves it again where it runs"
+            ((in_image)) && where+=", inside IMAGE"
+        else
+            where="resolved on this machine by python -m benchmark.config --print-config"
+        fi
+        echo "# training configuration of $(run_name 0), ${where}:"
+        resolved_config "${seeds[0]}" || config_invalid
+        if [[ "${max_seed}" != "${seeds[0]}" ]]; then
+            resolved_config "${max_seed}" >/dev/null || config_invalid
+        fi
     fi
     echo "# what would run, one line per job:"
-elif ((!in_image)); then
-    if ! resolved_config "${max_seed}" >/dev/null; then
-        echo "error: the training configuration is invalid (above); nothing was started or submitted" >&2
-        exit 2
-    fi
+elif [[ -n "${check_python}" ]]; then
+    resolved_config "${max_seed}" >/dev/null || config_invalid
+else
+    log "warning: no python3 on this machine: the training configuration is checked by each job when it starts"
 fi
 
 # The compliance profile the runs are checked with, recorded in JOB_DIR so that the suggested

@@ -5,14 +5,26 @@ exports, then command-line flags (``python -m benchmark.train --help`` lists the
 :func:`build_config` applies them in that order and validates the result in one place;
 a bad value raises :class:`ConfigError`, whose message names the knob and the fix.
 The same object later writes the MLPerf hyperparameter keys, so what is logged is what ran.
+
+This module imports only the standard library at the top (PyTorch, TransformerEngine and
+mlperf-logging only where a value needs them), so that a login node's own ``python3`` can check a
+job's configuration before it is submitted to run elsewhere, for instance inside an image:
+
+    python3 -m benchmark.config --print-config --job-device cuda [FLAGS of benchmark.train]
+
+checks everything that does not depend on the job's machine (ranges, the parallel layout against
+WORLD_SIZE, knob combinations such as FP8 with PRECISION=fp32) and exits 2 naming the knob; whether
+TransformerEngine is installed and a GPU is there is left to the job (see :func:`main`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +53,8 @@ SUBMISSION_DIVISIONS = ("closed", "open")
 SUBMISSION_STATUSES = ("onprem", "cloud", "preview", "research")
 FP8_RECIPES = ("tensorwise", "delayed", "blockwise")
 EVAL_SETS = ("reference", "file-order")
+# A job's device, for a configuration checked on another machine (python -m benchmark.config --job-device).
+JOB_DEVICES = ("cuda", "cpu", "any")
 
 
 class ConfigError(ValueError):
@@ -461,9 +475,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(
-    args: argparse.Namespace | None = None, env: dict[str, str] | None = None, preset: str | None = None
+    args: argparse.Namespace | None = None, env: dict[str, str] | None = None, preset: str | None = None,
+    *, job_device: str | None = None, need_paths: bool = True,
 ) -> Config:
-    """Preset defaults < environment < flags; then derived values; then validation."""
+    """Preset defaults < environment < flags; then derived values; then validation.
+
+    ``job_device`` resolves the configuration for a job on another machine (``cuda``, ``cpu``, or
+    ``any`` when not known) instead of this one: nothing about this machine is consulted (no PyTorch,
+    no TransformerEngine), and the RCP defaults are left for the job when mlperf-logging is not
+    importable here. ``need_paths=False`` accepts unset data paths (a question about the
+    configuration, not a run: :func:`unset_paths` names them).
+    """
+    if job_device not in (None, *JOB_DEVICES):
+        raise ValueError(f"job_device={job_device!r} must be None or one of {JOB_DEVICES}")
     env = dict(os.environ) if env is None else env
     flag_values = vars(args) if args is not None else {}
     name = preset or flag_values.get("preset") or env.get("PRESET") or "smoke"
@@ -482,13 +506,13 @@ def build_config(
         sections[section] = cls(**values)
     cfg = Config(preset=name, **sections)
     check_values(cfg)
-    _derive(cfg)
-    _resolve_parallel(cfg)
-    validate(cfg)
+    _derive(cfg, rcp_required=job_device is None)
+    _resolve_parallel(cfg, job_device)
+    validate(cfg, job_device=job_device, need_paths=need_paths)
     return cfg
 
 
-def _derive(cfg: Config) -> None:
+def _derive(cfg: Config, rcp_required: bool = True) -> None:
     """Fill the values that follow from others: the RCP table of the chosen GBS, the data files."""
     d = cfg.data
     if not d.train_files:
@@ -506,17 +530,29 @@ def _derive(cfg: Config) -> None:
     cfg.ckpt.use_ckpt = cfg.ckpt.use_ckpt or cfg.ckpt.from_hf
     t = cfg.train
     if t.lr == 0.0 or t.warmup_samples < 0 or t.max_train_samples == 0:
-        _derive_from_rcp(t)
+        _derive_from_rcp(t, required=rcp_required)
 
 
-def _derive_from_rcp(t: TrainConfig) -> None:
+def rcp_pending(cfg: Config) -> bool:
+    """Whether the RCP defaults (LR, WARMUP_SAMPLES, MAX_TRAIN_SAMPLES) were left for the job to fill in."""
+    t = cfg.train
+    return t.lr == 0.0 or t.warmup_samples < 0 or t.max_train_samples == 0
+
+
+def _derive_from_rcp(t: TrainConfig, required: bool = True) -> None:
     """LR, warmup and the abort cap from the reference convergence point of the GBS.
 
     The RCP checker of mlperf-logging is the one source: the learning rate and warmup its reference
     runs recorded (only batch sizes with their own RCP have them), and its olympic mean, which for a
     GBS between two RCPs is the checker's own interpolation.
     """
-    from compliance.rcp import RcpError, rcp_batch_sizes, reference_point
+    try:
+        from compliance.rcp import RcpError, rcp_batch_sizes, reference_point
+    except ImportError:
+        # A login node's python3 without mlperf-logging: the job, in its own environment, fills them in.
+        if required:
+            raise
+        return
 
     gbs = t.global_batch_size
     try:
@@ -559,12 +595,20 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _resolve_parallel(cfg: Config) -> None:
+def _resolve_parallel(cfg: Config, job_device: str | None = None) -> None:
     """DEVICE=auto and LAYER_SPEC=auto become what will run on this machine (--print-config shows it).
 
     A batch job resolves them again on its own node: the launcher passes the knobs, not the result.
+    For a job elsewhere (``job_device``) DEVICE=auto becomes the job's device where it is known, and
+    LAYER_SPEC=auto stays auto on a GPU: whether TransformerEngine imports there is the job's to find.
     """
     p = cfg.parallel
+    if job_device is not None:
+        if p.device == "auto" and job_device != "any":
+            p.device = job_device
+        if p.layer_spec == "auto" and p.device == "cpu":
+            p.layer_spec = "local"
+        return
     if p.device == "auto":
         p.device = "cuda" if cuda_available() else "cpu"
     if p.layer_spec == "auto":
@@ -626,13 +670,20 @@ def check_values(cfg: Config) -> None:
                 raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
 
 
-def validate(cfg: Config, world_size: int | None = None) -> None:
-    """Every check of user input, in one place. Messages name the knob and the fix."""
+def validate(
+    cfg: Config, world_size: int | None = None, *, job_device: str | None = None, need_paths: bool = True
+) -> None:
+    """Every check of user input, in one place. Messages name the knob and the fix.
+
+    ``job_device`` and ``need_paths`` as for :func:`build_config`: for a job elsewhere the checks that
+    depend on its machine, or on RCP defaults left for it, are the job's.
+    """
     world_size = world_size_from_env() if world_size is None else world_size
     m, t, p = cfg.model, cfg.train, cfg.parallel
     check_values(cfg)
+    pending = job_device is not None and rcp_pending(cfg)
     # The values the RCP table fills in (_derive) must have been filled in by now.
-    if t.lr <= 0 or t.warmup_samples < 0 or t.max_train_samples <= 0:
+    if not pending and (t.lr <= 0 or t.warmup_samples < 0 or t.max_train_samples <= 0):
         raise ConfigError(
             f"LR={t.lr}, WARMUP_SAMPLES={t.warmup_samples}, MAX_TRAIN_SAMPLES={t.max_train_samples}: "
             f"the RCP defaults were not applied; build the configuration with build_config()"
@@ -644,7 +695,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"(SEED + {SEED_STRIDE_PER_STAGE} x (PP - 1)), above NumPy's limit of {SEED_MAX}: choose a SEED of "
             f"at most {SEED_MAX - SEED_STRIDE_PER_STAGE * (p.pipeline_parallel - 1)}"
         )
-    if t.eval_every > t.max_train_samples:
+    if t.max_train_samples and t.eval_every > t.max_train_samples:
         raise ConfigError(
             f"EVAL_EVERY={t.eval_every} is larger than MAX_TRAIN_SAMPLES={t.max_train_samples}: the run would "
             f"stop before its first evaluation; lower EVAL_EVERY or raise MAX_TRAIN_SAMPLES"
@@ -688,7 +739,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"GBS={t.global_batch_size} is not divisible by MBS x data-parallel size = "
             f"{t.micro_batch_size} x {dp}: set GBS to a multiple of {t.micro_batch_size * dp} or change MBS"
         )
-    if t.warmup_steps >= t.max_steps:
+    if t.warmup_samples >= 0 and t.warmup_steps >= t.max_steps:
         raise ConfigError(
             f"WARMUP_SAMPLES={t.warmup_samples} gives {t.warmup_steps} warmup steps, not fewer than "
             f"MAX_STEPS={t.max_steps}: shorten the warmup or raise MAX_STEPS"
@@ -705,7 +756,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"{t.micro_batch_size} x {dp} (EVAL_SET=file-order): every replica evaluates the same number of "
             f"whole micro-batches; choose a multiple, or EVAL_SET=reference, which reads whole global batches"
         )
-    _validate_spec_and_fp8(cfg)
+    _validate_spec_and_fp8(cfg, here=job_device is None)
     c = cfg.ckpt
     if (c.save or c.job_samples) and not c.directory:
         raise ConfigError(
@@ -732,7 +783,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             f"MODEL_CKPT={c.model_ckpt} has no weights/ folder: give a NeMo 2 checkpoint "
             f"(python -m utils.convert hf-to-nemo writes one), or set FROM_HF=1 for a Hugging Face folder"
         )
-    if cfg.preset != "smoke":
+    if cfg.preset != "smoke" and need_paths:
         if not cfg.data.data_dir:
             raise ConfigError(
                 "PREPROCESSED_PATH is not set: point it at the folder with the tokenized C4 files "
@@ -757,8 +808,12 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             )
 
 
-def _validate_spec_and_fp8(cfg: Config) -> None:
-    """LAYER_SPEC, FP8 and its recipe, CP and sequence parallelism: what each needs, said before a run."""
+def _validate_spec_and_fp8(cfg: Config, here: bool = True) -> None:
+    """LAYER_SPEC, FP8 and its recipe, CP and sequence parallelism: what each needs, said before a run.
+
+    ``here=False`` (a job on another machine): TransformerEngine is not looked for, and LAYER_SPEC=auto
+    on a GPU (or an unknown device) is taken to allow the TE spec; the job checks both on its node.
+    """
     m, p = cfg.model, cfg.parallel
     on_cpu = p.device == "cpu"
     if on_cpu and p.precision == "bf16":
@@ -771,7 +826,7 @@ def _validate_spec_and_fp8(cfg: Config) -> None:
                 "LAYER_SPEC=te runs on GPUs only (TransformerEngine's kernels are CUDA): set LAYER_SPEC=local "
                 "or auto for a CPU run"
             )
-        if not te_available():
+        if here and not te_available():
             raise ConfigError(
                 "LAYER_SPEC=te needs TransformerEngine, which is not installed here: run in the container "
                 "(Dockerfile), install transformer-engine, or set LAYER_SPEC=local"
@@ -783,10 +838,11 @@ def _validate_spec_and_fp8(cfg: Config) -> None:
         needs_te.append(f"CP={p.context_parallel}")
     if p.sequence_parallel == "on":
         needs_te.append("SEQUENCE_PARALLEL=on")
-    if needs_te and p.layer_spec != "te":
+    may_be_te = p.layer_spec == "te" or (not here and p.layer_spec == "auto" and not on_cpu)
+    if needs_te and not may_be_te:
         if on_cpu:
-            why = "this run is on CPU"
-        elif not te_available():
+            why = "this run is on CPU" if here else "the jobs run on CPU (DEVICE=cpu, or GPUS_PER_NODE=0)"
+        elif here and not te_available():
             why = "TransformerEngine is not installed here (run in the container, Dockerfile)"
         else:
             why = "LAYER_SPEC=local was asked for"
@@ -838,3 +894,74 @@ def uses_sequence_parallel(cfg: Config) -> bool:
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def unset_paths(cfg: Config) -> list[str]:
+    """The data paths a run of this preset needs and the configuration lacks, one line each."""
+    if cfg.preset == "smoke":
+        return []
+    wanted = (("PREPROCESSED_PATH", cfg.data.data_dir, "the tokenized C4 files"),
+              ("TOKENIZER_PATH", cfg.data.tokenizer, "the Llama 3.1 tokenizer"))
+    return [f"{name}: not set (a run needs it: {what})" for name, value, what in wanted if not value]
+
+
+def left_to_the_job(cfg: Config) -> list[str]:
+    """What a check for a job on another machine could not settle, one line each."""
+    p, t = cfg.parallel, cfg.train
+    notes = []
+    if p.device == "auto":
+        notes.append("DEVICE=auto: cuda or cpu, as the job's node has a GPU or not")
+    if p.layer_spec in ("auto", "te"):
+        notes.append(
+            f"LAYER_SPEC={p.layer_spec}: whether TransformerEngine imports on the job's node"
+            + (" (te where it does, else local)" if p.layer_spec == "auto" else "")
+        )
+    if rcp_pending(cfg):
+        notes.append(
+            f"LR, WARMUP_SAMPLES, MAX_TRAIN_SAMPLES: the RCP defaults of GBS={t.global_batch_size} come from "
+            f"mlperf-logging, which this Python lacks; the job fills them in (set all three to check them here)"
+        )
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m benchmark.config [--print-config] [--job-device cuda|cpu|any] [FLAGS of benchmark.train]
+
+    The check a launcher runs before it starts or submits anything: the configuration a run with this
+    environment and these flags would use (WORLD_SIZE processes), or exit status 2 and the knob at fault.
+    Unlike ``benchmark.train --print-config``, unset data paths are errors here, since a run is meant.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.config",
+        description="Check the configuration of a run of python -m benchmark.train (same knobs, same "
+        "environment) before it starts: exit 0, or 2 with the knob at fault.",
+    )
+    add_arguments(parser)
+    # The training entry's own flags, accepted so that a launcher can pass a run's arguments unchanged.
+    parser.add_argument("--log-file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-check", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON")
+    parser.add_argument(
+        "--job-device", choices=JOB_DEVICES, default=None,
+        help="check for a job on another machine with this device (any: not known) instead of this machine: "
+        "only the standard library is needed; TransformerEngine and the GPU are left to the job",
+    )
+    args = parser.parse_args(argv)
+    try:
+        cfg = build_config(args, job_device=args.job_device)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+        if args.job_device is not None:
+            for note in left_to_the_job(cfg):
+                print(f"# left to the job: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    # Through the imported module, not this __main__ copy: one ConfigError class for every caller.
+    from benchmark.config import main as _main
+
+    sys.exit(_main())

@@ -37,6 +37,7 @@ from benchmark.config import (
     data_parallel_size,
     grad_accumulation_steps,
     to_dict,
+    unset_paths,
     world_size_from_env,
 )
 from benchmark.engine import NonFiniteError, make_engine
@@ -531,13 +532,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-check", action="store_true", help="skip the compliance check after the run")
     parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved configuration as JSON and exit"
+        "--print-config", action="store_true",
+        help="print the resolved configuration as JSON and exit; data paths a run needs and lacks are "
+        "named on stderr (python -m benchmark.config --print-config makes them errors, as a run does)",
     )
     args = parser.parse_args(argv)
     try:
-        cfg = build_config(args)
+        # A question about the configuration may leave the data paths for later; a run may not.
+        cfg = build_config(args, need_paths=not args.print_config)
         if args.print_config:
             print(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+            for note in unset_paths(cfg):
+                print(note, file=sys.stderr)
             return 0
         prep_s = resolve_smoke_data(cfg)
         result = run(cfg, log_path=Path(args.log_file) if args.log_file else None)

@@ -3,6 +3,17 @@
 # Elsewhere a virtual environment .venv at the repository root is created once and reused;
 # it is reinstalled only when a requirements file changes (a hash of them is kept in the venv).
 # Usage: source dev/venv.sh [dev]   ("dev" adds the test dependencies)
+# A script that sources it without an argument must do so from inside a function (see
+# run_llama31.sh's use_venv): a bare `source FILE` with no arguments hands the file the script's own
+# positional parameters, and an argument such as --help would otherwise pick the requirements set.
+
+case "${1:-}" in
+    "" | dev) _venv_kind="${1:-run}" ;;
+    *)
+        echo "error: dev/venv.sh takes no argument or 'dev', not '${1}' (source dev/venv.sh [dev]; a script that wants the plain environment sources it from a function, so that its own arguments do not reach it)" >&2
+        return 2
+        ;;
+esac
 
 _repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -11,11 +22,11 @@ if [[ -n "${LLAMA31_CONTAINER:-}" ]]; then
 else
     _venv="${LLAMA31_VENV:-${_repo_root}/.venv}"
     _reqs=("${_repo_root}/requirements-torch.txt" "${_repo_root}/requirements.txt")
-    if [[ "${1:-}" == "dev" ]]; then
+    if [[ "${_venv_kind}" == dev ]]; then
         _reqs+=("${_repo_root}/requirements-dev.txt")
     fi
     _stamp_want="$(cat "${_reqs[@]}" | sha256sum | cut -d' ' -f1)"
-    _stamp_file="${_venv}/.requirements-${1:-run}.sha256"
+    _stamp_file="${_venv}/.requirements-${_venv_kind}.sha256"
     if [[ ! -x "${_venv}/bin/python" ]]; then
         echo "[setup] creating virtual environment ${_venv}" >&2
         "${PYTHON_FOR_VENV:-python3}" -m venv "${_venv}"
@@ -30,4 +41,4 @@ else
     PYTHON="${_venv}/bin/python"
 fi
 export PYTHON
-unset _repo_root _venv _reqs _stamp_want _stamp_file _pip_args _r
+unset _venv_kind _repo_root _venv _reqs _stamp_want _stamp_file _pip_args _r

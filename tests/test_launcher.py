@@ -10,12 +10,14 @@ Run: bash dev/test.sh tests/test_launcher.py
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -458,6 +460,10 @@ def test_dry_run_container_mounts_every_configured_path(fake, tmp_path):
     paths = {name: tmp_path / name.lower() for name in ("PREPROCESSED_PATH", "TOKENIZER_PATH", "MODEL_CKPT")}
     for p in paths.values():
         p.mkdir()
+    # What the login-node check looks for: the data files and a NeMo 2 checkpoint's weights/.
+    (paths["MODEL_CKPT"] / "weights").mkdir()
+    for name in ("c4-train.en_6_text_document", "c4-validation-91205-samples.en_text_document"):
+        (paths["PREPROCESSED_PATH"] / f"{name}.idx").write_bytes(b"")
     env = fake.env(MODE="slurm", PRESET="llama31_8b", IMAGE="/images/llama31.sqsh", SEEDS="3",
                    JOB_DIR=str(tmp_path / "jobs"), CHECKPOINT_DIR=str(tmp_path / "ckpt"),
                    INDEX_CACHE_DIR=str(tmp_path / "cache"), USE_CKPT="1", GPUS_PER_NODE="8", NNODES="2",
@@ -474,7 +480,68 @@ def test_dry_run_container_mounts_every_configured_path(fake, tmp_path):
     # inside the image the job runs the image's python
     assert " -- python -m benchmark.train --log-file " in job
     assert "--gpus-per-node=8 --exclusive" in job and "--ntasks-per-node=8" in job
-    assert "resolved inside IMAGE" in out
+    assert "each job resolves it again where it runs, inside IMAGE" in out
+
+
+def _bare_host_python(bin_dir: Path) -> None:
+    """A `python3` on PATH that sees only the standard library (-S: no site-packages), as a login
+    node's system Python that has none of the project's dependencies."""
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+
+
+def _recording_sbatch(bin_dir: Path, record: Path) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho called >> "{record}"\necho 1\n')
+    (bin_dir / "sbatch").chmod(0o755)
+
+
+# 4 nodes x 8 GPUs at TP=1 and GBS 16: DP=32 does not divide the batch.
+BAD_LAYOUT = {"MODE": "slurm", "PRESET": "smoke", "NNODES": "4", "GPUS_PER_NODE": "8", "GBS": "16", "TP": "1"}
+BAD_LAYOUT_ERROR = "error: GBS=16 is not divisible by MBS x data-parallel size = 8 x 32"
+
+
+@pytest.mark.parametrize("knobs", [{"IMAGE": "/images/llama31.sqsh"}, {"FP8": "1"},
+                                   {"IMAGE": "/images/llama31.sqsh", "FP8": "1"}], ids=["image", "fp8", "both"])
+def test_a_layout_the_trainer_rejects_stops_slurm_at_dry_run_and_submission(tmp_path, knobs):
+    bin_dir = tmp_path / "bin"
+    _bare_host_python(bin_dir)
+    _recording_sbatch(bin_dir, tmp_path / "sbatch-called")
+    jobs = tmp_path / "jobs"
+    env = clean_env(**BAD_LAYOUT, **knobs, JOB_DIR=str(jobs), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    for args in (["--dry-run"], []):
+        proc = launch(*args, env=env)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert BAD_LAYOUT_ERROR in proc.stderr
+        assert "the training configuration is invalid (above); nothing was started or submitted" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "sbatch-called").exists()
+    assert not jobs.exists()
+
+
+@pytest.mark.parametrize("image", ["/images/llama31.sqsh", ""], ids=["image", "host-env"])
+def test_fp8_for_the_nodes_is_checked_here_without_the_login_nodes_hardware(tmp_path, image):
+    """This machine has no GPU and no TransformerEngine; the jobs' nodes do (GPUS_PER_NODE; IMAGE, or
+    the checkout's .venv, which the check runs in when there is no IMAGE)."""
+    bin_dir = tmp_path / "bin"
+    _bare_host_python(bin_dir)
+    _recording_sbatch(bin_dir, tmp_path / "sbatch-called")
+    env = clean_env(MODE="slurm", PRESET="smoke", NNODES="1", GPUS_PER_NODE="2", IMAGE=image, FP8="1",
+                    SEEDS="11", JOB_DIR=str(tmp_path / "jobs"), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    out = launch("--dry-run", env=env, check=True).stdout
+    resolved = json.loads(out[out.index("\n{") + 1: out.index("\n}") + 2])
+    assert (resolved["parallel"]["fp8"], resolved["parallel"]["device"]) == (True, "cuda")
+    assert "# left to the job: LAYER_SPEC=auto: whether TransformerEngine imports on the job's node" in out
+    assert len(sbatch_lines(out)) == 1
+    if image:  # submitted too (without IMAGE a submission would set up .venv first)
+        proc = launch(env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert (tmp_path / "sbatch-called").read_text() == "called\n"
+    # A combination no machine can run is refused here all the same, naming the knob.
+    bad = launch("--dry-run", env={**env, "PRECISION": "fp32", "JOB_DIR": str(tmp_path / "jobs2")})
+    assert bad.returncode == 2
+    assert "FP8=1 trains with bf16 weights and fp32 master weights: set PRECISION=bf16 or auto" in bad.stderr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -590,3 +657,47 @@ def test_shell_scripts_are_strict():
             assert "set -" not in path.read_text()
             continue
         assert "\nset -euo pipefail\n" in path.read_text(), path
+
+
+# ----------------------------------------------------------------------------------------------
+# dev/venv.sh, as the launcher sources it
+
+# A stand-in venv interpreter: records every call (pip included) and answers the training entry.
+FAKE_VENV_PYTHON = r"""#!/usr/bin/env bash
+echo "$*" >> "${FAKE_RECORD}"
+exit 0
+"""
+
+
+@pytest.fixture
+def fake_venv(tmp_path):
+    """A venv folder (LLAMA31_VENV) whose run requirements are already installed (its stamp matches)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(FAKE_VENV_PYTHON)
+    python.chmod(0o755)
+    reqs = b"".join((REPO / name).read_bytes() for name in ("requirements-torch.txt", "requirements.txt"))
+    (venv / ".requirements-run.sha256").write_text(hashlib.sha256(reqs).hexdigest() + "\n")
+    return venv
+
+
+@pytest.mark.parametrize("arg", ["--help", "--print-config"])
+def test_launcher_arguments_do_not_reach_venv_setup(fake_venv, tmp_path, arg):
+    record = tmp_path / "calls.txt"
+    env = clean_env(LLAMA31_VENV=str(fake_venv), FAKE_RECORD=str(record), JOB_DIR=str(tmp_path / "jobs"))
+    proc = launch(arg, env=env, config=False, check=True)
+    assert "[setup]" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in fake_venv.iterdir()) == [".requirements-run.sha256", "bin"]
+    calls = record.read_text().splitlines()
+    assert calls == [f"-m benchmark.train {arg}"], calls  # no pip install
+
+
+def test_venv_setup_refuses_an_unknown_requirements_set(fake_venv, tmp_path):
+    record = tmp_path / "calls.txt"
+    env = clean_env(LLAMA31_VENV=str(fake_venv), FAKE_RECORD=str(record))
+    proc = subprocess.run(["bash", "-c", 'source dev/venv.sh --help'], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "dev/venv.sh takes no argument or 'dev', not '--help'" in proc.stderr
+    assert not record.exists() and not (fake_venv / ".requirements---help.sha256").exists()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,28 @@ def test_second_call_reuses_everything(built):
     assert smoke.prepare(root, seed=1234, log=logs.append) == data
     assert logs == []  # no stage ran
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_index_cache_beside_the_data_is_kept_and_the_data_reused(built):
+    """A run on the embedded data caches its dataset indices in data_dir/index_cache (the default of
+    INDEX_CACHE_DIR, benchmark/train.py); the next prepare must neither rebuild the data nor drop it."""
+    root, data, _ = built
+    cache = data.data_dir / "index_cache"
+    cache.mkdir()
+    cached = cache / "0123abcd-GPTDataset-train-document_index.npy"
+    cached.write_bytes(b"index")
+    try:
+        bin6 = Path(data.train_prefixes[0] + ".bin")
+        before = bin6.stat()
+        for _ in range(2):
+            logs = []
+            assert smoke.prepare(root, seed=1234, log=logs.append) == data
+            assert logs == []  # no stage ran
+        after = bin6.stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        assert cached.read_bytes() == b"index"
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # the later tests compare the folder with smoke.json
 
 
 def test_damaged_or_partial_stages_are_rebuilt_identically(built):

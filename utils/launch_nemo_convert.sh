@@ -56,8 +56,12 @@ if [[ -n "${IMAGE:-}" ]]; then
     exec srun --ntasks=1 --container-image="${IMAGE}" --container-workdir=/workspace/llama31 \
         --container-mounts="${mounts}" python "${convert[@]}"
 fi
-# shellcheck source=dev/venv.sh
-source dev/venv.sh
+# From a function: a bare `source` would hand dev/venv.sh this script's own arguments.
+use_venv() {
+    # shellcheck source=dev/venv.sh
+    source dev/venv.sh
+}
+use_venv
 if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     exec srun --ntasks=1 "${PYTHON}" "${convert[@]}"
 fi

@@ -12,7 +12,8 @@ Run: python -m utils.smoke --dst DIR [--seed 1234]
   smoke.json     what each stage wrote, with sizes and sha256
 
 It is idempotent: a second call finds every stage's files matching smoke.json and returns at once;
-a stage whose files are missing or differ (an interrupted or damaged earlier attempt) is rebuilt,
+files added beside them later (the benchmark's index cache under preprocessed/) are left alone.
+A stage whose files are missing or differ (an interrupted or damaged earlier attempt) is rebuilt,
 with every stage after it. Every stage is deterministic for a seed. A lock file serializes
 concurrent callers (e.g. several ranks of one job).
 """
@@ -71,13 +72,19 @@ def _files(folder: Path) -> dict[str, dict]:
 
 
 def _verified(folder: Path, recorded: dict | None) -> bool:
+    """Whether every file the stage recorded is there unchanged (size, then sha256).
+
+    Only the recorded files count: others that appear in the folder are not the stage's output and
+    do not make it stale. The benchmark's dataset index cache, by default under preprocessed/index_cache
+    (INDEX_CACHE_DIR), is one; rebuilding the stage for it would also delete that cache.
+    """
     if not isinstance(recorded, dict) or not recorded.get("files"):
         return False
     for name, meta in recorded["files"].items():
         p = folder / name
         if not p.is_file() or p.stat().st_size != meta.get("bytes"):
             return False
-    return _files(folder) == recorded["files"]
+    return all(sha256_file(folder / name) == meta.get("sha256") for name, meta in recorded["files"].items())
 
 
 def n_validation_for(valid_shards: list[Path], tokenizer_dir: Path, min_tokens: int) -> int:
