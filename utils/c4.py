@@ -21,6 +21,9 @@ give 5,760 sequences of 8,192 tokens). `manifest.json` records, for every output
 document count, size and sha256. Everything streams in blocks; outputs are written under
 temporary names and renamed when complete; an output whose manifest entry still matches its
 inputs is not redone.
+
+Every subcommand shows its progress on stderr (a bar on a terminal, a plain line a minute in a
+log; --no-progress or PROGRESS=0 turns it off, PROGRESS=1 forces the bar): utils/progress.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ an HTTP Range request when a run is cut (up to `retries` times within a run, and
 checked against the server's total size and the listing's md5, and only then renamed into place.
 A verified file is recorded in `.r2-verified.json` (size, mtime, md5), so a rerun skips it
 without hashing tens of GB again; a file that changed since is checked again. The listing itself
-is kept beside the files as `NAME.md5`, so `md5sum -c NAME.md5` works there too.
+is kept beside the files as `NAME.md5`, so `md5sum -c NAME.md5` works there too. Each transfer
+shows its bytes against the server's size on stderr (utils/progress.py).
 
 The storage may sit behind Cloudflare Access. The bucket answers a request without a login with a
 redirect to the login page, which is reported (never followed, so no HTML page ends up in a data
