@@ -15,6 +15,11 @@ from Megatron-Core's IndexedDataset.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,10 +221,10 @@ def build_train_dataset(
         blend_per_split=[(list(prefixes), weights), None, None],
     )
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    datasets = BlendedMegatronDatasetBuilder(
-        GPTDataset, [num_samples, 0, 0], lambda: True, config
-    ).build()
-    return datasets[0]
+    return announced_build(
+        "train", num_samples, cache_dir,
+        lambda: BlendedMegatronDatasetBuilder(GPTDataset, [num_samples, 0, 0], lambda: True, config).build()[0],
+    )
 
 
 def build_eval_dataset(
@@ -239,8 +244,87 @@ def build_eval_dataset(
         blend_per_split=[None, ([prefix], None), None],
     )
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    datasets = BlendedMegatronDatasetBuilder(GPTDataset, [0, num_samples, 0], lambda: True, config).build()
-    return datasets[1]
+    return announced_build(
+        "eval", num_samples, cache_dir,
+        lambda: BlendedMegatronDatasetBuilder(GPTDataset, [0, num_samples, 0], lambda: True, config).build()[1],
+    )
+
+
+# Megatron-Core logs "Build and save the <class> ... indices" (INFO) exactly when it is about to
+# compute an index that is not in the cache, from these modules; a cached one is only loaded.
+_INDEX_LOGGERS = ("megatron.core.datasets.gpt_dataset", "megatron.core.datasets.blended_dataset")
+_BUILD_MESSAGE = "Build and save the "
+
+
+class _BuildWatch(logging.Filter):
+    """Calls `started` on Megatron-Core's build message and lets a record through only if the
+    logger's own level would have: watching changes nothing in what the run's logging shows."""
+
+    def __init__(self, started: Callable[[], None], levels: dict[str, int]):
+        super().__init__()
+        self.started, self.levels = started, levels
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith(_BUILD_MESSAGE):
+            self.started()
+        return record.levelno >= self.levels.get(record.name, logging.WARNING)
+
+
+@contextlib.contextmanager
+def _watch_builds(started: Callable[[], None]):
+    loggers = [logging.getLogger(name) for name in _INDEX_LOGGERS]
+    levels = {lg.name: lg.getEffectiveLevel() for lg in loggers}
+    saved = [(lg, lg.level) for lg in loggers]
+    watch = _BuildWatch(started, levels)
+    for lg in loggers:
+        if lg.getEffectiveLevel() > logging.INFO:
+            lg.setLevel(logging.INFO)  # else the INFO record is dropped before any filter sees it
+        lg.addFilter(watch)
+    try:
+        yield
+    finally:
+        for lg, level in saved:
+            lg.removeFilter(watch)
+            lg.setLevel(level)
+
+
+def _rank0_print(text: str) -> None:
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        print(text, flush=True)
+
+
+def announced_build(what: str, num_samples: int, cache_dir: str, build: Callable,
+                    say: Callable[[str], None] | None = None):
+    """Run `build()` (a GPTDataset build) and say what it did: a timed start and finish line when it
+    computes its index (a minute or more on the 8B evaluation geometry), one line when it reuses
+    the cached one. Printed on rank 0 only; `say` replaces that print (tests)."""
+    say = say or _rank0_print
+    before = set(os.listdir(cache_dir))
+    t0: list[float] = []
+
+    def started() -> None:
+        if not t0:
+            t0.append(time.perf_counter())
+            say(f"[data] building the {what} index for {num_samples:,} samples ...")
+
+    t_call = time.perf_counter()
+    with _watch_builds(started):
+        dataset = build()
+    split = getattr(dataset, "index_split", None) or getattr(dataset, "split", None)
+    where = os.path.join(
+        cache_dir, f"{dataset.unique_description_hash}-{type(dataset).__name__}-{getattr(split, 'name', split)}-*"
+    )
+    added = set(os.listdir(cache_dir)) - before
+    if not t0 and not added:
+        say(f"[data] reusing the cached {what} index at {where}")
+    else:
+        # No build message but new files: Megatron-Core's wording changed; still report the build.
+        say(f"[data] {what} index for {num_samples:,} samples built in "
+            f"{time.perf_counter() - (t0[0] if t0 else t_call):.1f} s, cached at {where}")
+    return dataset
 
 
 class ValidationSequences(torch.utils.data.Dataset):

@@ -21,6 +21,9 @@ give 5,760 sequences of 8,192 tokens). `manifest.json` records, for every output
 document count, size and sha256. Everything streams in blocks; outputs are written under
 temporary names and renamed when complete; an output whose manifest entry still matches its
 inputs is not redone.
+
+Every subcommand shows its progress on stderr (a bar on a terminal, a plain line a minute in a
+log; --no-progress or PROGRESS=0 turns it off, PROGRESS=1 forces the bar): utils/progress.py.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from utils.fileio import (
     remove_stale_tmp,
     write_json_atomic,
 )
+from utils.progress import Bar, add_flag, check_env
 
 C4_TRAIN_SHARDS = 1024
 C4_VALID_SHARDS = 8
@@ -102,8 +106,9 @@ def find_shards(src: Path, split: str, expected_count: int | None = None) -> lis
     return [src / shard_name(split, i, expected_count) for i in range(expected_count)]
 
 
-def _stream_concat(inputs: list[Path], out) -> tuple[int, str]:
+def _stream_concat(inputs: list[Path], out, on_bytes: Callable[[int], None] | None = None) -> tuple[int, str]:
     """Copy `inputs` byte for byte into the open file `out`; return (documents, sha256).
+    `on_bytes(n)` is told of every block copied (the progress bar).
 
     Each input is also decompressed on the fly to count its lines and to prove it is a complete
     gzip stream: a truncated shard is reported by name instead of ending up in the merged file.
@@ -117,6 +122,8 @@ def _stream_concat(inputs: list[Path], out) -> tuple[int, str]:
                 while block := f.read(BLOCK):
                     out.write(block)
                     h.update(block)
+                    if on_bytes is not None:
+                        on_bytes(len(block))
                     yield block
 
         docs += count_lines_gz_bytes(blocks(), str(path))
@@ -143,6 +150,7 @@ def consolidate(
     n_groups: int = N_GROUPS,
     workers: int = 1,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict:
     """Merge C4 shards in `src` into `n_groups` train files and one validation subset in `dst`.
 
@@ -151,7 +159,8 @@ def consolidate(
     `n_validation` lines, gzip'd into `c4-validation-{n_validation}-samples.en.json.gz`.
     Writes `manifest.json` (per output: inputs, documents, bytes, sha256) and returns it.
     `workers` > 1 builds that many train groups at a time. Outputs whose manifest entry matches
-    are kept. Raises DataError on missing or damaged shards.
+    are kept. Raises DataError on missing or damaged shards. `progress`: a bar on stderr over the
+    train shard bytes to copy, then one over the validation documents (utils/progress.py).
     """
     src, dst = Path(src), Path(dst)
     log = log or (lambda s: None)
@@ -197,15 +206,24 @@ def consolidate(
         # Rewritten after every output so that an interrupted run keeps what it finished.
         write_json_atomic(manifest_path, {"source": str(src.resolve()), "outputs": _ordered(outputs)})
 
-    if workers > 1 and len(jobs) > 1:
-        from utils.parallel import ordered_map
+    todo_bytes = sum(p.stat().st_size for inputs, _ in jobs for p in inputs)
+    with Bar(todo_bytes, "train groups", "B", enabled=progress and bool(jobs)) as bar:
+        parallel = workers > 1 and len(jobs) > 1
+        if parallel:
+            from utils.parallel import ordered_map
 
-        results = ordered_map(_build_group, jobs, min(workers, len(jobs)))
-    else:
-        results = map(_build_group, jobs)
-    for (inputs, out), entry in zip(jobs, results, strict=True):
-        record(out.name, entry)
-        log(f"{out.name}: {entry['documents']:,} documents from {len(inputs)} shards")
+            # Worker processes cannot move this bar: it moves by a whole group as each one ends.
+            results = ordered_map(_build_group, jobs, min(workers, len(jobs)))
+        else:
+            results = (_build_group(job, bar.update) for job in jobs)
+        docs = 0
+        for (inputs, out), entry in zip(jobs, results, strict=True):
+            if parallel:
+                bar.update(sum(p["bytes"] for p in entry["inputs"]))
+            docs += entry["documents"]
+            bar.set_postfix_str(f"{docs:,} documents")
+            record(out.name, entry)
+            log(f"{out.name}: {entry['documents']:,} documents from {len(inputs)} shards")
 
     out = dst / validation_name(n_validation)
     extra = {"documents": n_validation}
@@ -213,7 +231,8 @@ def consolidate(
         outputs[out.name] = old[out.name]
         log(f"{out.name}: up to date")
     else:
-        record(out.name, _build_validation(valid, out, n_validation))
+        with Bar(n_validation, out.name, "documents", enabled=progress) as bar:
+            record(out.name, _build_validation(valid, out, n_validation, bar.update))
         log(f"{out.name}: first {n_validation:,} documents of {len(valid)} shards")
     write_json_atomic(manifest_path, {"source": str(src.resolve()), "outputs": _ordered(outputs)})
     return read_json(manifest_path)
@@ -223,15 +242,15 @@ def _ordered(outputs: dict) -> dict:
     return dict(sorted(outputs.items()))
 
 
-def _build_group(job: tuple[list[Path], Path]) -> dict:
+def _build_group(job: tuple[list[Path], Path], on_bytes: Callable[[int], None] | None = None) -> dict:
     inputs, out = job
     remove_stale_tmp(out.parent, out.name)
     with atomic_output(out) as tmp, open(tmp, "wb") as f:
-        docs, sha = _stream_concat(inputs, f)
+        docs, sha = _stream_concat(inputs, f, on_bytes)
     return {"inputs": _inputs_record(inputs), "documents": docs, "bytes": out.stat().st_size, "sha256": sha}
 
 
-def _build_validation(inputs: list[Path], out: Path, n: int) -> dict:
+def _build_validation(inputs: list[Path], out: Path, n: int, on_doc: Callable[[int], None] | None = None) -> dict:
     remove_stale_tmp(out.parent, out.name)
     written = 0
     h = hashlib.sha256()
@@ -246,6 +265,8 @@ def _build_validation(inputs: list[Path], out: Path, n: int) -> dict:
                                 line += b"\n"
                             gz.write(line)
                             written += 1
+                            if on_doc is not None:
+                                on_doc(1)
                             if written == n:
                                 break
                     if written == n:
@@ -277,12 +298,16 @@ def compress_one(path: Path, keep: bool = False, level: int = 6) -> Path:
     return out
 
 
-def compress(folder: str | Path, workers: int = 1, keep: bool = False, log: Callable[[str], None] | None = None):
+def compress(
+    folder: str | Path, workers: int = 1, keep: bool = False, log: Callable[[str], None] | None = None,
+    progress: bool = False,
+):
     """Gzip every `*.json` file in `folder` (not recursive), `workers` files at a time.
 
     Each file is written under a temporary name and renamed when complete; its .json is deleted
     only after that (unless `keep`), so an interrupted run is resumed by running it again.
-    Returns the paths of the .json.gz files written.
+    Returns the paths of the .json.gz files written. `progress`: a bar on stderr over the bytes of
+    the .json files, moved as each file is done.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -293,10 +318,12 @@ def compress(folder: str | Path, workers: int = 1, keep: bool = False, log: Call
     if not files:
         raise DataError(f"{folder}: no .json files to compress")
     log = log or (lambda s: None)
+    sizes = [p.stat().st_size for p in files]
     # zlib releases the GIL while it compresses, so threads use the cores.
-    with ThreadPoolExecutor(max(1, workers)) as ex:
+    with ThreadPoolExecutor(max(1, workers)) as ex, Bar(sum(sizes), "compress", "B", enabled=progress) as bar:
         outs = []
-        for out in ex.map(lambda p: compress_one(p, keep), files):
+        for out, size in zip(ex.map(lambda p: compress_one(p, keep), files), sizes, strict=True):
+            bar.update(size)
             log(f"{out.name}")
             outs.append(out)
     return outs
@@ -323,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--n-validation", type=int, default=C4_N_VALIDATION, help=f"default {C4_N_VALIDATION}")
     c.add_argument("--groups", type=positive_int, default=N_GROUPS, help=f"train groups (default {N_GROUPS})")
     c.add_argument("--workers", type=positive_int, default=1, help="groups built at a time (default 1)")
+    add_flag(c)
 
     z = sub.add_parser(
         "compress",
@@ -333,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     z.add_argument("dir", type=Path, help="folder with .json files")
     z.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="files at a time (default: cores)")
     z.add_argument("--keep", action="store_true", help="keep the .json files")
+    add_flag(z)
 
     d = sub.add_parser(
         "download",
@@ -356,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="which split to fetch (default all)",
     )
+    add_flag(d)
     r = sub.add_parser(
         "download-preprocessed",
         help="download the official pre-tokenized C4 (c4-train.en_6 + validation) and tokenizer (resumable)",
@@ -373,14 +403,16 @@ def main(argv: list[str] | None = None) -> int:
         help="metadata folder holding NAME.uri and NAME.md5 (default: the official MLCommons one)",
     )
     r.add_argument("--retries", type=int, default=3, help="resumes within one run after a cut (default 3)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_flag(r)
     a = p.parse_args(argv)
     try:
+        check_env()
+        progress = not a.no_progress
         if a.command == "consolidate":
-            consolidate(a.src, a.dst, a.n_validation, a.groups, a.workers, log=print)
+            consolidate(a.src, a.dst, a.n_validation, a.groups, a.workers, log=print, progress=progress)
             print(f"manifest: {a.dst / MANIFEST}")
         elif a.command == "compress":
-            outs = compress(a.dir, a.workers, a.keep, log=print)
+            outs = compress(a.dir, a.workers, a.keep, log=print, progress=progress)
             print(f"compressed {len(outs)} files in {a.dir}")
         elif a.command == "download":
             from utils import download as dl
@@ -398,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             names = dl.expected_names()
             if a.only != "all":
                 names = [n for n in names if n.startswith(f"c4-{a.only}.")]
-            dl.download(source, a.dst, names, a.workers)
+            dl.download(source, a.dst, names, a.workers, progress=progress)
         elif a.command == "download-preprocessed":
             from utils import r2
 
@@ -406,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"--retries {a.retries}: give 0 or more")
             r2.download_preprocessed(
                 a.dst, a.tokenizer_dst, base_url=a.base_url or r2.DEFAULT_BASE_URL, retries=a.retries,
-                progress=not a.no_progress,
+                progress=progress,
             )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

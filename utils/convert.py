@@ -55,6 +55,7 @@ import yaml
 from benchmark.hf_mapping import LlamaShape, fuse_qkv, split_qkv
 from utils.errors import DataError, command, disk_full, full_disk_error, with_path
 from utils.fileio import remove_stale_tmp, write_json_atomic
+from utils.progress import Bar, add_flag, check_env
 
 PREFIX = "module."  # NeMo's MegatronParallel wraps the GPTModel as `module`
 WEIGHTS_DIR = "weights"
@@ -421,6 +422,7 @@ class HFWeights:
                 any(hf_dir.glob("*.bin"))) else ""
             raise ConvertError(f"{hf_dir} has no model.safetensors or model.safetensors.index.json{extra}")
         self.infos: dict[str, _TensorInfo] = {}
+        self.on_read: Callable[[int], None] = lambda n: None  # told of every tensor read (progress)
         for name in files:
             self.infos.update(_read_safetensors_header(hf_dir / name))
 
@@ -452,11 +454,13 @@ class HFWeights:
             view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
             if f.readinto(view) != info.nbytes:
                 raise ConvertError(f"{info.file} is truncated: tensor {name} is incomplete")
+        self.on_read(1)
         return out
 
 
 def _write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], torch.dtype]],
-                       produce: Callable[[str], torch.Tensor]) -> None:
+                       produce: Callable[[str], torch.Tensor],
+                       on_tensor: Callable[[int], None] = lambda n: None) -> None:
     """Write a safetensors file whose header is known in advance; tensors are produced one by one."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
@@ -474,6 +478,7 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], tor
             if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
                 raise ConvertError(f"internal: {name} produced {tuple(t.shape)} {t.dtype}, planned {shape} {dtype}")
             f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            on_tensor(1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -621,8 +626,10 @@ def save_nemo_weights(weights_dir: Path, sharded: dict, step: int = 0) -> None:
         dist_checkpointing.save(checkpoint, str(weights_dir), content_metadata={})
 
 
-def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[str], None] = print) -> dict:
-    """Convert a Hugging Face Llama folder into a NeMo 2 checkpoint folder; returns a summary."""
+def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[str], None] = print,
+               progress: bool = False) -> dict:
+    """Convert a Hugging Face Llama folder into a NeMo 2 checkpoint folder; returns a summary.
+    `progress`: a bar on stderr over the tensors read (the torch_dist save that follows has none)."""
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
     arch = read_hf_arch(src)
@@ -633,10 +640,12 @@ def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[st
         log(f"reading {src}: {arch.num_layers} layers, hidden {arch.hidden_size}, {dtype}")
         # The source tensors of one layer are freed as soon as they are fused, so the peak is the
         # converted copy plus one layer.
-        layers = [(i, _hf_layer_to_nemo(hf, i, shape)) for i in range(arch.num_layers)]
-        sharded = _nemo_sharded_state_dict(
-            arch, iter(layers), hf.get("model.embed_tokens.weight"), hf.get("model.norm.weight"),
-            hf.get("lm_head.weight"))
+        with Bar(len(arch.hf_shapes()), "reading", "tensors", enabled=progress) as bar:
+            hf.on_read = bar.update
+            layers = [(i, _hf_layer_to_nemo(hf, i, shape)) for i in range(arch.num_layers)]
+            sharded = _nemo_sharded_state_dict(
+                arch, iter(layers), hf.get("model.embed_tokens.weight"), hf.get("model.norm.weight"),
+                hf.get("lm_head.weight"))
         del layers
         (out / WEIGHTS_DIR).mkdir()
         log(f"writing {dst / WEIGHTS_DIR} (torch_dist)")
@@ -805,13 +814,14 @@ def _plan_shards(names: list[str], nbytes: dict[str, int], max_shard_bytes: int)
 
 
 def nemo_to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-               log: Callable[[str], None] = print) -> dict:
-    """Convert a NeMo 2 Llama checkpoint folder into a Hugging Face folder; returns a summary."""
+               log: Callable[[str], None] = print, progress: bool = False) -> dict:
+    """Convert a NeMo 2 Llama checkpoint folder into a Hugging Face folder; returns a summary.
+    `progress`: a bar on stderr over the tensors written."""
     with process_group(single=False):  # one group for the many reads below
-        return _nemo_to_hf(Path(src), Path(dst), max_shard_bytes, log)
+        return _nemo_to_hf(Path(src), Path(dst), max_shard_bytes, log, progress)
 
 
-def _nemo_to_hf(src: Path, dst: Path, max_shard_bytes: int, log: Callable[[str], None]) -> dict:
+def _nemo_to_hf(src: Path, dst: Path, max_shard_bytes: int, log: Callable[[str], None], progress: bool) -> dict:
     start = time.perf_counter()
     if not src.is_dir():
         raise ConvertError(f"{src} is not a directory")
@@ -840,8 +850,9 @@ def _nemo_to_hf(src: Path, dst: Path, max_shard_bytes: int, log: Callable[[str],
 
     with staged_output(dst) as out:
         log(f"reading {nemo.dir}: {arch.num_layers} layers, hidden {arch.hidden_size}, {dtype}")
-        for file, shard in zip(files, shards, strict=True):
-            _write_safetensors(out / file, [(n, hf_shapes[n], dtype) for n in shard], produce)
+        with Bar(len(names), "writing", "tensors", enabled=progress) as bar:
+            for file, shard in zip(files, shards, strict=True):
+                _write_safetensors(out / file, [(n, hf_shapes[n], dtype) for n in shard], produce, bar.update)
         if len(files) > 1:
             index = {"metadata": {"total_size": sum(nbytes.values())},
                      "weight_map": {n: f for f, shard in zip(files, shards, strict=True) for n in shard}}
@@ -1000,6 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "their dtype; tokenizer files go to context/nemo_tokenizer).")
     a.add_argument("--src", required=True, help="Hugging Face folder: config.json and *.safetensors")
     a.add_argument("--dst", required=True, help="NeMo 2 folder to create")
+    add_flag(a)
     b = sub.add_parser("nemo-to-hf", help="NeMo 2 checkpoint folder -> Hugging Face Llama folder",
                        description="NeMo 2 checkpoint folder (ours or NeMo's) -> Hugging Face folder that "
                                    "transformers' LlamaForCausalLM.from_pretrained loads.")
@@ -1007,6 +1019,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dst", required=True, help="Hugging Face folder to create")
     b.add_argument("--max-shard-gb", type=float, default=DEFAULT_MAX_SHARD_BYTES / 1e9,
                    help="largest safetensors file, in GB (default %(default)s)")
+    add_flag(b)
     return parser
 
 
@@ -1014,10 +1027,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_env()
+        progress = not args.no_progress
         if args.command == "hf-to-nemo":
-            summary = hf_to_nemo(args.src, args.dst)
+            summary = hf_to_nemo(args.src, args.dst, progress=progress)
         else:
-            summary = nemo_to_hf(args.src, args.dst, max_shard_bytes=int(args.max_shard_gb * 1e9))
+            summary = nemo_to_hf(args.src, args.dst, max_shard_bytes=int(args.max_shard_gb * 1e9), progress=progress)
     except ConvertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from utils.errors import command
 from utils.fileio import DataError, atomic_output
+from utils.progress import Bar, add_flag, check_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -444,6 +445,7 @@ def write_corpus(
     docs_per_shard: int = 1300,
     valid_docs_per_shard: int | None = None,
     workers: int = 1,
+    progress: bool = False,
 ) -> list[Path]:
     """Write the train and validation shards under `dst`; return their paths (train first).
 
@@ -451,6 +453,7 @@ def write_corpus(
     (`python -m utils.corpus --part K/N`) and the rest here; the bytes do not depend on it.
     Plain child processes rather than multiprocessing: the caller may be a training process
     whose main module is expensive to import again.
+    `progress`: a bar on stderr over the shards written (the children's counted as they appear).
     """
     if train_shards < 1 or valid_shards < 1 or docs_per_shard < 1:
         raise DataError("train_shards, valid_shards and docs_per_shard must be at least 1")
@@ -464,13 +467,27 @@ def write_corpus(
         cmd += ["--docs-per-shard", str(docs_per_shard)]
         cmd += ["--valid-docs-per-shard", str(valid_docs_per_shard or docs_per_shard), "--part", f"{k}/{workers}"]
         children.append(subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-    for job in jobs[:: max(1, workers)]:
-        write_shard(dst, *job)
-    for child in children:
-        _, err = child.communicate()
-        if child.returncode:
-            raise DataError(f"corpus generation failed in a child process: {err.decode(errors='replace').strip()}")
-    return [dst / shard_name(split, i, n) for _, split, i, n, _ in jobs]
+    paths = [dst / shard_name(split, i, n) for _, split, i, n, _ in jobs]
+    with Bar(len(jobs), "corpus", "shards", enabled=progress) as bar:
+        # A shard already there may be an older run's: only those this run renames into place count.
+        pending = {p for p in paths if not p.exists()}
+
+        def count_arrived() -> None:
+            arrived = {p for p in pending if p.exists()}
+            pending.difference_update(arrived)
+            bar.update(len(arrived))
+
+        for job in jobs[:: max(1, workers)]:
+            write_shard(dst, *job)
+            bar.update(1)
+            pending.discard(dst / shard_name(job[1], job[2], job[3]))
+            count_arrived()
+        for child in children:
+            _, err = child.communicate()
+            if child.returncode:
+                raise DataError(f"corpus generation failed in a child process: {err.decode(errors='replace').strip()}")
+        bar.update(len(jobs) - bar.n)
+    return paths
 
 
 def _part(value: str) -> tuple[int, int]:
@@ -499,8 +516,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--valid-docs-per-shard", type=int, default=None, help="default: --docs-per-shard")
     p.add_argument("--workers", type=int, default=1, help="processes generating shards (default 1)")
     p.add_argument("--part", type=_part, default=None, help="K/N: write only shards K, K+N, ... (used by --workers)")
+    add_flag(p)
     a = p.parse_args(argv)
     try:
+        check_env()
         if a.part:
             k, n = a.part
             vdocs = a.valid_docs_per_shard or a.docs_per_shard
@@ -516,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             a.docs_per_shard,
             a.valid_docs_per_shard,
             workers=a.workers,
+            progress=not a.no_progress,
         )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,12 +21,14 @@ import os
 import shlex
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from utils.c4 import C4_TRAIN_SHARDS, C4_VALID_SHARDS, shard_name
 from utils.fileio import DataError
+from utils.progress import Bar, mode
 
 HF_REPO = "allenai/c4"
 HF_SUBDIR = "en"
@@ -42,14 +44,18 @@ def expected_names(train: int = C4_TRAIN_SHARDS, valid: int = C4_VALID_SHARDS) -
 
 class Source:
     """Where shards come from. `list_sizes` maps shard names to byte sizes; `fetch` copies the
-    given shards into a folder (a failure may leave partial files there; the caller checks sizes)."""
+    given shards into a folder (a failure may leave partial files there; the caller checks sizes)
+    and calls `done(name)` as each one arrives, which moves the progress bar. A source that shows
+    its own progress sets `own_progress` and is told by `show` whether to."""
 
     description = "source"
+    own_progress = False
 
     def list_sizes(self) -> dict[str, int]:
         raise NotImplementedError
 
-    def fetch(self, names: list[str], into: Path, workers: int) -> None:
+    def fetch(self, names: list[str], into: Path, workers: int, done: Callable[[str], None] = lambda n: None,
+              show: bool = False) -> None:
         raise NotImplementedError
 
 
@@ -65,9 +71,11 @@ class LocalSource(Source):
             raise DataError(f"{self.folder}: source folder not found")
         return {p.name: p.stat().st_size for p in self.folder.iterdir() if p.is_file()}
 
-    def fetch(self, names: list[str], into: Path, workers: int) -> None:
+    def fetch(self, names: list[str], into: Path, workers: int, done: Callable[[str], None] = lambda n: None,
+              show: bool = False) -> None:
         def one(name: str) -> None:
             shutil.copyfile(self.folder / name, into / name)
+            done(name)
 
         with ThreadPoolExecutor(max(1, workers)) as ex:
             list(ex.map(one, names))
@@ -105,9 +113,14 @@ class HFSource(Source):
                 "network, or use --source rclone/local"
             ) from None
 
-    def fetch(self, names: list[str], into: Path, workers: int) -> None:
+    def fetch(self, names: list[str], into: Path, workers: int, done: Callable[[str], None] = lambda n: None,
+              show: bool = False) -> None:
         if self._download is None:
             from huggingface_hub import hf_hub_download
+            from huggingface_hub.utils import disable_progress_bars
+
+            # One bar over all shards (ours) instead of one per file from the hub's client.
+            disable_progress_bars()
         else:
             hf_hub_download = self._download
 
@@ -122,6 +135,7 @@ class HFSource(Source):
                 token=self._token(),
             )
             os.replace(path, into / name)
+            done(name)
 
         with ThreadPoolExecutor(max(1, workers)) as ex:
             list(ex.map(one, names))
@@ -131,6 +145,9 @@ class HFSource(Source):
 
 class RcloneSource(Source):
     """REMOTE:PATH of an rclone remote the user configured (`rclone config`)."""
+
+    # One `rclone copy` moves every shard, so only rclone itself can show their progress.
+    own_progress = True
 
     def __init__(self, remote: str, rclone=None):
         if ":" not in remote:
@@ -160,13 +177,14 @@ class RcloneSource(Source):
             raise DataError(f"rclone could not list {self.remote}: {_first_line(e)}") from None
         return {e["Name"]: int(e["Size"]) for e in entries}
 
-    def fetch(self, names: list[str], into: Path, workers: int) -> None:
+    def fetch(self, names: list[str], into: Path, workers: int, done: Callable[[str], None] = lambda n: None,
+              show: bool = False) -> None:
         self._check()
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             f.write("".join(n + "\n" for n in names))
         try:
             args = ["--files-from-raw", shlex.quote(f.name), "--transfers", str(max(1, workers))]
-            self.rclone.copy(self.remote, str(into), show_progress=True, args=args)
+            self.rclone.copy(self.remote, str(into), show_progress=show, args=args)
         except Exception as e:
             raise DataError(f"rclone copy from {self.remote} failed: {_first_line(e)}; run again to resume") from None
         finally:
@@ -184,11 +202,14 @@ def download(
     names: Iterable[str] | None = None,
     workers: int = 8,
     log: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> list[Path]:
     """Make `dst` hold every shard in `names` (default: all of C4 en) with the source's sizes.
 
     Fetches only what is missing or has the wrong size; returns the shard paths. Raises DataError
     naming every shard the source lacks, or that is still missing or incomplete at the end.
+    `progress`: one bar on stderr over the bytes to fetch (the listed sizes), moved as each shard
+    arrives; an rclone source shows rclone's own progress instead.
     """
     dst = Path(dst)
     names = list(names) if names is not None else expected_names()
@@ -213,10 +234,21 @@ def download(
             if p.exists() and p.stat().st_size != sizes[n]:
                 p.unlink()
         error = None
+        fetch = [n for n in todo if not (incoming / n).exists()]
+        own = source.own_progress
+        bar = Bar(sum(sizes[n] for n in fetch), f"{len(fetch)} shards", "B", enabled=progress and not own)
+        lock = threading.Lock()
+
+        def arrived(name: str) -> None:
+            with lock:  # sources fetch on several threads
+                bar.update(sizes[name])
+
         try:
-            source.fetch([n for n in todo if not (incoming / n).exists()], incoming, workers)
+            source.fetch(fetch, incoming, workers, done=arrived, show=progress and own and mode(True) != "off")
         except DataError as e:
             error = e  # keep what did arrive; the final check names what is missing
+        finally:
+            bar.close()
         for n in todo:
             p = incoming / n
             if p.is_file() and p.stat().st_size == sizes[n]:

@@ -14,7 +14,8 @@ an HTTP Range request when a run is cut (up to `retries` times within a run, and
 checked against the server's total size and the listing's md5, and only then renamed into place.
 A verified file is recorded in `.r2-verified.json` (size, mtime, md5), so a rerun skips it
 without hashing tens of GB again; a file that changed since is checked again. The listing itself
-is kept beside the files as `NAME.md5`, so `md5sum -c NAME.md5` works there too.
+is kept beside the files as `NAME.md5`, so `md5sum -c NAME.md5` works there too. Each transfer
+shows its bytes against the server's size on stderr (utils/progress.py).
 
 The storage may sit behind Cloudflare Access. The bucket answers a request without a login with a
 redirect to the login page, which is reported (never followed, so no HTML page ends up in a data
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.fileio import BLOCK, DataError, read_json, write_json_atomic
+from utils.progress import Bar
 
 # The official metadata folder of the MLCommons training data sets (the reference README's URLs).
 DEFAULT_BASE_URL = "https://training.mlcommons-storage.org/metadata"
@@ -196,26 +198,6 @@ def _total_from(response, start: int) -> tuple[int, int]:
     return 0, int(length) if length is not None and length.isdigit() else -1
 
 
-class _Progress:
-    def __init__(self, name: str, total: int, initial: int, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total if total >= 0 else None, initial=initial, unit="B", unit_scale=True,
-                unit_divisor=1024, desc=name, leave=True, dynamic_ncols=True,
-            )
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _disk_error(path: Path, e: OSError) -> DataError:
     return DataError(f"cannot write {path}: {e.strerror or e}; free space or fix the folder, then run again to resume")
 
@@ -300,7 +282,7 @@ def _fetch_rest(
                     f"{part.parent} has {free / 2**30:.1f} GiB free, {url.rsplit('/', 1)[-1]} needs "
                     f"{(total - have) / 2**30:.1f} GiB more: free space, then run again to resume"
                 )
-        bar = _Progress(name, total, have, progress)
+        bar = Bar(total if total >= 0 else None, name, "B", initial=have, enabled=progress)
         try:
             while True:
                 try:

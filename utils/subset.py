@@ -25,6 +25,7 @@ import numpy as np
 from utils.errors import command
 from utils.fileio import DataError, sha256_file, tmp_path, write_json_atomic
 from utils.indexed import IndexedReader, bin_path, idx_path, write_index
+from utils.progress import Bar, add_flag, check_env
 from utils.tokenize import SUFFIX
 
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
@@ -62,9 +63,10 @@ def count(prefix: str | os.PathLike) -> dict:
     }
 
 
-def cut(input_prefix: str | os.PathLike, output_prefix: str | os.PathLike, tokens: int) -> dict:
+def cut(input_prefix: str | os.PathLike, output_prefix: str | os.PathLike, tokens: int, progress: bool = False) -> dict:
     """Write the fewest leading documents of `input_prefix` whose tokens reach `tokens` to
-    `{output_prefix}_text_document.{bin,idx}` (atomically) with a manifest; return the manifest."""
+    `{output_prefix}_text_document.{bin,idx}` (atomically) with a manifest; return the manifest.
+    `progress`: a bar on stderr over the .bin bytes copied."""
     r = IndexedReader.open(resolve_prefix(input_prefix))
     cum = np.zeros(len(r.lengths) + 1, dtype=np.int64)
     np.cumsum(r.lengths, dtype=np.int64, out=cum[1:])
@@ -80,8 +82,10 @@ def cut(input_prefix: str | os.PathLike, output_prefix: str | os.PathLike, token
         raise DataError(f"--output-prefix {output_prefix}: would overwrite the input")
     tmp_bin, tmp_idx = tmp_path(bin_path(out)), tmp_path(idx_path(out))
     try:
-        with open(bin_path(r.prefix), "rb") as src, open(tmp_bin, "wb") as dst:
-            _copy_bytes(src, dst, n_tokens * r.dtype.itemsize)
+        n_bytes = n_tokens * r.dtype.itemsize
+        with open(bin_path(r.prefix), "rb") as src, open(tmp_bin, "wb") as dst, \
+                Bar(n_bytes, bin_path(out).name, "B", enabled=progress) as bar:
+            _copy_bytes(src, dst, n_bytes, bar.update)
         write_index(tmp_idx, r.dtype, np.asarray(r.lengths[:n_seq]), np.asarray(r.doc_index[: k + 1]))
         # As in utils.tokenize: old manifest and index go first, the index is renamed last.
         Path(f"{out}.manifest.json").unlink(missing_ok=True)
@@ -115,8 +119,8 @@ def cut(input_prefix: str | os.PathLike, output_prefix: str | os.PathLike, token
     return manifest
 
 
-def _copy_bytes(src, dst, n: int) -> None:
-    """Copy the first n bytes of src to dst, in blocks."""
+def _copy_bytes(src, dst, n: int, on_bytes=lambda n: None) -> None:
+    """Copy the first n bytes of src to dst, in blocks; `on_bytes` is told of each block."""
     remaining = n
     while remaining:
         block = src.read(min(remaining, 1 << 24))
@@ -124,6 +128,7 @@ def _copy_bytes(src, dst, n: int) -> None:
             raise DataError(f"{src.name}: ends before the {n:,} bytes its index describes")
         dst.write(block)
         remaining -= len(block)
+        on_bytes(len(block))
 
 
 @command
@@ -139,15 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--output-prefix", default=None, help="write OUT_text_document.{bin,idx,manifest.json}")
     p.add_argument("--tokens", default=None, help="token budget, e.g. 100M, 1B (needs --output-prefix)")
+    add_flag(p)
     a = p.parse_args(argv)
     if (a.output_prefix is None) != (a.tokens is None):
         p.error("--output-prefix and --tokens go together (neither: just count)")
     try:
+        check_env()
         if a.output_prefix is None:
             c = count(a.input)
             print(f"{c['prefix']}: {c['documents']:,} documents, {c['tokens']:,} tokens ({c['dtype']})")
         else:
-            m = cut(a.input, a.output_prefix, parse_tokens(a.tokens))
+            m = cut(a.input, a.output_prefix, parse_tokens(a.tokens), progress=not a.no_progress)
             print(f"{a.output_prefix}{SUFFIX}: {m['documents']:,} documents, {m['tokens']:,} tokens")
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -29,7 +29,6 @@ input, tokenizer and options is skipped (--force redoes it).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -52,6 +51,7 @@ from utils.fileio import (
     write_json_atomic,
 )
 from utils.indexed import IndexedWriter, token_dtype
+from utils.progress import Bar, add_flag, check_env
 from utils.tokenizer import eos_id, load_fast_tokenizer
 
 SUFFIX = "_text_document"
@@ -218,7 +218,8 @@ def tokenize_file(
     t0 = time.perf_counter()
     results = None
     try:
-        with LineReader(input_path) as reader, _progress_bar(input_path, progress) as bar:
+        with LineReader(input_path) as reader, Bar(input_path.stat().st_size, input_path.name, "B",
+                                                   enabled=progress) as bar:
             chunks = reader.blocks(chunk_bytes)
             if workers == 1:
                 _init_encoder(tok, eod)
@@ -247,7 +248,8 @@ def tokenize_file(
                 bar.update(reader.position() - bar.n)
                 dt = max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix_str(
-                    f"{writer.documents / dt:,.0f} docs/s, {writer.tokens / dt / 1e6:.2f}M tokens/s", refresh=False
+                    f"{writer.documents:,} documents, {writer.tokens:,} tokens, {writer.documents / dt:,.0f} "
+                    f"documents/s, {writer.tokens / dt / 1e6:.2f}M tokens/s"
                 )
         if writer.documents == 0:
             raise DataError(f"{input_path}: no documents to write (the file is empty or every line was skipped)")
@@ -291,22 +293,6 @@ def tokenize_file(
     return manifest
 
 
-@contextlib.contextmanager
-def _progress_bar(path: Path, enabled: bool):
-    from tqdm import tqdm
-
-    with tqdm(
-        total=path.stat().st_size,
-        unit="B",
-        unit_scale=True,
-        desc=path.name,
-        disable=not enabled,
-        mininterval=1.0,
-        file=sys.stderr,
-    ) as bar:
-        yield bar
-
-
 # ----------------------------------------------------------------------------- CLI
 @command
 def main(argv: list[str] | None = None) -> int:
@@ -337,9 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         "in the manifest, instead of stopping at the first",
     )
     p.add_argument("--force", action="store_true", help="redo even if the manifest says the outputs are up to date")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_flag(p)
     a = p.parse_args(argv)
     try:
+        check_env()
         m = tokenize_file(
             a.input,
             a.output_prefix,
