@@ -473,7 +473,7 @@ def initial_weights(cfg: Config, model, rank: int) -> int:
     into its fp32 master parameters); return the checkpoint's step, else 0."""
     if not cfg.ckpt.use_ckpt:
         return 0
-    from utils.convert import load_hf_weights_into, load_nemo_weights_into
+    from benchmark.hf_weights import load_hf_weights_into, load_nemo_weights_into
 
     load = load_hf_weights_into if cfg.ckpt.from_hf else load_nemo_weights_into
     step = load(model, cfg.ckpt.model_ckpt)
