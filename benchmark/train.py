@@ -186,7 +186,7 @@ def resolve_smoke_data(cfg: Config) -> float:
     """For the smoke preset with no data configured, build (or reuse) the embedded dataset."""
     if cfg.preset != "smoke" or (cfg.data.data_dir and cfg.data.tokenizer):
         return 0.0
-    from utils.smoke import prepare
+    from benchmark.smoke_data import prepare
 
     start = time.perf_counter()
     root = Path(os.environ.get("SMOKE_DATA_DIR") or REPO_ROOT / "work_dir" / "smoke")
