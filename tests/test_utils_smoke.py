@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.indexed import IndexedReader
 from utils import smoke
-from utils.indexed import IndexedReader
 
 
 @pytest.fixture(scope="module")
