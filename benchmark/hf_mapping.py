@@ -185,7 +185,7 @@ def _local_spec_keys_map() -> tuple[tuple[str, str], ...]:
 
 
 def te_name(megatron: str) -> str:
-    """A local-spec name (or pattern) as NeMo and the TransformerEngine spec name it:
+    """A local-spec name pattern as NeMo and the TransformerEngine spec name it:
     ``decoder.layers.{i}.input_layernorm.weight`` ->
     ``decoder.layers.{i}.self_attention.linear_qkv.layer_norm_weight``."""
     if not megatron.startswith(MEGATRON_LAYER_PREFIX):
