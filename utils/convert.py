@@ -289,16 +289,24 @@ def _copy_tokenizer(src: Path, dst: Path) -> list[str]:
 # HF -> NeMo
 
 
-def _nemo_sharded_state_dict(arch: LlamaArch, layers: Iterator[tuple[int, dict[str, torch.Tensor]]],
-                             embedding: torch.Tensor, final_norm: torch.Tensor, output: torch.Tensor) -> dict:
-    """The sharded state dict NeMo saves for a Llama, built from whole (unsharded) tensors."""
+def _nemo_sharded_state_dict(arch: LlamaArch, layers: list[tuple[int, dict[str, torch.Tensor]]],
+                             singles: dict[str, torch.Tensor]) -> dict:
+    """The sharded state dict NeMo saves for a Llama, built from whole (unsharded) tensors: `layers`
+    from hf_layer_to_nemo, `singles` the tensors outside the layers by their Megatron names. Keys go
+    in the key map's order (the embedding, the layers, the final norm, the output layer)."""
     from megatron.core.dist_checkpointing import ShardedObject, ShardedTensor
 
     n = arch.num_layers
-    sd: dict[str, Any] = {
-        PREFIX + "embedding.word_embeddings.weight": ShardedTensor.from_rank_offsets(
-            PREFIX + "embedding.word_embeddings.weight", embedding, replica_id=0),
-    }
+    order = list(km.megatron_sources())
+    first_layer = next(k for k, mg in enumerate(order) if km.is_layer_name(mg))
+    sd: dict[str, Any] = {}
+
+    def add_singles(names: list[str]) -> None:
+        for mg in names:
+            if not km.is_layer_name(mg):
+                sd[PREFIX + mg] = ShardedTensor.from_rank_offsets(PREFIX + mg, singles[mg], replica_id=0)
+
+    add_singles(order[:first_layer])
     for i, tensors in layers:
         for name, tensor in tensors.items():
             key = f"{PREFIX}decoder.layers.{name}"
@@ -310,10 +318,7 @@ def _nemo_sharded_state_dict(arch: LlamaArch, layers: Iterator[tuple[int, dict[s
             # TransformerEngine's extra state with FP8 off: an empty byte tensor.
             sd[f"{PREFIX}decoder.layers.{i}.{module}._extra_state"] = ShardedObject(
                 key, torch.empty(0, dtype=torch.uint8), (n,), (i,), replica_id=0)
-    sd[PREFIX + "decoder.final_layernorm.weight"] = ShardedTensor.from_rank_offsets(
-        PREFIX + "decoder.final_layernorm.weight", final_norm, replica_id=0)
-    sd[PREFIX + "output_layer.weight"] = ShardedTensor.from_rank_offsets(
-        PREFIX + "output_layer.weight", output, replica_id=0)
+    add_singles(order[first_layer:])
     # GPTModel drops the output layer's (empty) extra state from its checkpoints, so none is written.
     return sd
 
@@ -341,9 +346,10 @@ def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[st
         # The source tensors of one layer are freed as soon as they are fused, so the peak is the
         # converted copy plus one layer.
         layers = [(i, hf_layer_to_nemo(hf, i, shape)) for i in range(arch.num_layers)]
-        sharded = _nemo_sharded_state_dict(
-            arch, iter(layers), hf.get("model.embed_tokens.weight"), hf.get("model.norm.weight"),
-            hf.get("lm_head.weight"))
+        singles = {mg: km.to_megatron(hf.get, mg, shape) for mg in km.megatron_sources()
+                   if not km.is_layer_name(mg)}
+        sharded = _nemo_sharded_state_dict(arch, layers, singles)
+        del singles
         del layers
         (out / WEIGHTS_DIR).mkdir()
         log(f"writing {dst / WEIGHTS_DIR} (torch_dist)")
