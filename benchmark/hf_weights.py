@@ -34,6 +34,7 @@ WEIGHTS_DIR = "weights"
 # Per-layer tensors of the NeMo layout (names after `decoder.layers.`), in the key map's order.
 LAYER_TENSORS = km.te_layer_fields()
 
+
 class ConvertError(DataError, ValueError):
     """The input is not what the conversion needs; the message says what is wrong and where."""
 
