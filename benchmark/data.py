@@ -16,6 +16,7 @@ from Megatron-Core's IndexedDataset.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -71,9 +72,9 @@ def check_inputs(cfg) -> TokenizerInfo:
     training set smaller than one global batch trains on nothing.
     """
     from benchmark.config import ConfigError
-    from utils.fileio import DataError, read_json
-    from utils.indexed import IndexedReader
-    from utils.tokenizer import load_fast_tokenizer
+    from benchmark.errors import DataError
+    from benchmark.indexed import IndexedReader
+    from benchmark.tokenizer import load_fast_tokenizer
 
     d, t, m = cfg.data, cfg.train, cfg.model
     try:
@@ -103,7 +104,7 @@ def check_inputs(cfg) -> TokenizerInfo:
             reader = IndexedReader.open(prefix)
         except DataError as err:
             raise ConfigError(f"{role} file: {err} ({TOKENIZE_FIX})") from None
-        _check_ids(prefix, reader, limit, limit_name, fix, role, read_json)
+        _check_ids(prefix, reader, limit, limit_name, fix, role)
         return max(reader.tokens - 1, 0) // m.seq_length
 
     data_dir = Path(d.data_dir)
@@ -135,7 +136,15 @@ def check_inputs(cfg) -> TokenizerInfo:
     return tok
 
 
-def _check_ids(prefix: str, reader, limit: int, limit_name: str, fix: str, role: str, read_json) -> None:
+def _read_manifest(path: Path):
+    """The parsed manifest beside a tokenized file, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _check_ids(prefix: str, reader, limit: int, limit_name: str, fix: str, role: str) -> None:
     """Every token id of a file must lie in [0, limit). Cheap whatever the size: the manifest that
     utils.tokenize writes beside the file records the vocabulary it was tokenized with; without one,
     the dtype may already bound the ids, else a fixed sample of the .bin is read."""
@@ -145,7 +154,7 @@ def _check_ids(prefix: str, reader, limit: int, limit_name: str, fix: str, role:
     manifest = None
     if manifest_path.is_file():
         try:
-            manifest = read_json(manifest_path)
+            manifest = _read_manifest(manifest_path)
         except Exception:  # an unreadable manifest is no evidence either way: sample the file instead
             manifest = None
     recorded = manifest.get("vocab_size") if isinstance(manifest, dict) else None

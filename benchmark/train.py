@@ -187,7 +187,7 @@ def resolve_smoke_data(cfg: Config) -> float:
     """For the smoke preset with no data configured, build (or reuse) the embedded dataset."""
     if cfg.preset != "smoke" or (cfg.data.data_dir and cfg.data.tokenizer):
         return 0.0
-    from utils.smoke import prepare
+    from benchmark.smoke_data import prepare
 
     start = time.perf_counter()
     root = Path(os.environ.get("SMOKE_DATA_DIR") or REPO_ROOT / "work_dir" / "smoke")
@@ -474,7 +474,7 @@ def initial_weights(cfg: Config, model, rank: int) -> int:
     into its fp32 master parameters); return the checkpoint's step, else 0."""
     if not cfg.ckpt.use_ckpt:
         return 0
-    from utils.convert import load_hf_weights_into, load_nemo_weights_into
+    from benchmark.hf_weights import load_hf_weights_into, load_nemo_weights_into
 
     load = load_hf_weights_into if cfg.ckpt.from_hf else load_nemo_weights_into
     step = load(model, cfg.ckpt.model_ckpt)

@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. The benchmark's GPTModel, loaded from the NeMo checkpoint.
         from benchmark.config import build_config
+        from benchmark.hf_weights import load_nemo_weights_into
         from benchmark.model import build_model
-        from utils.convert import load_nemo_weights_into
 
         cfg = build_config(env={}, preset="smoke")
         for k in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups"):

@@ -40,7 +40,7 @@ def make_file(folder: Path) -> Path:
     """Documents of C4-like uneven lengths (lognormal) scaled to TOKENS in all, random token ids."""
     import numpy as np
 
-    from utils.indexed import IndexedWriter
+    from benchmark.indexed import IndexedWriter
 
     prefix = folder / VALID
     if Path(f"{prefix}.idx").is_file():

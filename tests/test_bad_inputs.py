@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from benchmark.config import ConfigError
+from benchmark.indexed import IndexedWriter
 from benchmark.train import run
 from tests.helpers import mllog_events, smoke_config
-from utils.indexed import IndexedWriter
 
 REPO = Path(__file__).resolve().parents[1]
 EN6 = "c4-train.en_6_text_document"
@@ -196,8 +196,8 @@ def test_training_file_without_one_sequence(data, tmp_path):
 
 def test_index_reader_names_a_truncated_index(data):
     """utils.subset and the other tools read through IndexedReader: a DataError, not numpy's ValueError."""
+    from benchmark.indexed import IndexedReader
     from utils.fileio import DataError
-    from utils.indexed import IndexedReader
 
     folder, _, _ = data
     idx = folder / f"{EN6}.idx"

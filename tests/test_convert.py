@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from benchmark import hf_weights
 from benchmark.config import build_config
 from benchmark.model import build_model
 from benchmark.train import distributed, seed_everything
@@ -69,7 +70,7 @@ def hf_tensors(hf_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def nemo_tensors(nemo_dir: Path) -> dict[str, torch.Tensor]:
-    weights = convert.NemoWeights(nemo_dir)
+    weights = hf_weights.NemoWeights(nemo_dir)
     return {k[len(weights.prefix):]: weights.load(k[len(weights.prefix):])
             for k in weights.meta if not k.startswith("optimizer.")}
 
@@ -85,7 +86,7 @@ def test_nemo_layout(work):
     assert model_yaml["config"]["num_query_groups"] == 2
     assert sorted(p.name for p in (work["nemo_dir"] / "context" / "nemo_tokenizer").iterdir()) == [
         "tokenizer.json", "tokenizer_config.json"]
-    meta = convert.NemoWeights(work["nemo_dir"]).meta
+    meta = hf_weights.NemoWeights(work["nemo_dir"]).meta
     cfg = work["cfg"]
     assert meta["module.decoder.layers.self_attention.linear_qkv.weight"].global_shape == (2, (4 + 2 * 2) * 16, 64)
     assert meta["module.decoder.layers.mlp.linear_fc1.layer_norm_weight"].global_shape == (2, 64)
@@ -98,7 +99,8 @@ def test_nemo_layout(work):
         model, _ = build_model(cfg, VOCAB, bf16=False, use_cpu_initialization=True)
         wanted = model.sharded_state_dict(prefix="module.")
         saved = TorchDistLoadShardedStrategy().load_sharded_metadata(weights)
-    tensors = {v.key: convert._global_shape(v) for v in wanted.values() if not isinstance(v, ShardedObject)}
+    tensors = {v.key: hf_weights._global_shape(v) for v in wanted.values()
+               if not isinstance(v, ShardedObject)}
     assert tensors == {k: tuple(v.global_shape) for k, v in meta.items()}
     assert not any(isinstance(v, ShardedTensorFactory) for v in saved.values())
     objects = {v.unique_key for v in wanted.values() if isinstance(v, ShardedObject)}
@@ -115,9 +117,9 @@ def test_gptmodel_loaded_matches_transformers(work, source):
         model, _ = build_model(cfg, VOCAB, bf16=False, use_cpu_initialization=True)
         model.eval()
         if source == "nemo":
-            assert convert.load_nemo_weights_into(model, work["nemo_dir"]) == 0
+            assert hf_weights.load_nemo_weights_into(model, work["nemo_dir"]) == 0
         else:
-            assert convert.load_hf_weights_into(model, work["hf_dir"]) == 0
+            assert hf_weights.load_hf_weights_into(model, work["hf_dir"]) == 0
         x = tokens(cfg)
         with torch.no_grad():
             ours = model(x, None, None).float()
@@ -161,10 +163,10 @@ def test_shape_mismatch_with_model_names_the_tensor(work):
     cfg.model.ffn_hidden_size = 128
     with distributed(cfg):
         model, _ = build_model(cfg, VOCAB, bf16=False, use_cpu_initialization=True)
-        with pytest.raises(convert.ConvertError, match="linear_fc1.weight.*shape"):
-            convert.load_nemo_weights_into(model, work["nemo_dir"])
-        with pytest.raises(convert.ConvertError, match="linear_fc1.weight.*shape"):
-            convert.load_hf_weights_into(model, work["hf_dir"])
+        with pytest.raises(hf_weights.ConvertError, match="linear_fc1.weight.*shape"):
+            hf_weights.load_nemo_weights_into(model, work["nemo_dir"])
+        with pytest.raises(hf_weights.ConvertError, match="linear_fc1.weight.*shape"):
+            hf_weights.load_hf_weights_into(model, work["hf_dir"])
 
 
 # -- bad input: a clear error, and nothing left at (or beside) the destination ------------------
@@ -280,7 +282,7 @@ import sys, torch
 from benchmark.model import build_model
 from benchmark.train import distributed
 from tests.test_convert import small_cfg, tokens, VOCAB
-from utils import convert
+from benchmark import hf_weights
 
 kind, path, out = sys.argv[1:4]
 cfg = small_cfg()
@@ -289,7 +291,7 @@ cfg.parallel.device = "cpu"
 with distributed(cfg):
     model, _ = build_model(cfg, VOCAB, bf16=False, use_cpu_initialization=True)
     model.eval()
-    load = convert.load_nemo_weights_into if kind == "nemo" else convert.load_hf_weights_into
+    load = hf_weights.load_nemo_weights_into if kind == "nemo" else hf_weights.load_hf_weights_into
     load(model, path)
     with torch.no_grad():
         # Each rank's vocabulary slice (Megatron-Core's gather of the output allocates on CUDA).
@@ -308,7 +310,8 @@ def test_tensor_parallel_load_matches_transformers(work, kind, tmp_path):
     repo = Path(__file__).resolve().parent.parent
     path = work["nemo_dir"] if kind == "nemo" else work["hf_dir"]
     out = tmp_path / "logits.pt"
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(convert._free_port()), "WORLD_SIZE": "2"}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(hf_weights._free_port()),
+           "WORLD_SIZE": "2"}
     procs = [
         subprocess.Popen([sys.executable, "-c", TP_WORKER, kind, str(path), str(out)], cwd=repo,
                          env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},

@@ -16,9 +16,9 @@ import torch
 
 from benchmark.config import ConfigError, build_config
 from benchmark.data import TokenizerInfo
+from benchmark.indexed import IndexedWriter
 from benchmark.mlperf_log import MLPerfLog
 from benchmark.train import DataShard, RunResult, _train_loop, build_valid_dataset, main
-from utils.indexed import IndexedWriter
 
 VOCAB = 512
 SEQ = 32

@@ -55,7 +55,8 @@ def _logits(cfg, vocab, load, tokens, bf16):
 def test_te_spec_equals_local_spec_and_transformers(smoke_data, tmp_path, source):
     """Same weights (a Hugging Face folder, or the NeMo 2 folder utils.convert writes from it): the TE
     spec's logits equal the local spec's within bf16 tolerance, and its loss transformers' fp32 loss."""
-    from utils.convert import hf_to_nemo, load_hf_weights_into, load_nemo_weights_into
+    from benchmark.hf_weights import load_hf_weights_into, load_nemo_weights_into
+    from utils.convert import hf_to_nemo
 
     cfg_local = configure(smoke_data, tmp_path, LAYER_SPEC="local", SEQ_LENGTH=256)
     cfg_te = configure(smoke_data, tmp_path, LAYER_SPEC="te", SEQ_LENGTH=256)

@@ -58,7 +58,7 @@ def test_killed_tokenization_leaves_nothing_and_rerun_is_identical(data, tmp_pat
     killed_midway(
         f"""
         import os, signal
-        import utils.indexed as ix
+        import benchmark.indexed as ix
         from utils.tokenize import tokenize_file
         calls = []
         original = ix.IndexedWriter.add
@@ -92,7 +92,7 @@ def test_failing_tokenization_cleans_up_and_keeps_previous_outputs(data, tmp_pat
     src = root / "c4" / c4.shard_name("train", 0, 16)
     first = tokenize_file(src, tmp_path / "x", tok)
     before = files(tmp_path)
-    import utils.indexed as ix
+    import benchmark.indexed as ix
 
     original = ix.IndexedWriter.add
 

@@ -1,9 +1,9 @@
-"""utils.indexed writes exactly what Megatron-Core's IndexedDatasetBuilder writes, and reads it."""
+"""benchmark.indexed writes exactly what Megatron-Core's IndexedDatasetBuilder writes, and reads it."""
 
 import numpy as np
 import pytest
 
-from utils import indexed
+from benchmark import indexed
 
 
 def _docs(seed, n, high):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.indexed import IndexedReader
 from utils import smoke
-from utils.indexed import IndexedReader
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,26 @@ def test_cli(built, capsys):
     assert smoke.main(["--dst", str(root)]) == 0
     out = capsys.readouterr().out
     assert data.train_prefixes[0] in out and f"({data.n_validation} documents)" in out
+
+
+def test_cli_summary_and_the_benchmark_side_caller(built, tmp_path):
+    """The benchmark reaches the data set through the command (it imports nothing from utils/):
+    the summary the command writes carries exactly what prepare() returns."""
+    from benchmark import smoke_data
+
+    root, data, _ = built
+    summary = tmp_path / "summary.json"
+    assert smoke.main(["--dst", str(root), "--summary", str(summary)]) == 0
+    assert smoke_data.SmokeData.from_json(json.loads(summary.read_text())) == data
+    assert smoke_data.prepare(root, seed=1234) == data
+
+
+def test_benchmark_side_caller_reports_the_tools_error(tmp_path):
+    from benchmark import smoke_data
+    from benchmark.errors import DataError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match=f"smoke data set in {blocker}/smoke could not be built .*a part of "
+                       f"the path is a file"):
+        smoke_data.prepare(blocker / "smoke", seed=1234)

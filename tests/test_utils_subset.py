@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from benchmark.indexed import IndexedReader, IndexedWriter, write_index
 from utils import subset
 from utils.fileio import DataError
-from utils.indexed import IndexedReader, IndexedWriter, write_index
 
 
 @pytest.fixture

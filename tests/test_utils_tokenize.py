@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark.indexed import IndexedReader
 from utils import corpus, tokenizer
 from utils.fileio import DataError, count_lines_gz_bytes
-from utils.indexed import IndexedReader
 from utils.tokenize import main, output_paths, tokenize_file
 
 TEXTS = [

@@ -19,15 +19,16 @@ pre-MLP norm ``linear_fc1.layer_norm_weight``. Per-layer tensors are one global 
 stacked along a leading layer axis (``decoder.layers.self_attention.linear_qkv.weight`` of shape
 [num_layers, ...]), as TransformerBlock's sharded state dict lays them out. q, k and v are
 interleaved group by group into ``linear_qkv``; gate and up are stacked into ``linear_fc1``
-(benchmark/hf_mapping.py). TransformerEngine's modules also save an ``_extra_state`` object per
+(benchmark/hf_mapping.py holds the key map). TransformerEngine's modules also save an ``_extra_state`` object per
 linear layer (an empty uint8 tensor when FP8 is off), which is written too so that a NeMo model built
 with TransformerEngine finds every key it asks for.
 
 Memory: HF -> NeMo holds one converted copy of the weights (torch_dist writes a checkpoint in one
 call) plus one layer's source tensors; NeMo -> HF streams one tensor at a time. Safetensors are read
-and written with plain file I/O rather than memory maps, so the reported peak RSS is the real one.
+with safetensors.safe_open (benchmark/hf_weights.py) and written by a streaming writer here.
 
-Python API for the training harness: :func:`load_nemo_weights_into` and :func:`load_hf_weights_into`.
+Loading a checkpoint into the training harness's live model is benchmark/hf_weights.py's
+(``load_nemo_weights_into``, ``load_hf_weights_into``), as are the readers both use.
 """
 
 from __future__ import annotations
@@ -36,29 +37,35 @@ import argparse
 import contextlib
 import json
 import os
-import pickle
 import resource
 import shutil
-import socket
 import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 import yaml
 
-from benchmark.hf_mapping import LlamaShape, fuse_qkv, split_qkv
-from utils.errors import DataError, command, disk_full, full_disk_error, with_path
+from benchmark import hf_mapping as km
+from benchmark.hf_weights import (
+    ST_DTYPES,
+    WEIGHTS_DIR,
+    ConvertError,
+    HFWeights,
+    LlamaArch,
+    NemoWeights,
+    hf_layer_to_nemo,
+    process_group,
+    read_hf_arch,
+)
+from utils.errors import command, disk_full, full_disk_error, with_path
 from utils.fileio import remove_stale_tmp, write_json_atomic
 from utils.progress import Bar, add_flag, check_env
 
 PREFIX = "module."  # NeMo's MegatronParallel wraps the GPTModel as `module`
-WEIGHTS_DIR = "weights"
 CONTEXT_DIR = "context"
 TOKENIZER_DIR = "nemo_tokenizer"
 # Files of a Hugging Face tokenizer folder (whichever the source has are carried along).
@@ -66,172 +73,12 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
     "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
 )
-# Per-layer tensors of the NeMo layout (names after `decoder.layers.`).
-LAYER_TENSORS = (
-    "self_attention.linear_qkv.layer_norm_weight",
-    "self_attention.linear_qkv.weight",
-    "self_attention.linear_proj.weight",
-    "mlp.linear_fc1.layer_norm_weight",
-    "mlp.linear_fc1.weight",
-    "mlp.linear_fc2.weight",
-)
 # Modules that carry an `_extra_state` object in a TransformerEngine-spec checkpoint.
 LAYER_EXTRA_STATES = (
     "self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2",
 )
 # Hugging Face shards at most this large, as `save_pretrained` does by default in transformers 4.
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
-
-
-class ConvertError(DataError, ValueError):
-    """The input is not what the conversion needs; the message says what is wrong and where."""
-
-
-# ----------------------------------------------------------------------------------------------
-# The architecture, read from either side
-
-
-@dataclass
-class LlamaArch:
-    """What a Llama checkpoint's config says, in Hugging Face terms."""
-
-    num_layers: int
-    hidden_size: int
-    ffn_hidden_size: int
-    num_attention_heads: int
-    num_query_groups: int
-    vocab_size: int
-    norm_eps: float
-    rope_theta: float
-    max_position_embeddings: int
-    # Llama 3 frequency scaling: {"factor", "low_freq_factor", "high_freq_factor",
-    # "original_max_position_embeddings"}; None = plain RoPE.
-    rope_scaling: dict | None = None
-    init_std: float = 0.02
-    generation_config: dict = field(default_factory=dict)
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def shape(self) -> LlamaShape:
-        return LlamaShape(self.num_layers, self.hidden_size, self.num_attention_heads, self.num_query_groups)
-
-    def validate(self, source: str) -> None:
-        if self.hidden_size % self.num_attention_heads:
-            raise ConvertError(f"{source}: hidden size {self.hidden_size} is not divisible by "
-                               f"{self.num_attention_heads} attention heads")
-        if self.num_attention_heads % self.num_query_groups:
-            raise ConvertError(f"{source}: {self.num_attention_heads} attention heads are not divisible by "
-                               f"{self.num_query_groups} key/value heads")
-
-    def hf_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every tensor of the LlamaForCausalLM state dict, with its shape."""
-        h, f, d = self.hidden_size, self.ffn_hidden_size, self.head_dim
-        q, kv = self.num_attention_heads * d, self.num_query_groups * d
-        shapes = {"model.embed_tokens.weight": (self.vocab_size, h)}
-        for i in range(self.num_layers):
-            p = f"model.layers.{i}."
-            shapes.update({
-                p + "input_layernorm.weight": (h,),
-                p + "self_attn.q_proj.weight": (q, h),
-                p + "self_attn.k_proj.weight": (kv, h),
-                p + "self_attn.v_proj.weight": (kv, h),
-                p + "self_attn.o_proj.weight": (h, q),
-                p + "post_attention_layernorm.weight": (h,),
-                p + "mlp.gate_proj.weight": (f, h),
-                p + "mlp.up_proj.weight": (f, h),
-                p + "mlp.down_proj.weight": (h, f),
-            })
-        shapes["model.norm.weight"] = (h,)
-        shapes["lm_head.weight"] = (self.vocab_size, h)
-        return shapes
-
-    def nemo_layer_shapes(self) -> dict[str, tuple[int, ...]]:
-        """One layer's tensors in the NeMo layout (without the leading layer axis)."""
-        h, f, d = self.hidden_size, self.ffn_hidden_size, self.head_dim
-        qkv = (self.num_attention_heads + 2 * self.num_query_groups) * d
-        return {
-            "self_attention.linear_qkv.layer_norm_weight": (h,),
-            "self_attention.linear_qkv.weight": (qkv, h),
-            "self_attention.linear_proj.weight": (h, self.num_attention_heads * d),
-            "mlp.linear_fc1.layer_norm_weight": (h,),
-            "mlp.linear_fc1.weight": (2 * f, h),
-            "mlp.linear_fc2.weight": (h, f),
-        }
-
-
-def _hf_rope(cfg: dict, source: str) -> tuple[float, dict | None]:
-    """RoPE base and Llama 3 scaling from a config.json of transformers 4 or 5."""
-    params = cfg.get("rope_parameters")  # transformers 5
-    if isinstance(params, dict) and "rope_theta" in params:
-        theta, scaling = params["rope_theta"], params
-    else:  # transformers 4 and Meta's released config.json
-        theta, scaling = cfg.get("rope_theta", 10000.0), cfg.get("rope_scaling")
-    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
-    if rope_type in (None, "default"):
-        return float(theta), None
-    if rope_type != "llama3":
-        raise ConvertError(f"{source}: RoPE type {rope_type!r} is not supported (Llama 3 scaling or none)")
-    return float(theta), {
-        "factor": float(scaling["factor"]),
-        "low_freq_factor": float(scaling["low_freq_factor"]),
-        "high_freq_factor": float(scaling["high_freq_factor"]),
-        "original_max_position_embeddings": int(scaling["original_max_position_embeddings"]),
-    }
-
-
-def read_hf_arch(hf_dir: Path) -> LlamaArch:
-    """The architecture of a Hugging Face Llama folder, with every unsupported feature refused."""
-    config_path = hf_dir / "config.json"
-    if not hf_dir.is_dir():
-        raise ConvertError(f"{hf_dir} is not a directory")
-    if not config_path.is_file():
-        raise ConvertError(f"{hf_dir} is not a Hugging Face checkpoint: it has no config.json")
-    try:
-        cfg = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConvertError(f"{config_path} is not valid JSON: {e}") from None
-    source = str(config_path)
-    if cfg.get("model_type") != "llama":
-        raise ConvertError(f"{hf_dir} is not a Llama checkpoint: {source} has model_type "
-                           f"{cfg.get('model_type')!r}, expected 'llama'")
-    for flag in ("attention_bias", "mlp_bias"):
-        if cfg.get(flag):
-            raise ConvertError(f"{source}: {flag}=true is not supported (Llama 3.1 has no biases)")
-    if cfg.get("tie_word_embeddings", False):
-        raise ConvertError(f"{source}: tie_word_embeddings=true is not supported: the benchmark's "
-                           f"GPTModel has separate input and output embeddings, as Llama 3.1 8B does")
-    if cfg.get("hidden_act", "silu") != "silu":
-        raise ConvertError(f"{source}: hidden_act {cfg['hidden_act']!r} is not supported (SwiGLU needs silu)")
-    try:
-        heads = int(cfg["num_attention_heads"])
-        arch = LlamaArch(
-            num_layers=int(cfg["num_hidden_layers"]),
-            hidden_size=int(cfg["hidden_size"]),
-            ffn_hidden_size=int(cfg["intermediate_size"]),
-            num_attention_heads=heads,
-            num_query_groups=int(cfg.get("num_key_value_heads") or heads),
-            vocab_size=int(cfg["vocab_size"]),
-            norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            rope_theta=0.0,
-            max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
-            init_std=float(cfg.get("initializer_range", 0.02)),
-        )
-    except KeyError as e:
-        raise ConvertError(f"{source} lacks {e.args[0]!r}") from None
-    arch.rope_theta, arch.rope_scaling = _hf_rope(cfg, source)
-    if cfg.get("head_dim") not in (None, arch.head_dim):
-        raise ConvertError(f"{source}: head_dim {cfg['head_dim']} differs from hidden_size / "
-                           f"num_attention_heads = {arch.head_dim}, which this converter assumes")
-    arch.validate(source)
-    generation = hf_dir / "generation_config.json"
-    if generation.is_file():
-        arch.generation_config = json.loads(generation.read_text())
-    else:
-        arch.generation_config = {k: cfg[k] for k in ("bos_token_id", "eos_token_id") if k in cfg}
-    return arch
 
 
 def hf_config_dict(arch: LlamaArch, dtype: torch.dtype) -> dict:
@@ -349,119 +196,20 @@ def read_nemo_arch(nemo_dir: Path, meta: dict[str, Any], prefix: str) -> LlamaAr
 
 
 # ----------------------------------------------------------------------------------------------
-# Safetensors, read and written with plain file I/O (no memory maps, so RSS is what we hold)
+# Safetensors, written
 
-_ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+_ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
                 torch.float64: "float64"}
-
-
-@dataclass
-class _TensorInfo:
-    file: Path
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    offset: int  # absolute byte offset of the data in the file
-    nbytes: int
-
-
-def _read_safetensors_header(path: Path) -> dict[str, _TensorInfo]:
-    fix = "download or export this file again"
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            # Checked before reading: garbage bytes give a length of exabytes (an OverflowError).
-            if header_len > size - 8:
-                raise ConvertError(f"{path} is truncated or not a safetensors file: its header claims "
-                                   f"{header_len:,} bytes but the file holds {size:,}; {fix}")
-            header = json.loads(f.read(header_len))
-    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConvertError(f"{path} is not a readable safetensors file: {e}; {fix}") from None
-    if not isinstance(header, dict):
-        raise ConvertError(f"{path} is not a safetensors file: its header is not a JSON object; {fix}")
-    infos = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype_name = entry["dtype"]
-            start, end = (int(x) for x in entry["data_offsets"])
-            shape = tuple(int(x) for x in entry["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise ConvertError(f"{path}: the header entry of tensor {name} is malformed; {fix}") from None
-        if dtype_name not in _ST_DTYPES:
-            raise ConvertError(f"{path}: tensor {name} has unsupported dtype {dtype_name}")
-        if not 0 <= start <= end or 8 + header_len + end > size:
-            raise ConvertError(f"{path} is truncated: tensor {name} ends at byte {8 + header_len + end:,} "
-                               f"of a {size:,}-byte file; {fix}")
-        infos[name] = _TensorInfo(path, _ST_DTYPES[dtype_name], shape, 8 + header_len + start, end - start)
-    return infos
-
-
-class HFWeights:
-    """The tensors of a Hugging Face folder: one model.safetensors, or shards listed by an index."""
-
-    def __init__(self, hf_dir: Path):
-        index = hf_dir / "model.safetensors.index.json"
-        if index.is_file():
-            weight_map = json.loads(index.read_text()).get("weight_map", {})
-            files = sorted(set(weight_map.values()))
-            missing = [name for name in files if not (hf_dir / name).is_file()]
-            if missing:
-                raise ConvertError(f"{hf_dir}: shard(s) {', '.join(missing)} listed in {index.name} are missing")
-        elif (hf_dir / "model.safetensors").is_file():
-            files = ["model.safetensors"]
-        else:
-            extra = " (PyTorch .bin weights are not read: re-save them with safe_serialization=True)" if (
-                any(hf_dir.glob("*.bin"))) else ""
-            raise ConvertError(f"{hf_dir} has no model.safetensors or model.safetensors.index.json{extra}")
-        self.infos: dict[str, _TensorInfo] = {}
-        self.on_read: Callable[[int], None] = lambda n: None  # told of every tensor read (progress)
-        for name in files:
-            self.infos.update(_read_safetensors_header(hf_dir / name))
-
-    def check(self, arch: LlamaArch, source: str) -> torch.dtype:
-        """Every tensor the config implies is present with the config's shape; returns the dtype."""
-        expected = arch.hf_shapes()
-        for name, shape in expected.items():
-            info = self.infos.get(name)
-            if info is None:
-                raise ConvertError(f"{source}: tensor {name} is missing from the safetensors files")
-            if info.shape != shape:
-                raise ConvertError(f"{source}: tensor {name} has shape {list(info.shape)} but config.json "
-                                   f"implies {list(shape)}: the config does not describe these weights")
-        # Old exports carry RoPE's inv_freq buffers; they are recomputed from the config.
-        unexpected = [n for n in self.infos if n not in expected and not n.endswith("rotary_emb.inv_freq")]
-        if unexpected:
-            raise ConvertError(f"{source}: tensors not in a {arch.num_layers}-layer Llama: "
-                               f"{', '.join(sorted(unexpected)[:5])}")
-        dtypes = {self.infos[n].dtype for n in expected}
-        if len(dtypes) != 1:
-            raise ConvertError(f"{source}: tensors mix dtypes {sorted(map(str, dtypes))}; expected one")
-        return dtypes.pop()
-
-    def get(self, name: str) -> torch.Tensor:
-        info = self.infos[name]
-        out = torch.empty(info.shape, dtype=info.dtype)
-        with open(info.file, "rb") as f:
-            f.seek(info.offset)
-            view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
-            if f.readinto(view) != info.nbytes:
-                raise ConvertError(f"{info.file} is truncated: tensor {name} is incomplete")
-        self.on_read(1)
-        return out
 
 
 def _write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], torch.dtype]],
                        produce: Callable[[str], torch.Tensor],
                        on_tensor: Callable[[int], None] = lambda n: None) -> None:
-    """Write a safetensors file whose header is known in advance; tensors are produced one by one."""
+    """Write a safetensors file whose header is known in advance; tensors are produced one by one.
+
+    Written here rather than with safetensors.torch.save_file, which takes every tensor of the file
+    at once: producing them one at a time is what bounds NeMo -> HF to one stacked tensor."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, shape, dtype in tensors:
@@ -480,35 +228,8 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], tor
             f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
             on_tensor(1)
 
-
 # ----------------------------------------------------------------------------------------------
 # Megatron-Core dist-checkpointing in a plain (CPU, single) process
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def process_group(*, single: bool) -> Iterator[None]:
-    """Megatron-Core's dist-checkpointing needs torch.distributed: use the caller's group if there is
-    one, else make a one-process gloo group for the duration. `single` refuses a multi-process group
-    (a conversion writes its checkpoint from one process)."""
-    if torch.distributed.is_initialized():
-        if single and torch.distributed.get_world_size() != 1:
-            raise ConvertError("the converter writes a checkpoint from one process; run it on its own "
-                               "(python -m utils.convert), not inside a multi-process job")
-        yield
-        return
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    with mock.patch.dict(os.environ, env):
-        torch.distributed.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def dist_checkpoint_shims() -> None:
@@ -571,32 +292,24 @@ def _copy_tokenizer(src: Path, dst: Path) -> list[str]:
 # HF -> NeMo
 
 
-def _hf_layer_to_nemo(hf: HFWeights, i: int, shape: LlamaShape) -> dict[str, torch.Tensor]:
-    p = f"model.layers.{i}."
-    q, k, v = (hf.get(p + f"self_attn.{n}_proj.weight") for n in "qkv")
-    qkv = fuse_qkv(q, k, v, shape)
-    del q, k, v
-    fc1 = torch.cat([hf.get(p + "mlp.gate_proj.weight"), hf.get(p + "mlp.up_proj.weight")], dim=0)
-    return {
-        "self_attention.linear_qkv.layer_norm_weight": hf.get(p + "input_layernorm.weight"),
-        "self_attention.linear_qkv.weight": qkv,
-        "self_attention.linear_proj.weight": hf.get(p + "self_attn.o_proj.weight"),
-        "mlp.linear_fc1.layer_norm_weight": hf.get(p + "post_attention_layernorm.weight"),
-        "mlp.linear_fc1.weight": fc1,
-        "mlp.linear_fc2.weight": hf.get(p + "mlp.down_proj.weight"),
-    }
-
-
-def _nemo_sharded_state_dict(arch: LlamaArch, layers: Iterator[tuple[int, dict[str, torch.Tensor]]],
-                             embedding: torch.Tensor, final_norm: torch.Tensor, output: torch.Tensor) -> dict:
-    """The sharded state dict NeMo saves for a Llama, built from whole (unsharded) tensors."""
+def _nemo_sharded_state_dict(arch: LlamaArch, layers: list[tuple[int, dict[str, torch.Tensor]]],
+                             singles: dict[str, torch.Tensor]) -> dict:
+    """The sharded state dict NeMo saves for a Llama, built from whole (unsharded) tensors: `layers`
+    from hf_layer_to_nemo, `singles` the tensors outside the layers by their Megatron names. Keys go
+    in the key map's order (the embedding, the layers, the final norm, the output layer)."""
     from megatron.core.dist_checkpointing import ShardedObject, ShardedTensor
 
     n = arch.num_layers
-    sd: dict[str, Any] = {
-        PREFIX + "embedding.word_embeddings.weight": ShardedTensor.from_rank_offsets(
-            PREFIX + "embedding.word_embeddings.weight", embedding, replica_id=0),
-    }
+    order = list(km.megatron_sources())
+    first_layer = next(k for k, mg in enumerate(order) if km.is_layer_name(mg))
+    sd: dict[str, Any] = {}
+
+    def add_singles(names: list[str]) -> None:
+        for mg in names:
+            if not km.is_layer_name(mg):
+                sd[PREFIX + mg] = ShardedTensor.from_rank_offsets(PREFIX + mg, singles[mg], replica_id=0)
+
+    add_singles(order[:first_layer])
     for i, tensors in layers:
         for name, tensor in tensors.items():
             key = f"{PREFIX}decoder.layers.{name}"
@@ -608,10 +321,7 @@ def _nemo_sharded_state_dict(arch: LlamaArch, layers: Iterator[tuple[int, dict[s
             # TransformerEngine's extra state with FP8 off: an empty byte tensor.
             sd[f"{PREFIX}decoder.layers.{i}.{module}._extra_state"] = ShardedObject(
                 key, torch.empty(0, dtype=torch.uint8), (n,), (i,), replica_id=0)
-    sd[PREFIX + "decoder.final_layernorm.weight"] = ShardedTensor.from_rank_offsets(
-        PREFIX + "decoder.final_layernorm.weight", final_norm, replica_id=0)
-    sd[PREFIX + "output_layer.weight"] = ShardedTensor.from_rank_offsets(
-        PREFIX + "output_layer.weight", output, replica_id=0)
+    add_singles(order[first_layer:])
     # GPTModel drops the output layer's (empty) extra state from its checkpoints, so none is written.
     return sd
 
@@ -642,10 +352,11 @@ def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[st
         # converted copy plus one layer.
         with Bar(len(arch.hf_shapes()), "reading", "tensors", enabled=progress) as bar:
             hf.on_read = bar.update
-            layers = [(i, _hf_layer_to_nemo(hf, i, shape)) for i in range(arch.num_layers)]
-            sharded = _nemo_sharded_state_dict(
-                arch, iter(layers), hf.get("model.embed_tokens.weight"), hf.get("model.norm.weight"),
-                hf.get("lm_head.weight"))
+            layers = [(i, hf_layer_to_nemo(hf, i, shape)) for i in range(arch.num_layers)]
+            singles = {mg: km.to_megatron(hf.get, mg, shape) for mg in km.megatron_sources()
+                       if not km.is_layer_name(mg)}
+            sharded = _nemo_sharded_state_dict(arch, layers, singles)
+            del singles
         del layers
         (out / WEIGHTS_DIR).mkdir()
         log(f"writing {dst / WEIGHTS_DIR} (torch_dist)")
@@ -659,147 +370,6 @@ def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[st
                "wall_s": round(time.perf_counter() - start, 2), "peak_rss_gib": round(peak_rss_gib(), 3)}
     log(f"wrote {dst}: {summary['wall_s']} s, peak RSS {summary['peak_rss_gib']} GiB")
     return summary
-
-
-# ----------------------------------------------------------------------------------------------
-# NeMo -> HF
-
-
-def weights_dir_of(nemo_dir: Path) -> Path:
-    """The torch_dist folder of a NeMo 2 checkpoint (NEMO_DIR/weights, or that folder itself)."""
-    nemo_dir = Path(nemo_dir)
-    for candidate in (nemo_dir / WEIGHTS_DIR, nemo_dir):
-        if (candidate / "metadata.json").is_file():
-            config = json.loads((candidate / "metadata.json").read_text())
-            if config.get("sharded_backend") != "torch_dist":
-                raise ConvertError(f"{candidate} is a {config.get('sharded_backend')!r} checkpoint; "
-                                   f"only torch_dist (NeMo 2's default) is read")
-            return candidate
-    raise ConvertError(f"{nemo_dir} is not a NeMo 2 checkpoint: no {WEIGHTS_DIR}/metadata.json")
-
-
-class NemoWeights:
-    """Reads the weights of a NeMo 2 / Megatron-Core torch_dist checkpoint one tensor at a time.
-
-    Handles both layer layouts Megatron-Core writes: one stacked tensor per name
-    (`decoder.layers.X`, NeMo's default) and one tensor per layer (`decoder.layers.<i>.X`, written
-    when layers are saved as non-homogeneous). The key prefix (`module.` for NeMo, none for
-    Megatron-LM) is read from the checkpoint.
-    """
-
-    def __init__(self, nemo_dir: Path):
-        from megatron.core import dist_checkpointing
-
-        self.dir = weights_dir_of(nemo_dir)
-        try:
-            with process_group(single=False):
-                self.meta = dist_checkpointing.load_tensors_metadata(str(self.dir))
-        except ConvertError:
-            raise
-        except (EOFError, OSError, ValueError, RuntimeError, KeyError, ImportError, AttributeError,
-                pickle.UnpicklingError) as e:
-            # Megatron-Core / torch.distributed.checkpoint unpickle .metadata: a truncated or
-            # damaged file surfaces as one of these, with no file name.
-            raise ConvertError(f"{self.dir}: the checkpoint's metadata cannot be read "
-                               f"({type(e).__name__}: {e}); the checkpoint is truncated or damaged: "
-                               f"copy or save it again") from None
-        embedding = [k for k in self.meta if k.endswith("embedding.word_embeddings.weight")
-                     and not k.startswith("optimizer.")]
-        if len(embedding) != 1:
-            raise ConvertError(f"{self.dir} holds no GPT model weights (no embedding.word_embeddings.weight)")
-        self.prefix = embedding[0][: -len("embedding.word_embeddings.weight")]
-        self.stacked = f"{self.prefix}decoder.layers.{LAYER_TENSORS[1]}" in self.meta
-        self._stack_name: str | None = None
-        self._stack: torch.Tensor | None = None
-
-    def dtype(self) -> torch.dtype:
-        return self.meta[self.prefix + "embedding.word_embeddings.weight"].dtype
-
-    def check(self, arch: LlamaArch) -> None:
-        """Every tensor the config implies is present with the config's shape."""
-        h = arch.hidden_size
-        expected = {
-            "embedding.word_embeddings.weight": (arch.vocab_size, h),
-            "decoder.final_layernorm.weight": (h,),
-            "output_layer.weight": (arch.vocab_size, h),
-        }
-        for name, shape in arch.nemo_layer_shapes().items():
-            if self.stacked:
-                expected[f"decoder.layers.{name}"] = (arch.num_layers, *shape)
-            else:
-                expected.update({f"decoder.layers.{i}.{name}": shape for i in range(arch.num_layers)})
-        for name, shape in expected.items():
-            meta = self.meta.get(self.prefix + name)
-            if meta is None:
-                raise ConvertError(f"{self.dir}: tensor {self.prefix + name} is missing")
-            if tuple(meta.global_shape) != shape:
-                raise ConvertError(f"{self.dir}: tensor {self.prefix + name} has shape {list(meta.global_shape)} "
-                                   f"but the model config implies {list(shape)}")
-
-    def load(self, key: str) -> torch.Tensor:
-        """One whole tensor (key without the prefix).
-
-        Reading a single layer's slice of a stacked tensor is not possible in a one-process group
-        (torch's ShardedTensor would place the other slices on this rank too), so a stacked name is
-        read whole: the largest, linear_fc1, is under half of the model.
-        """
-        from megatron.core import dist_checkpointing
-        from megatron.core.dist_checkpointing import ShardedTensor
-
-        meta = self.meta[self.prefix + key]
-        local = torch.empty(tuple(meta.global_shape), dtype=meta.dtype)
-        request = {"t": ShardedTensor.from_rank_offsets(self.prefix + key, local, replica_id=0)}
-        with process_group(single=False):
-            return dist_checkpointing.load(request, str(self.dir))["t"]
-
-    def layer_tensor(self, name: str, i: int) -> torch.Tensor:
-        """Layer i of the per-layer tensor `name` (e.g. "mlp.linear_fc1.weight"), for either layout.
-        The last stacked tensor read is kept, so reading a name layer after layer reads it once."""
-        if not self.stacked:
-            return self.load(f"decoder.layers.{i}.{name}")
-        if self._stack_name != name:
-            self._stack = None  # free the previous stack before reading the next
-            self._stack = self.load(f"decoder.layers.{name}")
-            self._stack_name = name
-        return self._stack[i]
-
-    def step(self) -> int:
-        from megatron.core import dist_checkpointing
-
-        common = dist_checkpointing.load_common_state_dict(str(self.dir))
-        return int(common.get("global_step", 0)) if isinstance(common, dict) else 0
-
-
-# Hugging Face per-layer tensor -> (NeMo per-layer tensor, how to get it from that tensor).
-def _from_qkv(part: int) -> Callable[[torch.Tensor, LlamaShape], torch.Tensor]:
-    return lambda t, shape: split_qkv(t, shape)[part]
-
-
-def _from_fc1(part: int) -> Callable[[torch.Tensor, LlamaShape], torch.Tensor]:
-    return lambda t, shape: t.chunk(2, dim=0)[part]
-
-
-def _same(t: torch.Tensor, shape: LlamaShape) -> torch.Tensor:
-    return t
-
-
-HF_FROM_NEMO_LAYER = {
-    "input_layernorm.weight": ("self_attention.linear_qkv.layer_norm_weight", _same),
-    "self_attn.q_proj.weight": ("self_attention.linear_qkv.weight", _from_qkv(0)),
-    "self_attn.k_proj.weight": ("self_attention.linear_qkv.weight", _from_qkv(1)),
-    "self_attn.v_proj.weight": ("self_attention.linear_qkv.weight", _from_qkv(2)),
-    "self_attn.o_proj.weight": ("self_attention.linear_proj.weight", _same),
-    "post_attention_layernorm.weight": ("mlp.linear_fc1.layer_norm_weight", _same),
-    "mlp.gate_proj.weight": ("mlp.linear_fc1.weight", _from_fc1(0)),
-    "mlp.up_proj.weight": ("mlp.linear_fc1.weight", _from_fc1(1)),
-    "mlp.down_proj.weight": ("mlp.linear_fc2.weight", _same),
-}
-HF_FROM_NEMO_SINGLE = {
-    "model.embed_tokens.weight": "embedding.word_embeddings.weight",
-    "model.norm.weight": "decoder.final_layernorm.weight",
-    "lm_head.weight": "output_layer.weight",
-}
-
 
 def _plan_shards(names: list[str], nbytes: dict[str, int], max_shard_bytes: int) -> list[list[str]]:
     shards: list[list[str]] = [[]]
@@ -833,20 +403,21 @@ def _nemo_to_hf(src: Path, dst: Path, max_shard_bytes: int, log: Callable[[str],
     hf_shapes = arch.hf_shapes()
     # Name-major order (all layers' q_proj, then all k_proj, ...), so each stacked NeMo tensor is
     # read once and held only while its layers are written.
-    names = (["model.embed_tokens.weight"]
-             + [f"model.layers.{i}.{field}" for field in HF_FROM_NEMO_LAYER for i in range(arch.num_layers)]
-             + ["model.norm.weight", "lm_head.weight"])
+    names = [name for hf, _, _ in km.KEY_MAP for name in km.expand(hf, arch.num_layers)]
     nbytes = {n: torch.Size(s).numel() * dtype.itemsize for n, s in hf_shapes.items()}
     shards = _plan_shards(names, nbytes, max_shard_bytes)
     files = (["model.safetensors"] if len(shards) == 1 else
              [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))])
 
+    patterns = {hf.format(i=i): (hf, i) for hf, _, _ in km.KEY_MAP for i in km.layer_numbers(hf, arch.num_layers)}
+
     def produce(name: str) -> torch.Tensor:
-        if name in HF_FROM_NEMO_SINGLE:
-            return nemo.load(HF_FROM_NEMO_SINGLE[name]).to(dtype)
-        _, _, i, field_name = name.split(".", 3)
-        nemo_name, extract = HF_FROM_NEMO_LAYER[field_name]
-        return extract(nemo.layer_tensor(nemo_name, int(i)), shape).to(dtype)
+        hf, i = patterns[name]
+        source = km.te_name(km.hf_sources()[hf].megatron)
+        if i is None:
+            return km.from_megatron(nemo.load(source), hf, shape).to(dtype)
+        fused = nemo.layer_tensor(km.layer_field(source, km.MEGATRON_LAYER_PREFIX), i)
+        return km.from_megatron(fused, hf, shape).to(dtype)
 
     with staged_output(dst) as out:
         log(f"reading {nemo.dir}: {arch.num_layers} layers, hidden {arch.hidden_size}, {dtype}")
@@ -866,131 +437,6 @@ def _nemo_to_hf(src: Path, dst: Path, max_shard_bytes: int, log: Callable[[str],
                "wall_s": round(time.perf_counter() - start, 2), "peak_rss_gib": round(peak_rss_gib(), 3)}
     log(f"wrote {dst}: {summary['wall_s']} s, peak RSS {summary['peak_rss_gib']} GiB")
     return summary
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading into the benchmark's GPTModel (the training harness's entry points)
-
-
-def _model_requests(model: torch.nn.Module) -> dict[str, Any]:
-    """The model's sharded state dict (TP/PP-aware; keys already in the TransformerEngine naming that
-    NeMo saves, through the local spec's sharded_state_dict_keys_map), without extra-state objects."""
-    from megatron.core.dist_checkpointing import ShardedObject
-
-    if not hasattr(model, "sharded_state_dict"):
-        raise TypeError(f"expected the Megatron-Core GPTModel from benchmark.model.build_model, "
-                        f"got {type(model).__name__}")
-    return {k: v for k, v in model.sharded_state_dict(prefix="").items()
-            if not isinstance(v, ShardedObject) and not k.endswith("_extra_state")}
-
-
-def _global_shape(entry: Any) -> tuple[int, ...]:
-    from megatron.core.dist_checkpointing.dict_utils import nested_values
-    from megatron.core.dist_checkpointing.mapping import ShardedTensorFactory
-
-    if isinstance(entry, ShardedTensorFactory):  # SwiGLU's fc1: two halves of one global tensor
-        entry = next(iter(nested_values({"built": entry.build()})))
-    return tuple(entry.global_shape)
-
-
-def _finish_load(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("_extra_state")]
-    if missing or unexpected:
-        raise ConvertError(f"checkpoint and model disagree: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-def load_nemo_weights_into(model: torch.nn.Module, nemo_dir: str | os.PathLike) -> int:
-    """Load a NeMo 2 checkpoint's weights into `model`; returns the checkpoint's training step.
-
-    `model` is the (unwrapped) GPTModel from ``benchmark.model.build_model``, on any device and in
-    any dtype, under an initialized Megatron-Core parallel state; every rank calls this. Each rank
-    reads only its own tensor- and pipeline-parallel slices. The step is ``global_step`` of the
-    checkpoint's common state: 0 for a converted Hugging Face model. Raises :class:`ConvertError`
-    naming the tensor when the checkpoint lacks a tensor or its shape differs from the model's.
-    """
-    from megatron.core import dist_checkpointing
-
-    nemo = NemoWeights(Path(nemo_dir))
-    requests = _model_requests(model)
-    for name, entry in requests.items():
-        if not nemo.stacked and ".layers." in entry.key:
-            raise ConvertError(f"{nemo.dir} stores one tensor per layer; load_nemo_weights_into reads "
-                               f"the stacked layout NeMo writes by default (convert it with nemo-to-hf "
-                               f"and back)")
-        key = nemo.prefix + entry.key
-        meta = nemo.meta.get(key)
-        if meta is None:
-            raise ConvertError(f"{nemo.dir}: tensor {key} (model parameter {name}) is missing from the checkpoint")
-        if tuple(meta.global_shape) != _global_shape(entry):
-            raise ConvertError(f"{nemo.dir}: tensor {key} has shape {list(meta.global_shape)} but the model's "
-                               f"{name} needs {list(_global_shape(entry))}: the checkpoint's architecture "
-                               f"(or vocabulary padding) differs from the run's configuration")
-        entry.key = key
-    with process_group(single=False):
-        loaded = dist_checkpointing.load(requests, str(nemo.dir))
-    # The result also holds the checkpoint's common state (global_step, ...); keep the weights.
-    _finish_load(model, {k: loaded[k] for k in requests})
-    return nemo.step()
-
-
-def load_hf_weights_into(model: torch.nn.Module, hf_dir: str | os.PathLike) -> int:
-    """Load a Hugging Face Llama folder's weights straight into `model`; returns 0 (the step).
-
-    Same contract as :func:`load_nemo_weights_into`: every rank calls it and fills its own slices.
-    Each needed source tensor is read once per rank and converted on the fly (q/k/v interleaved,
-    gate/up stacked), so no NeMo copy is written; host memory peaks at one layer.
-    """
-    from megatron.core.dist_checkpointing.dict_utils import nested_values
-    from megatron.core.dist_checkpointing.mapping import ShardedTensorFactory
-
-    hf_dir = Path(hf_dir)
-    arch = read_hf_arch(hf_dir)
-    hf = HFWeights(hf_dir)
-    hf.check(arch, str(hf_dir))
-    shape = arch.shape
-    singles = {"embedding.word_embeddings.weight": "model.embed_tokens.weight",
-               "decoder.final_layernorm.weight": "model.norm.weight", "output_layer.weight": "lm_head.weight"}
-    cache: dict[str, Any] = {"layer": None, "tensors": {}}
-
-    def full(key: str, layer: int | None) -> torch.Tensor:
-        if layer is None:
-            return hf.get(singles[key])
-        if cache["layer"] != layer:
-            cache["tensors"] = {}
-            cache["tensors"] = _hf_layer_to_nemo(hf, layer, shape)
-            cache["layer"] = layer
-        return cache["tensors"][key[len("decoder.layers."):]]
-
-    requests = _model_requests(model)
-    expected = {k: (arch.num_layers, *s) for k, s in
-                ((f"decoder.layers.{n}", s) for n, s in arch.nemo_layer_shapes().items())}
-    expected.update({"embedding.word_embeddings.weight": (arch.vocab_size, arch.hidden_size),
-                     "decoder.final_layernorm.weight": (arch.hidden_size,),
-                     "output_layer.weight": (arch.vocab_size, arch.hidden_size)})
-    shards = []
-    for name, entry in requests.items():
-        if entry.key not in expected:
-            raise ConvertError(f"model parameter {name} ({entry.key}) has no counterpart in a Llama checkpoint")
-        if _global_shape(entry) != expected[entry.key]:
-            raise ConvertError(f"{hf_dir}: tensor {entry.key} has shape {list(expected[entry.key])} in the "
-                               f"checkpoint but the model's {name} needs {list(_global_shape(entry))}: the "
-                               f"checkpoint's architecture (or vocabulary padding) differs from the run's")
-        built = entry.build() if isinstance(entry, ShardedTensorFactory) else entry
-        shards.extend(nested_values({"built": built}))
-    # Layer by layer, so each layer's source tensors are read and converted once.
-    shards.sort(key=lambda sh: sh.global_offset[0] if sh.prepend_axis_num else -1)
-    with torch.no_grad():
-        for sh in shards:
-            layer = sh.global_offset[0] if sh.prepend_axis_num else None
-            src = full(sh.key, layer)
-            offsets = sh.global_offset[sh.prepend_axis_num:]
-            index = tuple(slice(o, o + n) for o, n in zip(offsets, sh.local_shape, strict=True))
-            # The shard's data is the parameter itself or a view of it (SwiGLU halves), so this
-            # copy lands in the model.
-            sh.data.copy_(src[index])
-    return 0
-
 
 # ----------------------------------------------------------------------------------------------
 # Command line

@@ -14,11 +14,9 @@ import os
 import sys
 from collections.abc import Callable
 
+from benchmark.errors import DataError  # noqa: F401 (one class for the tools and the benchmark)
+
 EXIT_USAGE = 2
-
-
-class DataError(Exception):
-    """A problem with the user's data or arguments, reported without a traceback by every CLI."""
 
 
 # errno -> what to do about it, for the OSErrors a user can cause and fix.

@@ -29,9 +29,9 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.smoke_data import SmokeData
 from utils.errors import command
 from utils.fileio import DataError, iter_raw_lines, read_json, sha256_file, write_json_atomic
 
@@ -49,17 +49,6 @@ BPE_TRAIN_DOCS = 2000  # a slice of the first train shards
 VALID_TOKENS = 4 * 64 * 257
 BENCHMARK_GROUPS = (6, 7)
 STAGES = ("raw", "tokenizer", "merged", "preprocessed")
-
-
-@dataclass(frozen=True)
-class SmokeData:
-    """Where the embedded dataset is, in the form the benchmark's data config takes."""
-
-    tokenizer_dir: Path
-    data_dir: Path  # the preprocessed folder
-    train_prefixes: tuple[str, ...]  # full paths without .bin/.idx: en_6, en_7
-    valid_prefix: str
-    n_validation: int
 
 
 def _files(folder: Path) -> dict[str, dict]:
@@ -202,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--dst", required=True, type=Path, help="root folder of the embedded dataset")
     p.add_argument("--seed", type=int, default=1234, help="corpus seed (default 1234)")
+    p.add_argument("--summary", metavar="JSON", type=Path,
+                   help="also write where the data set is (the fields of SmokeData) to this JSON file")
     a = p.parse_args(argv)
     try:
         d = prepare(a.dst, a.seed)
@@ -211,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tokenizer:  {d.tokenizer_dir}")
     print(f"train:      {', '.join(d.train_prefixes)}")
     print(f"validation: {d.valid_prefix} ({d.n_validation} documents)")
+    if a.summary:
+        write_json_atomic(a.summary, d.to_json())
     return 0
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.indexed import IndexedReader, bin_path, idx_path, write_index
 from utils.errors import command
 from utils.fileio import DataError, sha256_file, tmp_path, write_json_atomic
-from utils.indexed import IndexedReader, bin_path, idx_path, write_index
 from utils.progress import Bar, add_flag, check_env
 from utils.tokenize import SUFFIX
 

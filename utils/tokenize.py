@@ -5,7 +5,7 @@ Run:
       [--workers N] [--append-eod] [--skip-bad] [--force]
 
 Writes `PREFIX_text_document.bin` and `PREFIX_text_document.idx` (Megatron-Core's indexed dataset
-format, byte-identical to what its IndexedDatasetBuilder writes; see utils/indexed.py) and
+format, byte-identical to what its IndexedDatasetBuilder writes; see benchmark/indexed.py) and
 `PREFIX_text_document.manifest.json` (documents, tokens, skipped lines, sizes and hashes).
 One document per input line; its tokens are exactly the BPE ids of its `text`: no BOS, and
 nothing appended unless --append-eod (then the tokenizer's eos id). This is what the MLPerf
@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.indexed import IndexedWriter, token_dtype
 from utils.errors import command, with_path
 from utils.fileio import (
     DataError,
@@ -50,7 +51,6 @@ from utils.fileio import (
     tmp_path,
     write_json_atomic,
 )
-from utils.indexed import IndexedWriter, token_dtype
 from utils.progress import Bar, add_flag, check_env
 from utils.tokenizer import eos_id, load_fast_tokenizer
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.fileio import DataError
+from benchmark.errors import DataError
 
 HEADER = b"MMIDIDX\x00\x00"
 VERSION = 1
