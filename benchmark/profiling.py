@@ -70,6 +70,7 @@ class ProfileWindow:
         self.dir = profile_dir(cfg)
         self.name = f"{cfg.preset}_seed{cfg.train.seed}_rank{rank}"
         self._prof = None
+        self._step_mark = None
         self._first = 0
         self.written: list[Path] = []
 
@@ -78,7 +79,10 @@ class ProfileWindow:
 
         A job resumed inside the window profiles the rest of it; one resumed after it, nothing.
         """
-        if not self.enabled or self._prof is not None or self.written:
+        if self._prof is not None:
+            self._mark_step(step)
+            return
+        if not self.enabled or self.written:
             return
         start, end = self.steps
         if not start <= step < end:
@@ -89,19 +93,28 @@ class ProfileWindow:
         if self.memory:
             torch.cuda.memory._record_memory_history(max_entries=1_000_000)
         self._prof = torch.profiler.profile(activities=activities, record_shapes=True)
-        # The trace's ProfilerStep#N then carries the loop's own step numbers.
-        self._prof.step_num = step
         self._prof.start()
         self._first = step
+        self._mark_step(step)
+
+    def _mark_step(self, step: int) -> None:
+        # ProfilerStep#N is the name TensorBoard's profiler plugin splits steps by; torch.profiler's own
+        # markers need a schedule, and here N is the loop's step number rather than a count from 0.
+        self._step_mark = torch.profiler.record_function(f"ProfilerStep#{step}")
+        self._step_mark.__enter__()
+
+    def _end_step_mark(self) -> None:
+        if self._step_mark is not None:
+            self._step_mark.__exit__(None, None, None)
+            self._step_mark = None
 
     def after_step(self, step: int) -> None:
         """Mark the step's end in the trace; after step END-1, stop and write the files."""
         if self._prof is None:
             return
+        self._end_step_mark()
         if step >= self.steps[1] - 1:
             self._finish(step)
-        else:
-            self._prof.step()
 
     def close(self) -> None:
         """On a way out inside the window (early stop, abort, exception): write what was recorded."""
@@ -109,6 +122,7 @@ class ProfileWindow:
             self._finish(None)
 
     def _finish(self, last_step: int | None) -> None:
+        self._end_step_mark()
         prof, self._prof = self._prof, None
         prof.stop()
         self.dir.mkdir(parents=True, exist_ok=True)
