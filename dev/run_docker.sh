@@ -11,8 +11,8 @@
 # The folders config.sh names (PREPROCESSED_PATH, TOKENIZER_PATH, JOB_DIR, CHECKPOINT_DIR,
 # INDEX_CACHE_DIR, MODEL_CKPT, TENSORBOARD_DIR, PROFILE_DIR) are mounted at the same path inside, so
 # every path means the same there; with JOB_DIR unset, the checkout's results/ is mounted as the
-# image's results/ so that the results outlive the container. Every config.sh knob that is set here is passed in, and MODE=local:
-# inside the image the runs start here, not through Slurm. DOCKER_IMAGE names the image
+# image's results/ so that the results outlive the container. Every config.sh knob that is set here
+# is passed in, and MODE=local: inside the image the runs start here, not through Slurm. DOCKER_IMAGE names the image
 # (default llama31-8b); GPUS_PER_NODE=0 runs without GPUs.
 set -euo pipefail
 
