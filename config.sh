@@ -89,7 +89,7 @@ export USE_CKPT="${USE_CKPT:-0}"                # 1 = initialize from MODEL_CKPT
 export FROM_HF="${FROM_HF:-0}"                  # 1 = MODEL_CKPT is a Hugging Face checkpoint, converted on load
 export MODEL_CKPT="${MODEL_CKPT:-}"             # checkpoint to start from; needed by USE_CKPT=1 or FROM_HF=1
 
-# --- Watching a run (none of it reaches the MLPerf log; README.md, "Watching a run") ----------
+# --- Watching a run (none of it reaches the MLPerf log; docs/CLUSTER.md, "Watching a run") ---
 export TENSORBOARD_DIR="${TENSORBOARD_DIR:-}"   # TensorBoard scalars (x axis: samples) go to TENSORBOARD_DIR/<preset>_seed<seed>; empty = none
 export WANDB_PROJECT="${WANDB_PROJECT:-}"       # also log them to this Weights & Biases project (pip install wandb; WANDB_MODE=offline needs no network); empty = none
 export PROFILE_STEPS="${PROFILE_STEPS:-}"       # START:END = torch.profiler over steps START..END-1 (from 1), Chrome + TensorBoard traces; empty = none
