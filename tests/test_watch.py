@@ -265,3 +265,42 @@ def test_watch_knobs_show_in_print_config(monkeypatch, capsys, tmp_path):
     assert (log["tensorboard_dir"], log["profile_steps"], log["profile_ranks"], log["profile_dir"]) == (
         str(tmp_path / "tb"), "3:7", "all", str(tmp_path / "p"))
     assert log["wandb_project"] == "" and log["profile_memory"] is False
+
+
+def test_memory_snapshot_is_taken_over_the_window_and_a_cut_window_is_written(smoke_data, tmp_path, monkeypatch):
+    """The CUDA memory calls, in order, with stand-ins (this machine has no GPU; the GPU itself is not tested here)."""
+    import torch
+
+    from benchmark.profiling import ProfileWindow
+
+    calls = []
+    monkeypatch.setattr(torch.cuda.memory, "_record_memory_history",
+                        lambda enabled="all", **kw: calls.append(("record", enabled, kw.get("max_entries"))))
+
+    def dump(filename):
+        calls.append(("dump", Path(filename).name))
+        Path(filename).write_bytes(b"snapshot")
+
+    monkeypatch.setattr(torch.cuda.memory, "_dump_snapshot", dump)
+    cfg = configure(smoke_data, tmp_path, PROFILE_STEPS="2:4", PROFILE_DIR=tmp_path / "p", SEED=4)
+    cfg.log.profile_memory = True  # validation refuses it on CPU; the window's own logic is what is tested
+    window = ProfileWindow(cfg, rank=0, world_size=1, device=torch.device("cuda"))
+    window.device = torch.device("cpu")  # CPU activities only; the memory calls still go to the stand-ins
+    for step in (1, 2, 3, 4):
+        window.before_step(step)
+        torch.ones(8).sum()
+        window.after_step(step)
+    assert calls == [("record", "all", 1_000_000), ("dump", "smoke_seed4_rank0_steps2-4.memory_snapshot.pickle.tmp"),
+                     ("record", None, None)]
+    assert (tmp_path / "p" / "smoke_seed4_rank0_steps2-4.memory_snapshot.pickle").read_bytes() == b"snapshot"
+
+    # A run that ends inside the window (here: after step 2 of 2:4) writes what it recorded.
+    cut = ProfileWindow(cfg, rank=0, world_size=1, device=torch.device("cpu"))
+    cut.before_step(2)
+    torch.ones(8).sum()
+    cut.after_step(2)
+    assert not cut.written
+    cut.close()
+    assert [p.name for p in cut.written][0] == "smoke_seed4_rank0_steps2-cut.chrome_trace.json"
+    events = json.loads(cut.written[0].read_text())["traceEvents"]
+    assert {e["name"] for e in events if e.get("name", "").startswith("ProfilerStep#")} == {"ProfilerStep#2"}
