@@ -47,7 +47,7 @@ def progress_text(samples: int, eval_every: int, global_batch_size: int, mean_st
     if to_eval == 0:
         return "eval next"
     steps = to_eval // global_batch_size
-    return f"next eval in {to_eval} samples ({steps} steps), eta {steps * mean_step_s:.1f} s"
+    return f"next eval in {to_eval} samples ({steps} step{'s' if steps > 1 else ''}), eta {steps * mean_step_s:.1f} s"
 
 
 def run_name(cfg: Config) -> str:

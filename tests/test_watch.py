@@ -176,9 +176,10 @@ def test_progress_line_counts_samples_to_the_next_eval_and_its_eta(smoke_data, t
         if to_eval == 0:
             assert tail == "eval next"
             continue
-        got = re.fullmatch(r"next eval in (\d+) samples \((\d+) steps\), eta ([\d.]+) s", tail)
+        got = re.fullmatch(r"next eval in (\d+) samples \((\d+) steps?\), eta ([\d.]+) s", tail)
         assert got, tail
         assert (int(got[1]), int(got[2])) == (to_eval, to_eval // 16)
+        assert tail.count("(1 step)") == (to_eval == 16)
         expected = to_eval // 16 * sum(block_times) / len(block_times)
         # printed step times are whole ms and the ETA has one decimal
         assert abs(float(got[3]) - expected) <= 0.05 + 0.001 * (to_eval // 16), (tail, block_times)
