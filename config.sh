@@ -90,6 +90,14 @@ export USE_CKPT="${USE_CKPT:-0}"                # 1 = initialize from MODEL_CKPT
 export FROM_HF="${FROM_HF:-0}"                  # 1 = MODEL_CKPT is a Hugging Face checkpoint, converted on load
 export MODEL_CKPT="${MODEL_CKPT:-}"             # checkpoint to start from; needed by USE_CKPT=1 or FROM_HF=1
 
+# --- Watching a run (none of it reaches the MLPerf log; docs/CLUSTER.md, "Watching a run") ---
+export TENSORBOARD_DIR="${TENSORBOARD_DIR:-}"   # TensorBoard scalars (x axis: samples) go to TENSORBOARD_DIR/<preset>_seed<seed>; empty = none
+export WANDB_PROJECT="${WANDB_PROJECT:-}"       # also log them to this Weights & Biases project (pip install wandb; WANDB_MODE=offline needs no network); empty = none
+export PROFILE_STEPS="${PROFILE_STEPS:-}"       # START:END = torch.profiler over steps START..END-1 (from 1), Chrome + TensorBoard traces; empty = none
+export PROFILE_DIR="${PROFILE_DIR:-}"           # where the traces go; empty = RESULT_DIR/profile (JOB_DIR/<run>/profile)
+export PROFILE_RANKS="${PROFILE_RANKS:-}"       # (preset) with PROFILE_STEPS: ranks that profile, comma-separated, or all; 0
+export PROFILE_MEMORY="${PROFILE_MEMORY:-}"     # (preset) with PROFILE_STEPS, GPU only: 1 = CUDA memory snapshot of the window; 0
+
 # --- MLPerf submission metadata (written to the MLPerf log) ----------------------------------
 export SUBMISSION_ORG="${SUBMISSION_ORG:-}"     # (preset) submission_org; reference
 export SUBMISSION_PLATFORM="${SUBMISSION_PLATFORM:-}"  # (preset) submission_platform; empty = from the hardware

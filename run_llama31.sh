@@ -115,7 +115,7 @@ absolute() {
     fi
 }
 JOB_DIR="$(absolute "${JOB_DIR:-${repo_root}/results/$(date +%Y%m%d-%H%M%S)}")"
-for name in PREPROCESSED_PATH TOKENIZER_PATH CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT; do
+for name in PREPROCESSED_PATH TOKENIZER_PATH CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT TENSORBOARD_DIR PROFILE_DIR; do
     if [[ -n "${!name:-}" ]]; then
         value="$(absolute "${!name}")"
         printf -v "${name}" '%s' "${value}"
@@ -208,7 +208,7 @@ if [[ "${GPUS_PER_NODE}" == 0 && "${NNODES}" != 1 ]]; then
 fi
 if [[ "${MODE}" == slurm && -n "${IMAGE}" ]]; then
     # pyxis separates mounts with ',' and source from target with ':'.
-    for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT; do
+    for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT TENSORBOARD_DIR PROFILE_DIR; do
         if [[ "${!name:-}" == *[,:]* ]]; then
             problems+=("${name}=${!name} contains ',' or ':', which a pyxis --container-mounts entry cannot hold")
         fi
@@ -331,6 +331,10 @@ refuse_if_busy() {
 take_job_dir() {
     local rc=0
     mkdir -p "${JOB_DIR}"
+    # The monitoring folders outside JOB_DIR exist before a container mounts them.
+    for name in TENSORBOARD_DIR PROFILE_DIR; do
+        if [[ -n "${!name:-}" ]]; then mkdir -p "${!name}"; fi
+    done
     if ! command -v flock >/dev/null; then
         log "warning: flock is not on PATH (util-linux): ${JOB_DIR} is not guarded against a second launch"
         return 0
@@ -542,7 +546,7 @@ if ((10#${SIGNAL_MINUTES} > 0)); then sbatch_common+=(--signal="B:USR1@$((10#${S
 srun_opts=(--nodes="${NNODES}" --ntasks-per-node="${procs_per_node}")
 if ((in_image)); then
     mounts=()
-    for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT; do
+    for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT TENSORBOARD_DIR PROFILE_DIR; do
         if [[ -n "${!name:-}" ]]; then mounts+=("${!name}:${!name}"); fi
     done
     mount_list="$(IFS=,; printf '%s' "${mounts[*]}")"

@@ -372,6 +372,31 @@ class LogConfig:
         "onprem", "SUBMISSION_STATUS", "onprem | cloud | preview | research", choices=SUBMISSION_STATUSES
     )
     log_every: int = knob(10, "LOG_EVERY", "print training metrics every this many steps", range=Range(at_least=1))
+    # Watching a run (benchmark.metrics, benchmark.profiling): none of it reaches the MLPerf log.
+    tensorboard_dir: str = knob(
+        "", "TENSORBOARD_DIR",
+        "write TensorBoard scalars (x axis: samples) to TENSORBOARD_DIR/<preset>_seed<seed>, rank 0 only; "
+        "empty = none",
+    )
+    wandb_project: str = knob(
+        "", "WANDB_PROJECT",
+        "log the same scalars to this Weights & Biases project (wandb must be installed; WANDB_MODE=offline "
+        "writes RESULT_DIR/wandb without network); empty = none",
+    )
+    profile_steps: str = knob(
+        "", "PROFILE_STEPS",
+        "START:END: run torch.profiler over training steps START to END-1 (steps count from 1) and write "
+        "a Chrome trace and a TensorBoard trace to PROFILE_DIR; empty = no profiling",
+    )
+    profile_dir: str = knob("", "PROFILE_DIR", "where PROFILE_STEPS writes its traces; empty = RESULT_DIR/profile")
+    profile_ranks: str = knob(
+        "0", "PROFILE_RANKS", "with PROFILE_STEPS: the ranks that profile, comma-separated, or all",
+    )
+    profile_memory: bool = knob(
+        False, "PROFILE_MEMORY",
+        "with PROFILE_STEPS: record CUDA allocations over the window and dump a memory snapshot (pytorch.org/"
+        "memory_viz) at its end; GPU only",
+    )
 
 
 @dataclass
@@ -582,6 +607,80 @@ def _derive_from_rcp(t: TrainConfig, required: bool = True) -> None:
         t.max_train_samples = math.ceil(point.mean * ABORT_AFTER_RCP_MEAN / t.eval_every) * t.eval_every
 
 
+def parse_profile_steps(text: str) -> tuple[int, int] | None:
+    """PROFILE_STEPS as (start, end), steps start..end-1 profiled; None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    parts = text.split(":")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise ConfigError(
+            f"PROFILE_STEPS={text!r} must be START:END, two whole numbers such as 10:15 (steps 10 to 14), or empty"
+        )
+    start, end = (int(part) for part in parts)
+    if not 1 <= start < end:
+        raise ConfigError(
+            f"PROFILE_STEPS={text!r} must have 1 <= START < END: steps count from 1 and the window profiles "
+            f"steps START to END-1"
+        )
+    return start, end
+
+
+def parse_profile_ranks(text: str) -> frozenset[int] | None:
+    """PROFILE_RANKS as a set of ranks; None for all."""
+    text = text.strip()
+    if text.lower() == "all":
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise ConfigError(
+            f"PROFILE_RANKS={text!r} must be ranks separated by commas, such as 0 or 0,8, or all"
+        )
+    return frozenset(int(part) for part in parts)
+
+
+def module_available(name: str) -> bool:
+    """Whether a package can be imported here (found, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _validate_watching(cfg: Config, here: bool = True) -> None:
+    """TENSORBOARD_DIR, WANDB_PROJECT and the PROFILE_* knobs.
+
+    Whether tensorboard and wandb are installed is checked only where the job runs (``here``): a
+    login node checking a job for an image need not have them."""
+    lg, t = cfg.log, cfg.train
+    if here and lg.tensorboard_dir and not module_available("tensorboard"):
+        raise ConfigError(
+            f"TENSORBOARD_DIR={lg.tensorboard_dir} needs the tensorboard package, which is not installed here: "
+            f"pip install -r requirements.txt, or unset TENSORBOARD_DIR"
+        )
+    if here and lg.wandb_project and not module_available("wandb"):
+        raise ConfigError(
+            f"WANDB_PROJECT={lg.wandb_project} needs the wandb package, which is not installed here: "
+            f"pip install wandb (WANDB_MODE=offline runs without network), or unset WANDB_PROJECT"
+        )
+    steps = parse_profile_steps(lg.profile_steps)
+    parse_profile_ranks(lg.profile_ranks)
+    if steps is not None:
+        run_steps = t.max_train_samples // t.global_batch_size
+        if steps[1] > run_steps:
+            raise ConfigError(
+                f"PROFILE_STEPS={lg.profile_steps} ends after the run's last step: MAX_TRAIN_SAMPLES / GBS = "
+                f"{t.max_train_samples} / {t.global_batch_size} = {run_steps} steps; choose END <= {run_steps}"
+            )
+    if lg.profile_memory:
+        if steps is None:
+            raise ConfigError("PROFILE_MEMORY=1 acts only with PROFILE_STEPS: set the window, or unset PROFILE_MEMORY")
+        if cfg.parallel.device != "cuda":
+            raise ConfigError(
+                "PROFILE_MEMORY=1 takes a CUDA memory snapshot, and this run is on CPU: unset PROFILE_MEMORY, "
+                "or run on a GPU (DEVICE=cuda)"
+            )
+
+
 def te_available() -> bool:
     """Whether TransformerEngine is installed here (found, not imported: cheap on a login node)."""
     import importlib.util
@@ -757,6 +856,7 @@ def validate(
             f"whole micro-batches; choose a multiple, or EVAL_SET=reference, which reads whole global batches"
         )
     _validate_spec_and_fp8(cfg, here=job_device is None)
+    _validate_watching(cfg, here=job_device is None)
     c = cfg.ckpt
     if (c.save or c.job_samples) and not c.directory:
         raise ConfigError(

@@ -19,6 +19,7 @@ import math
 import torch
 
 from benchmark.config import Config
+from benchmark.profiling import nvtx_range
 
 
 class NonFiniteError(RuntimeError):
@@ -61,14 +62,16 @@ class LocalEngine:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        for batch in micro_batches:
-            loss = self._per_token_loss(batch).mean()
-            (loss / len(micro_batches)).backward()
-            total += loss.detach()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad))
-        loss_value = (total / len(micro_batches)).item()
-        _check_finite(loss_value, grad_norm)
-        self.optimizer.step()
+        with nvtx_range("forward_backward"):
+            for batch in micro_batches:
+                loss = self._per_token_loss(batch).mean()
+                (loss / len(micro_batches)).backward()
+                total += loss.detach()
+        with nvtx_range("optimizer"):
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad))
+            loss_value = (total / len(micro_batches)).item()
+            _check_finite(loss_value, grad_norm)
+            self.optimizer.step()
         return loss_value, grad_norm
 
     @torch.no_grad()
@@ -210,12 +213,14 @@ class MegatronEngine:
         self.model.train()
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
-        loss, _ = self._run(micro_batches, forward_only=False)
+        with nvtx_range("forward_backward"):
+            loss, _ = self._run(micro_batches, forward_only=False)
         _check_finite(loss, None)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self._set_weight_decay()  # a loaded optimizer state brings its groups' values back
-        _, grad_norm, _ = self.optimizer.step()
+        with nvtx_range("optimizer"):
+            _, grad_norm, _ = self.optimizer.step()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         _check_finite(loss, grad_norm)
         return loss, grad_norm

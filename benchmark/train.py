@@ -41,8 +41,10 @@ from benchmark.config import (
     world_size_from_env,
 )
 from benchmark.engine import NonFiniteError, make_engine
+from benchmark.metrics import Metrics, format_step_values, progress_text, step_values
 from benchmark.mlperf_log import TRACKED_STATS, MLPerfLog
 from benchmark.preempt import EXIT_STOPPED, StopRequest
+from benchmark.profiling import NoProfile, ProfileWindow, nvtx_range
 from benchmark.schedule import lr_at
 
 
@@ -275,6 +277,11 @@ def run(
                 train_samples=data_mod.one_epoch_sequences(train_prefixes, m.seq_length),
                 init_checkpoint_step=init_step,
             )
+            # Closed on every way out (stack.close below), the W&B run marked failed on a crash.
+            metrics = Metrics(cfg, rank)
+            stack.callback(lambda: metrics.close(failed=result.reason.startswith(("crashed", "interrupted"))))
+            profile = ProfileWindow(cfg, rank, world_size, device)
+            stack.callback(profile.close)
             log.end("init_stop")
             result.init_s = time.perf_counter() - t_init
             log.start("run_start")
@@ -282,7 +289,7 @@ def run(
             t_run_start = time.perf_counter()
             result.status, result.reason = _train_loop(
                 cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab,
-                stop,
+                stop, metrics=metrics, profile=profile,
             )
             # The log is closed while the process group still exists, and every rank waits for it:
             # under srun --kill-on-bad-exit a rank leaving first with status 75 would get rank 0
@@ -346,19 +353,6 @@ def record_run_config(cfg: Config, log_path: Path, **built: str) -> Path:
     return path
 
 
-def step_metrics(device: torch.device, flops_per_tok: float, tokens_per_s_per_device: float) -> str:
-    """Throughput, MFU and memory for the stdout line (never the MLPerf log)."""
-    from benchmark.flops import peak_flops
-
-    text = f"tokens/s/device {tokens_per_s_per_device:,.0f}"
-    if device.type == "cuda":
-        peak = peak_flops(torch.cuda.get_device_name(device))
-        if peak:
-            text += f" mfu {tokens_per_s_per_device * flops_per_tok / peak:.3f}"
-        text += f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
-    return text
-
-
 @dataclass(frozen=True)
 class DataShard:
     """This replica's share of every global batch and of the evaluation set (contiguous slices)."""
@@ -368,7 +362,8 @@ class DataShard:
 
 
 def _train_loop(
-    cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab, stop=None
+    cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab, stop=None,
+    metrics=None, profile=None,
 ):
     from benchmark.data import batches
     from benchmark.flops import flops_per_token
@@ -380,6 +375,8 @@ def _train_loop(
     per_replica = t.global_batch_size // shard.size
     eval_per_replica = t.eval_sequences // shard.size
     stop = stop or StopRequest()
+    metrics = metrics or Metrics(cfg, rank=-1)  # writes nothing
+    profile = profile or NoProfile()
     tokens_per_step = t.global_batch_size * cfg.model.seq_length
     while True:
         block_start_samples = result.samples
@@ -396,18 +393,24 @@ def _train_loop(
             lr = lr_at(result.steps, base_lr=t.lr, end_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps)
             first = result.samples + shard.rank * per_replica
             micro = list(batches(train_ds, first, per_replica, t.micro_batch_size))
+            profile.before_step(result.steps + 1)
             t0 = time.perf_counter()
-            loss, grad_norm = engine.train_step(micro, lr)
+            with nvtx_range("train_step"):
+                loss, grad_norm = engine.train_step(micro, lr)
             dt = time.perf_counter() - t0
             block_time += dt
             result.steps += 1
             result.samples += t.global_batch_size
             result.train_losses.append(loss)
             block_losses.append(loss)
+            profile.after_step(result.steps)
+            values = step_values(device, flops_per_tok, tokens_per_step / dt / world_size)
+            metrics.train_step(result.samples, loss=loss, lr=lr, grad_norm=grad_norm, values=values)
             if rank == 0 and (result.steps % cfg.log.log_every == 0 or result.steps == 1):
                 print(f"[train] step {result.steps} samples {result.samples} loss {loss:.4f} lr {lr:.3e} "
-                      f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms "
-                      + step_metrics(device, flops_per_tok, tokens_per_step / dt / world_size), flush=True)
+                      f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms " + format_step_values(values)
+                      + " | " + progress_text(result.samples, t.eval_every, t.global_batch_size,
+                                              block_time / len(block_losses)), flush=True)
             if stop_after_steps is not None and result.steps >= stop_after_steps:
                 log.end("block_stop", samples_count=result.samples)
                 return "aborted", f"stopped after {result.steps} steps as asked"
@@ -419,13 +422,19 @@ def _train_loop(
         )
         log.start("eval_start", samples_count=result.samples)
         t_eval = time.perf_counter()
-        eval_loss = engine.evaluate(
-            batches(valid_ds, shard.rank * eval_per_replica, eval_per_replica, t.micro_batch_size)
-        )
+        with nvtx_range("eval"):
+            eval_loss = engine.evaluate(
+                batches(valid_ds, shard.rank * eval_per_replica, eval_per_replica, t.micro_batch_size)
+            )
         t_eval = time.perf_counter() - t_eval
         log.event("eval_accuracy", eval_loss, samples_count=result.samples)
         log.end("eval_stop", samples_count=result.samples)
         result.eval_curve.append((result.samples, eval_loss))
+        metrics.evaluation(
+            result.samples, eval_loss=eval_loss,
+            block_tokens_per_s_per_device=tokens_per_step * len(block_losses) / block_time / world_size,
+            block_samples_per_s=t.global_batch_size * len(block_losses) / block_time,
+        )
         if rank == 0:
             print(f"[eval] samples {result.samples} eval_loss {eval_loss:.4f} (target {t.target}) "
                   f"in {t_eval:.1f} s", flush=True)

@@ -9,10 +9,10 @@
 #   bash dev/run_docker.sh --dry-run [COMMAND...]   print the docker command, run nothing
 #
 # The folders config.sh names (PREPROCESSED_PATH, TOKENIZER_PATH, JOB_DIR, CHECKPOINT_DIR,
-# INDEX_CACHE_DIR, MODEL_CKPT) are mounted at the same path inside, so every path means the same
-# there; with JOB_DIR unset, the checkout's results/ is mounted as the image's results/ so that the
-# results outlive the container. Every config.sh knob that is set here is passed in, and MODE=local:
-# inside the image the runs start here, not through Slurm. DOCKER_IMAGE names the image
+# INDEX_CACHE_DIR, MODEL_CKPT, TENSORBOARD_DIR, PROFILE_DIR) are mounted at the same path inside, so
+# every path means the same there; with JOB_DIR unset, the checkout's results/ is mounted as the
+# image's results/ so that the results outlive the container. Every config.sh knob that is set here
+# is passed in, and MODE=local: inside the image the runs start here, not through Slurm. DOCKER_IMAGE names the image
 # (default llama31-8b); GPUS_PER_NODE=0 runs without GPUs.
 set -euo pipefail
 
@@ -43,7 +43,7 @@ elif [[ -t 0 && -t 1 ]]; then
 fi
 
 problems=()
-for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT; do
+for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT TENSORBOARD_DIR PROFILE_DIR; do
     path="${!name:-}"
     [[ -n "${path}" ]] || continue
     if [[ "${path}" != /* ]]; then
@@ -53,7 +53,7 @@ for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_
         problems+=("${name}=${path} contains ',' or ':', which a docker --volume cannot hold")
     fi
     # Made here, owned by the caller, rather than by the Docker daemon as root.
-    if [[ "${name}" == JOB_DIR || "${name}" == CHECKPOINT_DIR ]] && ((!dry_run)); then
+    if [[ "${name}" =~ ^(JOB_DIR|CHECKPOINT_DIR|TENSORBOARD_DIR|PROFILE_DIR)$ ]] && ((!dry_run)); then
         mkdir -p "${path}"
     fi
     args+=(--volume "${path}:${path}" --env "${name}=${path}")
@@ -71,12 +71,18 @@ fi
 mapfile -t knob_names < <(sed -n 's/^export \([A-Z][A-Z0-9_]*\)=.*/\1/p' "${repo_root}/config.sh")
 for name in "${knob_names[@]}"; do
     case "${name}" in
-        MODE | DOCKER_IMAGE | PREPROCESSED_PATH | TOKENIZER_PATH | JOB_DIR | CHECKPOINT_DIR | INDEX_CACHE_DIR | MODEL_CKPT) continue ;;
+        MODE | DOCKER_IMAGE | PREPROCESSED_PATH | TOKENIZER_PATH | JOB_DIR | CHECKPOINT_DIR | INDEX_CACHE_DIR | MODEL_CKPT \
+            | TENSORBOARD_DIR | PROFILE_DIR) continue ;;
     esac
     if [[ -n "${!name:-}" ]]; then
         args+=(--env "${name}=${!name}")
     fi
 done
+# W&B's own settings (WANDB_MODE, WANDB_ENTITY, ...) for WANDB_PROJECT; the container sees no other
+# variable of this shell.
+while read -r name; do
+    args+=(--env "${name}")
+done < <(compgen -e | grep '^WANDB_' || true)
 args+=(--env MODE=local "${DOCKER_IMAGE:-llama31-8b}" "$@")
 
 if ((dry_run)); then

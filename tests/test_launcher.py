@@ -188,6 +188,8 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "MODEL_CKPT": str(tmp_path / "model"),
         "SUBMISSION_ORG": "org-sentinel", "SUBMISSION_PLATFORM": "platform-sentinel",
         "SUBMISSION_DIVISION": "open", "SUBMISSION_STATUS": "cloud",
+        "TENSORBOARD_DIR": str(tmp_path / "tb"), "WANDB_PROJECT": "wandb-sentinel", "PROFILE_STEPS": "3:5",
+        "PROFILE_DIR": str(tmp_path / "profile"), "PROFILE_RANKS": "0,3", "PROFILE_MEMORY": "1",
     }
 
 
@@ -222,6 +224,9 @@ def knob_reach(tmp_path_factory) -> tuple[list[str], str]:
     fake_te = tmp_path / "fake_te" / "transformer_engine"
     fake_te.mkdir(parents=True)
     (fake_te / "__init__.py").write_text("")
+    # WANDB_PROJECT is validated against an installed wandb (optional, not in requirements.txt): the same.
+    (fake_te.parent / "wandb").mkdir()
+    (fake_te.parent / "wandb" / "__init__.py").write_text("")
     proc = launch("--dry-run", env=clean_env(**values, PYTHONPATH=str(fake_te.parent)), check=True)
     out = proc.stdout
     resolved = json.loads(out[out.index("\n{") + 1: out.index("\n}") + 2])
