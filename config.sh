@@ -86,6 +86,7 @@ export NPAR="${NPAR:-1}"                        # consecutive jobs per run, each
 export JOB_SAMPLES="${JOB_SAMPLES:-}"           # (preset) samples a job trains before it checkpoints and ends; NPAR > 1 needs it
 export SAVE_CKPT="${SAVE_CKPT:-0}"              # 1 = also checkpoint after every evaluation (a retried job resumes there)
 export EXIT_DURATION_MINS="${EXIT_DURATION_MINS:-}"  # (preset) stop as SIGTERM does (checkpoint, exit 75) after this many minutes of a job; 0
+export CKPT_FORMAT="${CKPT_FORMAT:-fast}"           # optimizer state on GPU: fast (parallel per-rank shards) | portable (per parameter, also resumes under the other LAYER_SPEC)
 export USE_CKPT="${USE_CKPT:-0}"                # 1 = initialize from MODEL_CKPT instead of random weights
 export FROM_HF="${FROM_HF:-0}"                  # 1 = MODEL_CKPT is a Hugging Face checkpoint, converted on load
 export MODEL_CKPT="${MODEL_CKPT:-}"             # checkpoint to start from; needed by USE_CKPT=1 or FROM_HF=1

@@ -221,7 +221,9 @@ def save(directory: str | Path, engine, position: dict) -> Path:
         torch.distributed.all_gather_object(states, rng_state())
     else:
         states[0] = rng_state()
-    state["run"] = {"position": position, "rng": states}
+    # What a resume must match before its load template can be built (see load).
+    saved_with = {"layer_spec": engine.cfg.parallel.layer_spec, "optimizer_format": engine.optimizer_format}
+    state["run"] = {"position": position, "rng": states, "saved_with": saved_with}
     dist_checkpointing.save(state, str(tmp))
     _barrier()
     if _rank() == 0:
@@ -240,6 +242,26 @@ def save(directory: str | Path, engine, position: dict) -> Path:
     return final
 
 
+def _check_compatible(path: Path, saved_with: dict, engine) -> None:
+    """A checkpoint whose optimizer state follows the saving spec's parameter order ("fast" on GPU,
+    the torch optimizer on CPU) resumes only under that spec."""
+    spec, fmt = saved_with.get("layer_spec"), saved_with.get("optimizer_format")
+    here = engine.cfg.parallel.layer_spec
+    if fmt is not None and (fmt == "torch") != (engine.optimizer_format == "torch"):
+        saver, resumer = ("CPU", "GPU") if fmt == "torch" else ("GPU", "CPU")
+        raise CheckpointError(
+            f"checkpoint {path} was saved by a {saver} run and this run is on {resumer}: their optimizers keep "
+            f"their state differently; resume on a {saver} (DEVICE), or set CHECKPOINT_DIR to a new folder"
+        )
+    if spec is None or spec == here or fmt == "portable":
+        return
+    raise CheckpointError(
+        f"checkpoint {path} was saved under LAYER_SPEC={spec} with CKPT_FORMAT={fmt}, whose optimizer state "
+        f"follows that spec's parameter order, and this run uses LAYER_SPEC={here}: resume with LAYER_SPEC={spec}, "
+        f"or save with CKPT_FORMAT=portable (GPU) to move a run between layer specs"
+    )
+
+
 def load(path: str | Path, engine) -> dict:
     """Restore engine and RNG states from a checkpoint folder; return the saved run position."""
     from megatron.core import dist_checkpointing
@@ -247,9 +269,16 @@ def load(path: str | Path, engine) -> dict:
 
     path = Path(path)
     try:
-        state = dist_checkpointing.load(engine.sharded_state_dict(is_loading=True), str(path))
+        # The unsharded part first: it says how the optimizer state was laid out, which the load
+        # template must repeat, and under which layer spec.
+        saved_with = dist_checkpointing.load_common_state_dict(str(path))["run"].get("saved_with", {})
+        _check_compatible(path, saved_with, engine)
+        template = engine.sharded_state_dict(is_loading=True, optimizer_format=saved_with.get("optimizer_format"))
+        state = dist_checkpointing.load(template, str(path))
         engine.load_sharded_state_dict(state)
         run = state["run"]
+    except CheckpointError:
+        raise
     # CheckpointException derives from BaseException, not Exception; it carries every rank's error.
     except (Exception, CheckpointException) as err:
         detail = _first_line(err)

@@ -347,6 +347,14 @@ class CheckpointConfig:
         "after this many minutes of wall time since it started, fractions allowed; 0 = never",
         range=Range(at_least=0, why="0 never stops"),
     )
+    optimizer_format: str = knob(
+        "fast", "CKPT_FORMAT",
+        "how a GPU run saves the distributed optimizer's state: fast = each data-parallel rank writes its own "
+        "flat shards, in parallel (resumes under the same LAYER_SPEC); portable = per parameter under the "
+        "model's own keys, gathered on data-parallel rank 0 (about 12 bytes per parameter of its host memory), "
+        "so it also resumes under the other LAYER_SPEC. A resume reads the format the checkpoint was saved in",
+        choices=("fast", "portable"),
+    )
     use_ckpt: bool = knob(False, "USE_CKPT", "initialise the weights from MODEL_CKPT instead of at random")
     from_hf: bool = knob(
         False, "FROM_HF", "MODEL_CKPT is a Hugging Face Llama folder (converted while loading); else NeMo 2"

@@ -85,7 +85,10 @@ class LocalEngine:
             count += per_token.numel()
         return (total / count).item()
 
-    def sharded_state_dict(self, is_loading: bool = False) -> dict:
+    # The torch optimizer's state is one object in parameter order, which one layer spec fixes.
+    optimizer_format = "torch"
+
+    def sharded_state_dict(self, is_loading: bool = False, optimizer_format: str | None = None) -> dict:
         """Model as dist-checkpoint ShardedTensors; the torch optimizer's state as a common object."""
         return {"model": self.model.sharded_state_dict(), "optimizer": self.optimizer.state_dict()}
 
@@ -231,17 +234,32 @@ class MegatronEngine:
         loss, _ = self._run(micro_batches, forward_only=True)
         return loss
 
-    # Each data-parallel rank saves its own shard of the optimizer state (no gather); a resumed job
-    # must use the same data-parallel size, which the chained jobs of one run do.
-    CHECKPOINT_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
+    # The distributed optimizer's checkpoint formats (CKPT_FORMAT). "fast": each data-parallel rank
+    # writes its own flat buffers, in parallel, with no gather; the buffers follow the order in which
+    # the layer spec builds its parameters, which differs between the local and the TE spec, so such
+    # a checkpoint resumes only under the spec that saved it (loaded under the other, the moments land
+    # on the wrong parameters: seen on an H200). "portable": per-parameter tensors under the model's
+    # own keys (the local spec maps its norms to the TE names), gathered on data-parallel rank 0 over
+    # gloo to keep GPU memory flat, so it resumes under either spec.
+    OPTIMIZER_FORMATS = {
+        "fast": {"distrib_optim_sharding_type": "dp_reshardable"},
+        "portable": {
+            "distrib_optim_sharding_type": "fully_reshardable",
+            "distrib_optim_fully_reshardable_mem_efficient": True,
+        },
+    }
 
-    def sharded_state_dict(self, is_loading: bool = False) -> dict:
+    @property
+    def optimizer_format(self) -> str:
+        return self.cfg.ckpt.optimizer_format
+
+    def sharded_state_dict(self, is_loading: bool = False, optimizer_format: str | None = None) -> dict:
+        """optimizer_format: how the state is (to be) laid out; default the run's CKPT_FORMAT."""
+        metadata = self.OPTIMIZER_FORMATS[optimizer_format or self.optimizer_format]
         if is_loading:
             self._init_empty_adam_state()
-        model = self.model.sharded_state_dict(metadata=self.CHECKPOINT_METADATA)
-        optimizer = self.optimizer.sharded_state_dict(
-            model, is_loading=is_loading, metadata=self.CHECKPOINT_METADATA
-        )
+        model = self.model.sharded_state_dict(metadata=metadata)
+        optimizer = self.optimizer.sharded_state_dict(model, is_loading=is_loading, metadata=metadata)
         return {"model": model, "optimizer": optimizer}
 
     def load_sharded_state_dict(self, state: dict) -> None:

@@ -87,3 +87,30 @@ def test_several_cpu_processes_are_refused(smoke_data, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="2 processes on CPU make 2 data-parallel replicas"):
         run(cfg, log_path=tmp_path / "refused.log", echo=False)
+
+
+def test_checkpoint_records_what_it_was_saved_with_and_refuses_another_spec(smoke_data, tmp_path):
+    """A checkpoint names its layer spec and optimizer layout; one whose optimizer state follows the
+    saving spec's parameter order is refused, with the knobs to change, under another spec."""
+    from types import SimpleNamespace
+
+    from megatron.core import dist_checkpointing
+
+    ckpt = tmp_path / "ckpt"
+    run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=32), log_path=tmp_path / "p1.log",
+        echo=False)
+    saved = dist_checkpointing.load_common_state_dict(str(ckpt / "iter_0000002"))["run"]["saved_with"]
+    assert saved == {"layer_spec": "local", "optimizer_format": "torch"}
+
+    def engine(spec: str, fmt: str):
+        return SimpleNamespace(cfg=SimpleNamespace(parallel=SimpleNamespace(layer_spec=spec)), optimizer_format=fmt)
+
+    path = ckpt / "iter_0000002"
+    checkpoint._check_compatible(path, {"layer_spec": "te", "optimizer_format": "portable"}, engine("local", "fast"))
+    checkpoint._check_compatible(path, {"layer_spec": "te", "optimizer_format": "fast"}, engine("te", "portable"))
+    checkpoint._check_compatible(path, {}, engine("te", "fast"))  # saved before the record existed
+    with pytest.raises(checkpoint.CheckpointError, match=r"LAYER_SPEC=te with CKPT_FORMAT=fast.*"
+                       r"resume with LAYER_SPEC=te, or save with CKPT_FORMAT=portable"):
+        checkpoint._check_compatible(path, {"layer_spec": "te", "optimizer_format": "fast"}, engine("local", "fast"))
+    with pytest.raises(checkpoint.CheckpointError, match="saved by a CPU run and this run is on GPU"):
+        checkpoint._check_compatible(path, saved, engine("local", "fast"))

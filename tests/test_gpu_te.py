@@ -106,8 +106,9 @@ def test_fp8_first_step_loss_is_bf16s(smoke_data, tmp_path, recipe):
 
 @needs_te
 @pytest.mark.parametrize("extra", [
-    {}, {"FP8": 1}, {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
-], ids=["bf16", "fp8-tensorwise", "fp8-delayed"])
+    {}, {"CKPT_FORMAT": "portable"}, {"FP8": 1},
+    {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
+], ids=["bf16", "bf16-portable", "fp8-tensorwise", "fp8-delayed"])
 def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
     env = {"LAYER_SPEC": "te", **SMALL, **extra}
     whole = run(configure(smoke_data, tmp_path, **env), log_path=tmp_path / "w.log", echo=False)
@@ -128,11 +129,20 @@ def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
 @needs_te
 @pytest.mark.parametrize("first_spec, second_spec", [("local", "te"), ("te", "local")])
 def test_checkpoint_of_one_spec_resumes_under_the_other(smoke_data, tmp_path, first_spec, second_spec):
+    """CKPT_FORMAT=portable moves a run between layer specs; a "fast" checkpoint is refused there."""
+    from benchmark.checkpoint import CheckpointError
+
+    fast = tmp_path / "fast"
+    run(configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, CHECKPOINT_DIR=fast, JOB_SAMPLES=256, **SMALL),
+        log_path=tmp_path / "f1.log", echo=False)
+    with pytest.raises(CheckpointError, match=f"saved under LAYER_SPEC={first_spec} with CKPT_FORMAT=fast"):
+        run(configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, CHECKPOINT_DIR=fast, **SMALL),
+            log_path=tmp_path / "f2.log", echo=False)
     whole = run(configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, **SMALL), log_path=tmp_path / "w.log",
                 echo=False)
     ckpt = tmp_path / "ckpt"
-    run(configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256, **SMALL),
-        log_path=tmp_path / "p1.log", echo=False)
+    run(configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256,
+                  CKPT_FORMAT="portable", **SMALL), log_path=tmp_path / "p1.log", echo=False)
     second = run(configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, CHECKPOINT_DIR=ckpt, **SMALL),
                  log_path=tmp_path / "p2.log", echo=False)
     assert second.resumed_samples == 256 and second.samples == 768

@@ -184,7 +184,7 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "NUM_LAYERS": "6", "HIDDEN_SIZE": "192", "FFN_HIDDEN_SIZE": "320", "NUM_HEADS": "6", "NUM_KV_GROUPS": "2",
         "SEQ_LENGTH": "128", "VOCAB_SIZE": "512",
         "NEXP": "2", "SEEDS": "101 202", "NPAR": "2", "JOB_SAMPLES": "128", "SAVE_CKPT": "1", "USE_CKPT": "1",
-        "FROM_HF": "1", "EXIT_DURATION_MINS": "2.5",
+        "FROM_HF": "1", "EXIT_DURATION_MINS": "2.5", "CKPT_FORMAT": "portable",
         "MODEL_CKPT": str(tmp_path / "model"),
         "SUBMISSION_ORG": "org-sentinel", "SUBMISSION_PLATFORM": "platform-sentinel",
         "SUBMISSION_DIVISION": "open", "SUBMISSION_STATUS": "cloud",
