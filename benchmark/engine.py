@@ -100,7 +100,7 @@ class LocalEngine:
 class MegatronEngine:
     """GPU: Float16Module(GPTModel) in DDP with the distributed optimizer, Megatron's schedules."""
 
-    def __init__(self, cfg: Config, model: torch.nn.Module, bf16: bool):
+    def __init__(self, cfg: Config, model: torch.nn.Module, bf16: bool, optimizer_overrides: dict | None = None):
         from megatron.core import parallel_state
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
         from megatron.core.distributed.finalize_model_grads import finalize_model_grads
@@ -132,7 +132,7 @@ class MegatronEngine:
                 optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
                 adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=t.adam_eps,
                 clip_grad=t.clip_grad, bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
-                use_distributed_optimizer=True,
+                use_distributed_optimizer=True, **(optimizer_overrides or {}),
             ),
             [self.model],
         )
@@ -297,8 +297,10 @@ class MegatronEngine:
                     state["exp_avg_sq"] = torch.zeros_like(p)
 
 
-def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool):
+def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool,
+                optimizer_overrides: dict | None = None):
+    """optimizer_overrides: OptimizerConfig fields for a GPU experiment (benchmark.perf --opt)."""
     if device.type == "cuda":
-        return MegatronEngine(cfg, model, bf16)
+        return MegatronEngine(cfg, model, bf16, optimizer_overrides)
     return LocalEngine(cfg, model, device, autocast_bf16=bf16)
 

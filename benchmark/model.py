@@ -3,7 +3,7 @@
 Layer spec (LAYER_SPEC, resolved in benchmark/config.py):
 - ``te``: Megatron-Core's TransformerEngine spec, the production path: RMSNorm fused into the QKV and
   FC1 linears, TE's attention (cuDNN fused or flash), TE's fused RoPE and cross-entropy, TE's own
-  weight-gradient accumulation into fp32 main_grad, FP8 (FP8=1), context and sequence parallelism.
+  weight-gradient accumulation into main_grad, FP8 (FP8=1), context and sequence parallelism.
 - ``local``: Megatron-Core's local spec with its core attention swapped for :class:`SDPAttention`,
   which calls ``torch.nn.functional.scaled_dot_product_attention`` (the local spec's unfused attention
   materialises the [b, heads, s, s] score matrix and runs out of memory at sequence length 8192); the
@@ -83,7 +83,8 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
     te = p.layer_spec == "te"
     # Megatron's SwiGLU and cross-entropy fusions are torch.compile'd functions; on by default on GPU.
     fusions = p.fusions == "on" or (p.fusions == "auto" and not use_cpu_initialization)
-    # Weight gradients straight into DDP's fp32 main_grad: GPU only (the CPU engine has no main_grad).
+    # Weight gradients straight into DDP's main_grad (bf16, as the gradients are kept): GPU only
+    # (the CPU engine has no main_grad).
     # TE's linears bring their own kernel; Megatron's output layer uses Apex's or benchmark.wgrad's.
     wgrad_fusion = fusions and not use_cpu_initialization and wgrad.available()
     fp8 = {}
@@ -171,7 +172,7 @@ def build_model(cfg: Config, vocab_size: int, *, bf16: bool, use_cpu_initializat
         where = wgrad.install()
         if cfg.parallel.layer_spec == "te":
             where = f"TE in the layers, {where} for the output layer"
-        spec_name += f", weight gradients into fp32 main_grad ({where})"
+        spec_name += f", weight gradients accumulated into main_grad ({where})"
     if config.cross_entropy_loss_fusion:
         spec_name += f", {config.cross_entropy_fusion_impl} fused cross-entropy"
     if config.apply_rope_fusion:

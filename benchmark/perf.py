@@ -54,6 +54,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--tc", action="append", default=[], metavar="FIELD=VALUE",
                    help="experiment: set a TransformerConfig field after the project maps the config "
                         "(VALUE read as a Python literal, else as text); repeatable")
+    p.add_argument("--opt", action="append", default=[], metavar="FIELD=VALUE",
+                   help="experiment: set a Megatron-Core OptimizerConfig field (GPU), for example "
+                        "use_precision_aware_optimizer=True or main_grads_dtype=bfloat16 (dtypes by torch name)")
     p.add_argument("--te-op-fuser", action="store_true",
                    help="experiment: TE spec built with use_te_op_fuser=True (TE's operation-based MLP)")
     p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
@@ -135,6 +138,12 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: --tc {err}", file=sys.stderr)
         return 2
+    try:
+        opt_overrides = {k: getattr(torch, v) if isinstance(v, str) and isinstance(getattr(torch, v, None), torch.dtype)
+                         else v for k, v in _overrides(a.opt).items()}
+    except ValueError as err:
+        print(f"error: --opt {err}", file=sys.stderr)
+        return 2
     if overrides or a.te_op_fuser:
         _patch_model(overrides, a.te_op_fuser)
     if a.no_wgrad_fusion:
@@ -158,7 +167,7 @@ def main(argv=None) -> int:
         model, spec_name = build_model(cfg, a.vocab, bf16=bf16, use_cpu_initialization=not on_gpu)
         if on_gpu:
             model.cuda(device)
-        engine = make_engine(cfg, model, device, bf16)
+        engine = make_engine(cfg, model, device, bf16, optimizer_overrides=opt_overrides or None)
         accum = grad_accumulation_steps(cfg, world)
         gen = torch.Generator().manual_seed(parallel_state.get_data_parallel_rank())
 
@@ -210,8 +219,9 @@ def main(argv=None) -> int:
             "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if on_gpu else None,
             "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
         }
-        if overrides or a.te_op_fuser:
-            record["experiment"] = {**{k: repr(v) for k, v in overrides.items()}, "te_op_fuser": a.te_op_fuser}
+        if overrides or a.te_op_fuser or opt_overrides:
+            record["experiment"] = {**{k: repr(v) for k, v in {**overrides, **opt_overrides}.items()},
+                                    "te_op_fuser": a.te_op_fuser}
         if torch.distributed.get_rank() == 0:
             print(json.dumps(record), flush=True)
     return 0

@@ -21,7 +21,9 @@ def test_peak():
 def test_step_metrics_line_on_cpu():
     import torch
 
-    from benchmark.train import step_metrics
+    from benchmark.metrics import format_step_values, step_values
 
     # MFU and memory are GPU figures; on CPU the line carries throughput only
-    assert step_metrics(torch.device("cpu"), 5.15e10, 12345.4) == "tokens/s/device 12,345"
+    values = step_values(torch.device("cpu"), 5.15e10, 12345.4)
+    assert values == {"tokens_per_s_per_device": 12345.4}
+    assert format_step_values(values) == "tokens/s/device 12,345"
