@@ -84,3 +84,39 @@ def test_wgrad_accumulation_into_fp32_main_grad():
     assert main_grad.data_ptr() == pointer and main_grad.dtype == torch.float32
     # fp32 accumulation of exact bf16 products: far tighter than a bf16 result (2^-9 relative).
     torch.testing.assert_close(main_grad.double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_watching_a_gpu_run_profiles_kernels_and_memory(smoke_data, tmp_path):
+    """The profiler window and the memory snapshot inside the real loop on a GPU, and the GPU-only
+    scalars (MFU, peak memory) where tensorboard is installed."""
+    import importlib.util
+    import json
+    import pickle
+
+    tb = importlib.util.find_spec("tensorboard") is not None
+    extra = {"TENSORBOARD_DIR": tmp_path / "tb"} if tb else {}
+    cfg = configure(smoke_data, tmp_path, EVAL_EVERY=256, MAX_TRAIN_SAMPLES=256, TARGET=0.01, EVAL_SAMPLES=64,
+                    PROFILE_STEPS="3:5", PROFILE_MEMORY=1, SEED=9, **extra)
+    result = run(cfg, log_path=tmp_path / "run.log", echo=False)
+    assert result.steps == 16
+    folder = tmp_path / "profile"
+    (trace,) = folder.glob("*.chrome_trace.json")
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert sorted({e["name"] for e in events if e.get("name", "").startswith("ProfilerStep#")}) == [
+        "ProfilerStep#3", "ProfilerStep#4"]
+    kernels = [e for e in events if e.get("cat") == "kernel"]
+    assert len(kernels) > 20  # the GPU's own kernels, not only the CPU-side ops
+    (snapshot,) = folder.glob("*.memory_snapshot.pickle")
+    with open(snapshot, "rb") as f:
+        memory = pickle.load(f)
+    assert memory["segments"] and any(memory["device_traces"])
+    if tb:
+        from tests.test_watch import tb_scalars
+
+        scalars = tb_scalars(tmp_path / "tb" / "smoke_seed9")
+        mfu = [v for _, v in scalars["train/mfu"]]
+        mem = [v for _, v in scalars["train/max_memory_allocated_gib"]]
+        assert len(mfu) == len(mem) == 16
+        assert all(0 < v < 1 for v in mfu) and all(v > 0 for v in mem)
+    print(f"[watch] {len(kernels)} kernels in the window, snapshot segments {len(memory['segments'])}, "
+          f"tensorboard {'checked' if tb else 'not installed here'}")
