@@ -60,11 +60,9 @@ class LocalEngine:
         if self.dp_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            # No buffer broadcast per forward: the model's buffers (RoPE frequencies) are computed,
-            # not trained, and equal on every rank.
-            self.forward_module = DistributedDataParallel(
-                self.model, process_group=self.dp_group, broadcast_buffers=False
-            )
+            # GPTModel registers no buffers (RoPE frequencies are plain attributes), so DDP's
+            # per-forward buffer broadcast has nothing to send.
+            self.forward_module = DistributedDataParallel(self.model, process_group=self.dp_group)
         t = cfg.train
         # Megatron-Core's optimizer applies no weight decay to 1-D parameters (the RMSNorm weights).
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
