@@ -20,7 +20,7 @@ _llama31_root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # --- Launcher --------------------------------------------------------------------------------
 export MODE="${MODE:-slurm}"                    # slurm: sbatch from a login node; local: python/torchrun here
-export GPUS_PER_NODE="${GPUS_PER_NODE:-8}"      # processes (one per GPU) per node; 0 = one CPU process
+export GPUS_PER_NODE="${GPUS_PER_NODE:-8}"      # processes (one per GPU) per node; 0 = one CPU process per node
 
 # --- Slurm (MODE=slurm) ----------------------------------------------------------------------
 export ACCOUNT="${ACCOUNT:-}"                   # sbatch --account; empty = your default account

@@ -32,7 +32,8 @@
 # MODE=local runs the runs one after another: `python` when GPUS_PER_NODE is 0, else `torchrun` with
 # GPUS_PER_NODE processes; a failed job is retried up to MAX_RETRIES times, and a failed part ends its run.
 # MODE=slurm submits one sbatch job per part (dev/slurm/llama31.sbatch), chained with
-# --dependency=afterok, each srun'ing one task per GPU; with IMAGE set the tasks run in that image
+# --dependency=afterok, each srun'ing one task per GPU (GPUS_PER_NODE=0: one CPU task per node, the
+# NNODES tasks data-parallel replicas over gloo); with IMAGE set the tasks run in that image
 # through pyxis, otherwise in this checkout's environment (.venv, on a file system the nodes share).
 # A failed job requeues itself up to MAX_RETRIES times. SIGTERM or SIGUSR1 (asked for SIGNAL_MINUTES
 # before TIME) or EXIT_DURATION_MINS make a job save a checkpoint, close its log and exit 75; the
@@ -202,9 +203,6 @@ if [[ "${NPAR}" != 1 ]] && ! { is_uint "${JOB_SAMPLES:-}" && ((10#${JOB_SAMPLES}
 fi
 if [[ "${MODE}" == local && "${NNODES}" != 1 ]]; then
     problems+=("NNODES=${NNODES}: MODE=local runs on this machine only; use MODE=slurm for several nodes")
-fi
-if [[ "${GPUS_PER_NODE}" == 0 && "${NNODES}" != 1 ]]; then
-    problems+=("NNODES=${NNODES} with GPUS_PER_NODE=0: a CPU run is one process on one node")
 fi
 if [[ "${MODE}" == slurm && -n "${IMAGE}" ]]; then
     # pyxis separates mounts with ',' and source from target with ':'.

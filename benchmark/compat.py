@@ -1,9 +1,10 @@
 """Shims for the places where Megatron-Core 0.16 assumes a CUDA device.
 
 The CPU path runs the same GPTModel, and the same dist-checkpointing, as the GPU path, in one
-process. Each shim below is applied only when no CUDA device is in use (apply_cpu_shims is called by
-the CPU setup in benchmark/train.py), says why it exists, and is exercised by the CPU tests that
-train, save and resume (tests/test_train.py, tests/test_checkpoint.py).
+process or in several data-parallel ones over gloo. Each shim below is applied only when no CUDA
+device is in use (apply_cpu_shims is called by the CPU setup in benchmark/train.py), says why it
+exists, and is exercised by the CPU tests that train, save and resume (tests/test_train.py,
+tests/test_checkpoint.py, tests/test_data_parallel.py).
 """
 
 from __future__ import annotations

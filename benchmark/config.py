@@ -840,6 +840,13 @@ def validate(
             f"{world_size} processes cannot be split into TP x PP x CP = {model_parallel}: "
             f"use a process count that is a multiple of it"
         )
+    if p.device == "cpu" and (p.tensor_parallel > 1 or p.pipeline_parallel > 1):
+        # The CPU engine (benchmark.engine.LocalEngine) splits only the batch over its processes:
+        # each one holds the whole model. (CP > 1 is refused below: it needs TransformerEngine.)
+        raise ConfigError(
+            f"TP={p.tensor_parallel} and PP={p.pipeline_parallel} on CPU: the CPU engine has data parallelism "
+            f"only (every process a whole replica); set TP=1 and PP=1 for a CPU run, or run on GPUs"
+        )
     dp = world_size // model_parallel
     if t.global_batch_size % (t.micro_batch_size * dp):
         raise ConfigError(

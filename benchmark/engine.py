@@ -6,14 +6,16 @@
 - :class:`MegatronEngine` (GPU): Megatron-Core's DDP wrapper (bf16 gradients, reduced in bf16) and its
   distributed optimizer (fp32 master weights), bf16 parameters through Float16Module, Megatron's
   forward/backward schedule (gradient accumulation, pipeline parallelism).
-- :class:`LocalEngine` (CPU, one process): the same GPTModel with torch AdamW. Megatron-Core's DDP
-  buffers and distributed optimizer allocate on the current CUDA device, so the CPU path keeps the
-  same update rule (AdamW, decoupled weight decay skipping 1-D parameters, global-norm clipping)
-  with plain PyTorch pieces.
+- :class:`LocalEngine` (CPU): the same GPTModel with torch AdamW. Megatron-Core's DDP buffers and
+  distributed optimizer allocate on the current CUDA device, so the CPU path keeps the same update
+  rule (AdamW, decoupled weight decay skipping 1-D parameters, global-norm clipping) with plain
+  PyTorch pieces; several processes are data-parallel replicas through torch's own
+  DistributedDataParallel over gloo, each holding the whole model and optimizer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -32,13 +34,36 @@ def _check_finite(loss: float, grad_norm: float | None) -> None:
 
 
 class LocalEngine:
-    """One replica on CPU (or one GPU without Megatron's DDP): GPTModel + torch AdamW."""
+    """GPTModel + torch AdamW on CPU, one process or data-parallel replicas in torch DDP (gloo).
+
+    With several replicas every rank trains on its contiguous share of each global batch (the
+    training loop's DataShard) and DDP averages the gradients, so every rank takes the same step as
+    one process would on the whole batch: the mean over equal shares of equal-length sequences is
+    the mean over the batch. Losses are averaged over the replicas the same way.
+    """
 
     def __init__(self, cfg: Config, model: torch.nn.Module, device: torch.device, autocast_bf16: bool = False):
         self.cfg = cfg
         self.model = model.to(device)
         self.device = device
         self.autocast_bf16 = autocast_bf16
+        self.dp_group, self.dp_size = None, 1
+        if torch.distributed.is_initialized():
+            from megatron.core import parallel_state
+
+            if parallel_state.model_parallel_is_initialized():
+                self.dp_group = parallel_state.get_data_parallel_group()
+                self.dp_size = parallel_state.get_data_parallel_world_size()
+        # The module the forward pass runs through: DDP's wrapper with several replicas (its
+        # construction also broadcasts rank 0's weights, which the shared seed already made equal).
+        # Checkpoints and clipping use the bare model, whose parameters DDP shares.
+        self.forward_module: torch.nn.Module = self.model
+        if self.dp_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # GPTModel registers no buffers (RoPE frequencies are plain attributes), so DDP's
+            # per-forward buffer broadcast has nothing to send.
+            self.forward_module = DistributedDataParallel(self.model, process_group=self.dp_group)
         t = cfg.train
         # Megatron-Core's optimizer applies no weight decay to 1-D parameters (the RMSNorm weights).
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -48,12 +73,12 @@ class LocalEngine:
             lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, foreach=device.type == "cuda",
         )
 
-    def _per_token_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _per_token_loss(self, batch: dict[str, torch.Tensor], module: torch.nn.Module | None = None) -> torch.Tensor:
         tokens = batch["tokens"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             # GPTModel returns the per-token cross-entropy [b, s] when given labels.
-            per_token = self.model(tokens, None, None, labels=labels)
+            per_token = (module or self.forward_module)(tokens, None, None, labels=labels)
         return per_token.float()
 
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> tuple[float, float]:
@@ -62,28 +87,42 @@ class LocalEngine:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
+        last = len(micro_batches) - 1
         with nvtx_range("forward_backward"):
-            for batch in micro_batches:
-                loss = self._per_token_loss(batch).mean()
-                (loss / len(micro_batches)).backward()
+            for i, batch in enumerate(micro_batches):
+                # Gradient accumulation: DDP all-reduces in the backward of the last micro-batch only.
+                sync = self.dp_size == 1 or i == last
+                with contextlib.nullcontext() if sync else self.forward_module.no_sync():
+                    loss = self._per_token_loss(batch).mean()
+                    (loss / len(micro_batches)).backward()
                 total += loss.detach()
         with nvtx_range("optimizer"):
+            # After DDP's all-reduce every replica holds the same averaged gradients, so the norm and
+            # the clipping are the same on every rank.
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad))
-            loss_value = (total / len(micro_batches)).item()
+            mean = total / len(micro_batches)
+            if self.dp_size > 1:
+                torch.distributed.all_reduce(mean, group=self.dp_group)
+                mean /= self.dp_size
+            loss_value = mean.item()
             _check_finite(loss_value, grad_norm)
             self.optimizer.step()
         return loss_value, grad_norm
 
     @torch.no_grad()
     def evaluate(self, micro_batches) -> float:
-        """Mean token cross-entropy (natural log) over all evaluation tokens."""
+        """Mean token cross-entropy (natural log) over all evaluation tokens, of every replica."""
         self.model.eval()
-        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        # fp64 sum and token count, reduced over the replicas: the mean over the whole evaluation set.
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         for batch in micro_batches:
-            per_token = self._per_token_loss(batch)
-            total += per_token.double().sum()
-            count += per_token.numel()
-        return (total / count).item()
+            # The bare model: an evaluation has no backward, so DDP has nothing to reduce.
+            per_token = self._per_token_loss(batch, self.model)
+            sums[0] += per_token.double().sum()
+            sums[1] += per_token.numel()
+        if self.dp_size > 1:
+            torch.distributed.all_reduce(sums, group=self.dp_group)
+        return (sums[0] / sums[1]).item()
 
     # The torch optimizer's state is one object in parameter order, which one layer spec fixes.
     optimizer_format = "torch"
@@ -302,5 +341,15 @@ def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16:
     """optimizer_overrides: OptimizerConfig fields for a GPU experiment (benchmark.perf --opt)."""
     if device.type == "cuda":
         return MegatronEngine(cfg, model, bf16, optimizer_overrides)
+    p = cfg.parallel
+    if p.tensor_parallel * p.pipeline_parallel * p.context_parallel > 1:
+        # Validation refuses this for a run (config.validate); a caller that built its own
+        # configuration learns it here rather than training with unreduced model-parallel gradients.
+        from benchmark.config import ConfigError
+
+        raise ConfigError(
+            f"TP={p.tensor_parallel}, PP={p.pipeline_parallel}, CP={p.context_parallel} on CPU: the CPU engine "
+            "has data parallelism only; set TP=PP=CP=1 or run on GPUs"
+        )
     return LocalEngine(cfg, model, device, autocast_bf16=bf16)
 

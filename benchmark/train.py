@@ -34,11 +34,9 @@ from benchmark.config import (
     ConfigError,
     add_arguments,
     build_config,
-    data_parallel_size,
     grad_accumulation_steps,
     to_dict,
     unset_paths,
-    world_size_from_env,
 )
 from benchmark.engine import NonFiniteError, make_engine
 from benchmark.metrics import Metrics, format_step_values, progress_text, step_values
@@ -87,25 +85,16 @@ def _free_port() -> int:
 def distributed(cfg: Config):
     """torch.distributed + Megatron-Core parallel state for the run; torn down afterwards.
 
-    Under torchrun (WORLD_SIZE set) the launcher's rendezvous is used; otherwise a one-process gloo
-    group on a free local port, so the CPU path runs the same Megatron-Core code.
+    Under torchrun or srun (WORLD_SIZE set) the launcher's rendezvous is used (MASTER_ADDR,
+    MASTER_PORT, RANK, WORLD_SIZE; rank 0 prints it); otherwise a one-process gloo group on a free
+    local port, so the CPU path runs the same Megatron-Core code. On CPU, several processes are
+    data-parallel replicas over gloo (benchmark.engine.LocalEngine).
     """
     from megatron.core import parallel_state
 
     use_cuda = cfg.parallel.device == "cuda" or (cfg.parallel.device == "auto" and torch.cuda.is_available())
     if cfg.parallel.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("DEVICE=cuda but PyTorch sees no CUDA device: set DEVICE=cpu or auto")
-    world_size = world_size_from_env()
-    dp = data_parallel_size(cfg, world_size)
-    if not use_cuda and dp > 1:
-        # The CPU engine (LocalEngine) reduces no gradients across data-parallel replicas: each
-        # process would train on its own share, apart from the others, under one MLPerf log.
-        # (Model-parallel processes on CPU, as the checkpoint converter's tests use, are fine.)
-        raise ConfigError(
-            f"{world_size} processes on CPU make {dp} data-parallel replicas, and the CPU engine has no data "
-            "parallelism, so they would train apart; run one process on CPU (GPUS_PER_NODE=0, no torchrun) "
-            "or run on GPUs"
-        )
     created = False
     if not torch.distributed.is_initialized():
         if "WORLD_SIZE" not in os.environ:
@@ -116,6 +105,7 @@ def distributed(cfg: Config):
             torch.distributed.init_process_group("nccl" if use_cuda else "gloo", rank=0, world_size=1)
         else:
             torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+            _print_rendezvous()
         created = True
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -137,6 +127,28 @@ def distributed(cfg: Config):
         parallel_state.destroy_model_parallel()
         if created:
             torch.distributed.destroy_process_group()
+
+
+def _print_rendezvous() -> None:
+    """Rank 0 says where the group met and which process is where: the first line to read when a
+    multi-node job hangs or trains apart."""
+    world = torch.distributed.get_world_size()
+    me = {
+        "rank": torch.distributed.get_rank(), "local_rank": os.environ.get("LOCAL_RANK", "?"),
+        "node_rank": os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "?")),
+        # Slurm's node name where there is one (two slurmd on one host share its hostname).
+        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(), "pid": os.getpid(),
+    }
+    everyone = [None] * world
+    torch.distributed.all_gather_object(everyone, me)
+    if me["rank"] != 0:
+        return
+    print(f"[distributed] rendezvous MASTER_ADDR={os.environ.get('MASTER_ADDR')} "
+          f"MASTER_PORT={os.environ.get('MASTER_PORT')} world size {world} "
+          f"backend {torch.distributed.get_backend()}", flush=True)
+    for r in everyone:
+        print(f"[distributed] rank {r['rank']}: node rank {r['node_rank']}, local rank {r['local_rank']}, "
+              f"node {r['node']}, pid {r['pid']}", flush=True)
 
 
 def pipeline_seed(seed: int) -> int:

@@ -81,14 +81,6 @@ def test_paused_job_exits_zero_so_the_chain_goes_on(smoke_data, tmp_path, monkey
     assert mllog_events(tmp_path / "p2.log")[-1]["metadata"]["status"] == "aborted"
 
 
-def test_several_cpu_processes_are_refused(smoke_data, tmp_path, monkeypatch):
-    # Under torchrun on a machine without GPUs each process would train its own replica.
-    cfg = configure(smoke_data, tmp_path, DEVICE="cpu", EVAL_SAMPLES=16)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="2 processes on CPU make 2 data-parallel replicas"):
-        run(cfg, log_path=tmp_path / "refused.log", echo=False)
-
-
 def test_checkpoint_records_what_it_was_saved_with_and_refuses_another_spec(smoke_data, tmp_path):
     """A checkpoint names its layer spec and optimizer layout; one whose optimizer state follows the
     saving spec's parameter order is refused, with the knobs to change, under another spec."""

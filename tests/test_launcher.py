@@ -333,7 +333,6 @@ def test_missing_values_are_reported_together_before_anything_is_submitted(tmp_p
         ({"SEEDS": "7 000099999999999999999999"}, "SEEDS has 000099999999999999999999, above 4294967295"),
         ({"SEED": "4294967296"}, "SEED=4294967296 is above 4294967295"),
         ({"NNODES": "2"}, "MODE=local runs on this machine only"),
-        ({"MODE": "slurm", "NNODES": "2", "GPUS_PER_NODE": "0"}, "a CPU run is one process on one node"),
         ({"FROM_HF": "yes"}, "FROM_HF=yes must be 0 or 1"),
         ({"MODE": "slurm", "SIGNAL_MINUTES": "5m"}, "SIGNAL_MINUTES=5m must be a whole number (0 or more)"),
         ({"PRESET": "llama31_8b", "PREPROCESSED_PATH": "/nonexistent/c4", "TOKENIZER_PATH": "/nonexistent/tok"},
@@ -459,6 +458,18 @@ def test_dry_run_chains_npar_jobs_on_one_checkpoint_folder(fake, tmp_path):
             assert f"--dependency=afterok:JOB_ID_OF_run01_seed7_part{k - 1} " in job
             assert "--kill-on-invalid-dep=yes" in job
     assert "--gpus-per-node" not in out and "--container-image" not in out
+
+
+def test_dry_run_cpu_nodes_get_one_task_each(fake, tmp_path):
+    # GPUS_PER_NODE=0 on several nodes: one CPU process per node, data-parallel over gloo.
+    env = fake.env(MODE="slurm", PRESET="smoke", NNODES="3", GPUS_PER_NODE="0", SEEDS="7",
+                   JOB_DIR=str(tmp_path / "jobs"))
+    proc = launch("--dry-run", env=env, config=False, check=True)
+    (job,) = sbatch_lines(proc.stdout)
+    assert " sbatch --nodes=3 --ntasks-per-node=1 " in job
+    assert "dev/slurm/llama31.sbatch --nodes=3 --ntasks-per-node=1 -- " in job
+    assert "NNODES=3 x GPUS_PER_NODE=0 (3 process(es))" in proc.stdout
+    assert "--gpus-per-node" not in job and "--exclusive" not in job
 
 
 def test_dry_run_container_mounts_every_configured_path(fake, tmp_path):
