@@ -164,7 +164,7 @@ def test_the_range_is_checked_before_the_rcp_defaults():
         ({"GBS": " 32 "}, "train", "global_batch_size", 32),
         ({"SEED": "0"}, "train", "seed", 0),
         ({"SEED": "4294967295"}, "train", "seed", 4294967295),
-        ({"SEED": "4294967195", "PP": "2", "WORLD_SIZE": "2"}, "train", "seed", 4294967195),
+        ({"SEED": "4294967195", "PP": "2", "WORLD_SIZE": "2", "DEVICE": "cuda"}, "train", "seed", 4294967195),
         ({"LR": "1e6"}, "train", "lr", 1e6),
         ({"EVAL_EVERY": "32768"}, "train", "eval_every", 32768),
         ({"SUBMISSION_STATUS": "cloud"}, "log", "submission_status", "cloud"),
