@@ -1,4 +1,5 @@
-"""The README's file map matches the tree: every tracked file is in it, every file it names exists.
+"""The README's file map matches the tree: every tracked file is in it, every file it names exists;
+and every relative link of the README and docs/ reaches a file and, with an anchor, one of its headings.
 
 The map is the README's "Files" section: one list item per file, `- `path`: what it holds`, or for
 tests one item per group, `- `tests/test_x*.py`, `tests/test_y.py`: ...` (shell patterns allowed
@@ -20,6 +21,8 @@ README = ROOT / "README.md"
 # An item's names: backticked paths separated by ", ", then ": " and the description.
 ITEM = re.compile(r"^- ((?:`[^`]+`)(?:, `[^`]+`)*): ")
 NAME = re.compile(r"`([^`]+)`")
+# A Markdown link's target; absolute URLs are left to the reader, relative ones are checked.
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def tracked_files() -> list[str]:
@@ -119,3 +122,41 @@ def test_the_reading_order_names_the_harness_files(section):
     assert order[0] == "benchmark/train.py"
     absent = [f for f in order if not (ROOT / f).is_file()]
     assert not absent, f"the reading order names files that do not exist: {absent}"
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to hyphens,
+    a repeated heading numbered -1, -2, ... Headings inside fenced code blocks are not headings."""
+    anchors, seen, fenced = set(), {}, False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        match = None if fenced else re.match(r"^#{1,6} (.*)$", line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def test_heading_anchors_follow_githubs_rule():
+    text = "# A `b` (c) d's\n```\n# not a heading\n```\n## Twice\n## Twice\n### x_y: z -- w\n"
+    assert heading_anchors(text) == {"a-b-c-ds", "twice", "twice-1", "x_y-z----w"}
+
+
+def test_every_relative_link_of_the_docs_reaches_its_target():
+    pages = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in LINK.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)}: {target}"
+            if not dest.exists():
+                broken.append(f"{where} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in heading_anchors(dest.read_text(encoding="utf-8")):
+                broken.append(f"{where} (no such heading)")
+    assert not broken, "links that reach nothing:\n" + "\n".join(broken)
