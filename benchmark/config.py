@@ -104,15 +104,18 @@ class Range:
 
 
 def knob(
-    default: Any, env: str | None, help: str, flag: str | None = None, *,
+    default: Any, env: str | None, help: str, *,
     range: Range | None = None, choices: tuple[str, ...] | None = None, **kw: Any,
 ) -> Any:
     """A dataclass field that is also a command-line flag and (optionally) an environment variable.
 
+    A knob has one name: its environment variable (what config.sh and the launcher set), of which the
+    flag is the spelling on a command line (PREPROCESSED_PATH, --preprocessed-path). A knob without a
+    variable is named by its field (valid_file, --valid-file).
     Every int or float knob carries the ``range`` it accepts and every enumerated one its ``choices``;
     :func:`validate` checks them all (tests/test_config_ranges.py fails for a numeric knob without one).
     """
-    meta = {"env": env, "help": help, "flag": flag, "range": range, "choices": choices}
+    meta = {"env": env, "help": help, "range": range, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -151,9 +154,9 @@ class ModelConfig:
 class TrainConfig:
     """Optimizer, schedule, evaluation and stopping rule (docs/FIDELITY.md)."""
 
-    global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", flag="--gbs", range=Range(at_least=1))
+    global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", range=Range(at_least=1))
     micro_batch_size: int = knob(
-        1, "MBS", "sequences per forward/backward on one replica", flag="--mbs", range=Range(at_least=1)
+        1, "MBS", "sequences per forward/backward on one replica", range=Range(at_least=1)
     )
     lr: float = knob(
         0.0, "LR", "base learning rate; 0 = the RCP value for the GBS",
@@ -249,10 +252,10 @@ class TrainConfig:
 class ParallelConfig:
     """Where and how the model runs."""
 
-    tensor_parallel: int = knob(1, "TP", "tensor-parallel size", flag="--tp", range=Range(at_least=1))
-    pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", flag="--pp", range=Range(at_least=1))
+    tensor_parallel: int = knob(1, "TP", "tensor-parallel size", range=Range(at_least=1))
+    pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", range=Range(at_least=1))
     context_parallel: int = knob(
-        1, "CP", "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)", flag="--cp",
+        1, "CP", "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)",
         range=Range(at_least=1),
     )
     sequence_parallel: str = knob(
@@ -317,15 +320,15 @@ class DataConfig:
         choices=tuple(BENCHMARK_AREAS),
     )
     train_files: list = knob(
-        [], None, "training prefixes inside data_dir; empty = those of BENCHMARK_AREA",
+        [], None, "training prefixes inside PREPROCESSED_PATH; empty = those of BENCHMARK_AREA",
     )
     valid_file: str = knob(
         "c4-validation-91205-samples.en_text_document", None,
-        "validation prefix inside data_dir; empty = the one c4-validation-*-samples.en_text_document there",
+        "validation prefix inside PREPROCESSED_PATH; empty = the one c4-validation-*-samples.en_text_document there",
     )
     tokenizer: str = knob("", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made if empty")
     index_cache_dir: str = knob(
-        "", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default data_dir/index_cache"
+        "", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default PREPROCESSED_PATH/index_cache"
     )
 
 
@@ -488,7 +491,9 @@ def _coerce(value: str, typ: Any, name: str) -> Any:
 
 
 def _flag_name(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    """The knob's command-line flag: its environment variable in lower case with dashes (GBS, --gbs)."""
+    name = f.metadata.get("env") or f.name
+    return "--" + name.lower().replace("_", "-")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
