@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -312,7 +313,9 @@ class ParallelConfig:
 class DataConfig:
     """Tokenized C4 (Megatron .bin/.idx) and the tokenizer."""
 
-    data_dir: str = knob("", "PREPROCESSED_PATH", "folder with the tokenized C4 files; smoke: made if empty")
+    data_dir: str = knob(
+        "", "PREPROCESSED_PATH", "folder with the tokenized C4 files; smoke: made in SMOKE_DATA_DIR if empty"
+    )
     benchmark_area: str = knob(
         "en6", "BENCHMARK_AREA",
         "the C4 groups trained on: en6 (c4-train.en_6, shards 768-895, as the reference code and the "
@@ -326,9 +329,16 @@ class DataConfig:
         "c4-validation-91205-samples.en_text_document", None,
         "validation prefix inside PREPROCESSED_PATH; empty = the one c4-validation-*-samples.en_text_document there",
     )
-    tokenizer: str = knob("", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made if empty")
+    tokenizer: str = knob(
+        "", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made in SMOKE_DATA_DIR if empty"
+    )
     index_cache_dir: str = knob(
         "", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default PREPROCESSED_PATH/index_cache"
+    )
+    smoke_data_dir: str = knob(
+        "", "SMOKE_DATA_DIR",
+        "smoke preset without PREPROCESSED_PATH and TOKENIZER_PATH: the folder where its embedded data set is "
+        "built (offline, once) and reused; empty = work_dir/smoke in the repository",
     )
 
 
@@ -419,31 +429,52 @@ class Config:
     data: DataConfig
     ckpt: CheckpointConfig
     log: LogConfig
+    # Set by the preset, not by a knob: what the run's own compliance check applies to its MLPerf log
+    # (compliance.rules.PROFILES: closed = the official rules, smoke = their scale rules relaxed) ...
+    compliance_profile: str = "closed"
+    # ... and whether PREPROCESSED_PATH and TOKENIZER_PATH may be left unset, the run then building
+    # (or reusing) the embedded data set in SMOKE_DATA_DIR (benchmark.smoke_data).
+    embedded_data: bool = False
 
     def sections(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+        return {name: getattr(self, name) for name in _section_classes()}
 
 
-# Presets change only what differs from the 8B defaults above.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The benchmark as its rules fix it: GBS 16 with its RCP learning rate and warmup.
-    "llama31_8b": {},
-    # Llama 3.1 architecture scaled down to reach its target in a few minutes on 2 CPU cores:
-    # GQA with fewer KV groups than heads, SwiGLU, RMSNorm, RoPE with 3.1 scaling, untied embeddings.
-    "smoke": {
-        "model": dict(
+# A preset starts from the 8B defaults of the dataclasses above and changes only what differs.
+
+
+def llama31_8b() -> Config:
+    """The benchmark as its rules fix it: GBS 16 with its RCP learning rate and warmup."""
+    return Config(
+        preset="llama31_8b", model=ModelConfig(), train=TrainConfig(), parallel=ParallelConfig(), data=DataConfig(),
+        ckpt=CheckpointConfig(), log=LogConfig(),
+    )
+
+
+def smoke() -> Config:
+    """Llama 3.1 architecture scaled down to reach its target in a few minutes on 2 CPU cores: GQA with
+    fewer KV groups than heads, SwiGLU, RMSNorm, RoPE with 3.1 scaling, untied embeddings."""
+    return Config(
+        preset="smoke",
+        model=ModelConfig(
             num_layers=4, hidden_size=128, ffn_hidden_size=384, num_attention_heads=4,
             num_query_groups=2, seq_length=256,
         ),
-        "train": dict(
+        train=TrainConfig(
             global_batch_size=16, micro_batch_size=8, lr=2e-3, warmup_samples=256, max_steps=2000,
             eval_every=1024, eval_samples=64, target=3.3, max_train_samples=32768,
         ),
+        parallel=ParallelConfig(),
         # The embedded data set tokenizes both groups; training on both keeps its documents varied.
-        "data": dict(benchmark_area="en6+en7", valid_file=""),
-        "log": dict(log_every=20),
-    },
-}
+        data=DataConfig(benchmark_area="en6+en7", valid_file=""),
+        ckpt=CheckpointConfig(),
+        log=LogConfig(log_every=20),
+        compliance_profile="smoke",
+        embedded_data=True,
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {"llama31_8b": llama31_8b, "smoke": smoke}
 
 
 def _section_classes() -> dict[str, type]:
@@ -531,18 +562,15 @@ def build_config(
     name = preset or flag_values.get("preset") or env.get("PRESET") or "smoke"
     if name not in PRESETS:
         raise ConfigError(f"PRESET={name!r} is unknown: choose one of {', '.join(sorted(PRESETS))}")
-    sections = {}
-    for section, cls in _section_classes().items():
-        values = dict(PRESETS[name].get(section, {}))
-        for f in fields(cls):
+    cfg = PRESETS[name]()
+    for section_name, section in cfg.sections().items():
+        for f in fields(section):
             env_name = f.metadata.get("env")
             if env_name and env.get(env_name, "") != "":
-                values[f.name] = _coerce(env[env_name], f.type, env_name)
-            flag_value = flag_values.get(f"{section}.{f.name}")
+                setattr(section, f.name, _coerce(env[env_name], f.type, env_name))
+            flag_value = flag_values.get(f"{section_name}.{f.name}")
             if flag_value is not None:
-                values[f.name] = _coerce(flag_value, f.type, _flag_name(f))
-        sections[section] = cls(**values)
-    cfg = Config(preset=name, **sections)
+                setattr(section, f.name, _coerce(flag_value, f.type, _flag_name(f)))
     check_values(cfg)
     _derive(cfg, rcp_required=job_device is None)
     _resolve_parallel(cfg, job_device)
@@ -903,7 +931,7 @@ def validate(
             f"MODEL_CKPT={c.model_ckpt} has no weights/ folder: give a NeMo 2 checkpoint "
             f"(python -m utils.convert hf-to-nemo writes one), or set FROM_HF=1 for a Hugging Face folder"
         )
-    if cfg.preset != "smoke" and need_paths:
+    if not cfg.embedded_data and need_paths:
         if not cfg.data.data_dir:
             raise ConfigError(
                 "PREPROCESSED_PATH is not set: point it at the folder with the tokenized C4 files "
@@ -1018,7 +1046,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 def unset_paths(cfg: Config) -> list[str]:
     """The data paths a run of this preset needs and the configuration lacks, one line each."""
-    if cfg.preset == "smoke":
+    if cfg.embedded_data:
         return []
     wanted = (("PREPROCESSED_PATH", cfg.data.data_dir, "the tokenized C4 files"),
               ("TOKENIZER_PATH", cfg.data.tokenizer, "the Llama 3.1 tokenizer"))
