@@ -573,7 +573,7 @@ def build_config(
                 setattr(section, f.name, _coerce(flag_value, f.type, _flag_name(f)))
     check_values(cfg)
     _derive(cfg, rcp_required=job_device is None)
-    _resolve_parallel(cfg, job_device)
+    resolve_auto(cfg, job_device)
     validate(cfg, job_device=job_device, need_paths=need_paths)
     return cfg
 
@@ -735,12 +735,18 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _resolve_parallel(cfg: Config, job_device: str | None = None) -> None:
-    """DEVICE=auto and LAYER_SPEC=auto become what will run on this machine (--print-config shows it).
+def resolve_auto(cfg: Config, job_device: str | None = None) -> None:
+    """Every ``auto`` knob becomes what will run on this machine, here only (--print-config shows it).
+
+    DEVICE and LAYER_SPEC first, then what follows from them: PRECISION (bf16 on GPU, fp32 on CPU),
+    FUSIONS (on on GPU, off on CPU) and SEQUENCE_PARALLEL (on with TP > 1 under the TE spec).
+    FP8_PARAM_GATHER=auto stays auto: it follows from the data-parallel size, which the process count
+    of each job sets (:func:`uses_fp8_param_gather`).
 
     A batch job resolves them again on its own node: the launcher passes the knobs, not the result.
     For a job elsewhere (``job_device``) DEVICE=auto becomes the job's device where it is known, and
-    LAYER_SPEC=auto stays auto on a GPU: whether TransformerEngine imports there is the job's to find.
+    LAYER_SPEC=auto stays auto on a GPU: whether TransformerEngine imports there is the job's to find;
+    a knob that follows from one still auto stays auto too.
     """
     p = cfg.parallel
     if job_device is not None:
@@ -748,11 +754,19 @@ def _resolve_parallel(cfg: Config, job_device: str | None = None) -> None:
             p.device = job_device
         if p.layer_spec == "auto" and p.device == "cpu":
             p.layer_spec = "local"
-        return
-    if p.device == "auto":
-        p.device = "cuda" if cuda_available() else "cpu"
-    if p.layer_spec == "auto":
-        p.layer_spec = "te" if p.device == "cuda" and te_available() else "local"
+    else:
+        if p.device == "auto":
+            p.device = "cuda" if cuda_available() else "cpu"
+        if p.layer_spec == "auto":
+            p.layer_spec = "te" if p.device == "cuda" and te_available() else "local"
+    if p.device != "auto":
+        on_gpu = p.device == "cuda"
+        if p.precision == "auto":
+            p.precision = "bf16" if on_gpu else "fp32"
+        if p.fusions == "auto":
+            p.fusions = "on" if on_gpu else "off"
+    if p.sequence_parallel == "auto" and p.layer_spec != "auto":
+        p.sequence_parallel = "on" if uses_sequence_parallel(cfg) else "off"
 
 
 def world_size_from_env(env: dict[str, str] | None = None) -> int:
@@ -1064,6 +1078,12 @@ def left_to_the_job(cfg: Config) -> list[str]:
             f"LAYER_SPEC={p.layer_spec}: whether TransformerEngine imports on the job's node"
             + (" (te where it does, else local)" if p.layer_spec == "auto" else "")
         )
+    following = [f"{name}=auto" for name, value in (
+        ("PRECISION", p.precision), ("FUSIONS", p.fusions), ("SEQUENCE_PARALLEL", p.sequence_parallel)
+    ) if value == "auto"]
+    if following:
+        verb = "they follow" if len(following) > 1 else "it follows"
+        notes.append(f"{', '.join(following)}: {verb} the DEVICE and LAYER_SPEC the job's node resolves")
     if rcp_pending(cfg):
         notes.append(
             f"LR, WARMUP_SAMPLES, MAX_TRAIN_SAMPLES: the RCP defaults of GBS={t.global_batch_size} come from "
