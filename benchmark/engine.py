@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from benchmark import mcore_workarounds
 from benchmark.config import Config
 from benchmark.profiling import nvtx_range
 
@@ -175,14 +176,8 @@ class MegatronEngine:
             ),
             [self.model],
         )
-        # Without TransformerEngine or Apex, Megatron-Core builds torch's AdamW with its default
-        # multi-kernel foreach path (measured: 20% of an 8-layer step on an H200). The parameters it
-        # updates are fp32 CUDA master copies, which torch's single-kernel fused AdamW handles;
-        # the arithmetic is the same update rule.
-        inner = getattr(self.optimizer, "optimizer", None)
-        if isinstance(inner, torch.optim.AdamW):
-            for group in inner.param_groups:
-                group["foreach"], group["fused"] = False, True
+        # Without TE/Apex, Megatron-Core's torch AdamW would take its slower multi-kernel path.
+        mcore_workarounds.use_fused_adamw(self.optimizer)
         # Wire the schedule to DDP, as Megatron's own training loop does: no gradient all-reduce
         # until the last micro-batch, then the (overlapped) reduce-scatter.
         config.no_sync_func = self.model.no_sync
@@ -296,7 +291,8 @@ class MegatronEngine:
         """optimizer_format: how the state is (to be) laid out; default the run's CKPT_FORMAT."""
         metadata = self.OPTIMIZER_FORMATS[optimizer_format or self.optimizer_format]
         if is_loading:
-            self._init_empty_adam_state()
+            # The loading template reads Adam state entries a fresh torch AdamW does not have yet.
+            mcore_workarounds.init_empty_adam_state(self.optimizer)
         model = self.model.sharded_state_dict(metadata=metadata)
         optimizer = self.optimizer.sharded_state_dict(model, is_loading=is_loading, metadata=metadata)
         return {"model": model, "optimizer": optimizer}
@@ -307,33 +303,8 @@ class MegatronEngine:
         prefix = "module." if self.gpt is not self.model.module else ""
         self.gpt.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
-        # Without TE/Apex, the distributed optimizer keeps Adam's step count in its param groups
-        # ("step"), but after loading, torch AdamW's per-parameter steps read 0 (seen on an H200 with
-        # Megatron-Core 0.16.1), which would restart Adam's bias correction. Set them from the group.
-        inner = getattr(self.optimizer, "optimizer", None)
-        if isinstance(inner, torch.optim.AdamW):
-            for group in inner.param_groups:
-                if "step" in group:
-                    for p in group["params"]:
-                        inner.state[p]["step"].fill_(float(group["step"]))
-
-    def _init_empty_adam_state(self) -> None:
-        """Give a fresh torch AdamW the state entries a loaded checkpoint will overwrite.
-
-        Without TE/Apex the distributed optimizer reads the torch optimizer's per-parameter 'step'
-        while building the loading template, and a new torch AdamW has no state until its first
-        step; Megatron's own state initialiser fills the moments but not 'step'.
-        """
-        inner = getattr(self.optimizer, "optimizer", None)
-        if not isinstance(inner, torch.optim.AdamW):
-            return
-        for group in inner.param_groups:
-            for p in group["params"]:
-                state = inner.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
+        # Adam's bias correction would otherwise restart from the per-parameter steps a load leaves at 0.
+        mcore_workarounds.refill_adam_steps(self.optimizer)
 
 
 def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool,

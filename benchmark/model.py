@@ -25,7 +25,7 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from benchmark import wgrad
+from benchmark import mcore_workarounds, wgrad
 from benchmark.config import Config, uses_fp8_param_gather, uses_sequence_parallel, world_size_from_env
 
 
@@ -169,7 +169,7 @@ def build_model(cfg: Config, vocab_size: int, *, bf16: bool, use_cpu_initializat
     spec, spec_name = layer_spec(cfg)
     config = transformer_config(cfg, bf16=bf16, use_cpu_initialization=use_cpu_initialization)
     if config.gradient_accumulation_fusion:
-        where = wgrad.install()
+        where = mcore_workarounds.install_wgrad_kernel()
         if cfg.parallel.layer_spec == "te":
             where = f"TE in the layers, {where} for the output layer"
         spec_name += f", weight gradients accumulated into main_grad ({where})"

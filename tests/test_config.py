@@ -150,19 +150,20 @@ def test_recompute_and_wgrad_fusion_reach_megatron(env, method, layers):
 
 
 def test_wgrad_kernel_install_names_its_source(monkeypatch):
-    """install() hands Megatron our kernel where Apex's is missing, once, and says which one runs."""
+    """install_wgrad_kernel() hands Megatron our kernel where Apex's is missing, once, and says which one runs."""
     from megatron.core.tensor_parallel import layers
 
     from benchmark import wgrad
+    from benchmark.mcore_workarounds import install_wgrad_kernel
 
     monkeypatch.setattr(layers, "_grad_accum_fusion_available", False)
     monkeypatch.delattr(layers, "fused_weight_gradient_mlp_cuda", raising=False)
-    assert wgrad.install() == "torch addmm(out_dtype=fp32)"
+    assert install_wgrad_kernel() == "torch addmm(out_dtype=fp32)"
     assert layers._grad_accum_fusion_available is True
     assert layers.fused_weight_gradient_mlp_cuda.wgrad_gemm_accum_fp32 is wgrad.wgrad_gemm_accum_fp32
-    assert wgrad.install() == "torch addmm(out_dtype=fp32)"  # a second model build: still ours
+    assert install_wgrad_kernel() == "torch addmm(out_dtype=fp32)"  # a second model build: still ours
     monkeypatch.setattr(layers, "fused_weight_gradient_mlp_cuda", object())  # Apex's extension
-    assert wgrad.install() == "apex"
+    assert install_wgrad_kernel() == "apex"
 
 
 def test_wgrad_kernel_with_fp32_inputs_on_cpu():
