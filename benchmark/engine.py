@@ -106,6 +106,8 @@ class LocalEngine:
                 torch.distributed.all_reduce(mean, group=self.dp_group)
                 mean /= self.dp_size
             loss_value = mean.item()
+            # Before the update: a non-finite norm leaves the weights as they were (the clipping above
+            # scaled only the gradients), as the GPU engine's check does.
             _check_finite(loss_value, grad_norm)
             self.optimizer.step()
         return loss_value, grad_norm
@@ -178,6 +180,10 @@ class MegatronEngine:
         )
         # Without TE/Apex, Megatron-Core's torch AdamW would take its slower multi-kernel path.
         mcore_workarounds.use_fused_adamw(self.optimizer)
+        # A non-finite gradient norm stops the step before the weights change, as on the CPU engine;
+        # in bf16 Megatron-Core's optimizer would apply it.
+        self._step_loss = float("nan")
+        mcore_workarounds.check_grad_norm_before_update(self.optimizer, self._check_grad_norm)
         # Wire the schedule to DDP, as Megatron's own training loop does: no gradient all-reduce
         # until the last micro-batch, then the (overlapped) reduce-scatter.
         config.no_sync_func = self.model.no_sync
@@ -202,6 +208,9 @@ class MegatronEngine:
         # The schedule divides the returned loss in place (by tokens and micro-batches) for the
         # backward pass, so the reported sum must be a copy, not a view of the same storage.
         return total, count, {"loss_sum": total.detach().clone(), "tokens": count.clone()}
+
+    def _check_grad_norm(self, grad_norm: float) -> None:
+        _check_finite(self._step_loss, grad_norm)
 
     def _set_weight_decay(self) -> None:
         for group in self.optimizer.param_groups:
@@ -253,11 +262,14 @@ class MegatronEngine:
         with nvtx_range("forward_backward"):
             loss, _ = self._run(micro_batches, forward_only=False)
         _check_finite(loss, None)
+        self._step_loss = loss  # for the gradient-norm check inside optimizer.step()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self._set_weight_decay()  # a loaded optimizer state brings its groups' values back
         with nvtx_range("optimizer"):
             _, grad_norm, _ = self.optimizer.step()
+        # No norm: the optimizer skipped the step on an inf/NaN it found itself (a loss scale set by
+        # benchmark.perf --opt), leaving the weights as they were.
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         _check_finite(loss, grad_norm)
         return loss, grad_norm

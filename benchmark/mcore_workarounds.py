@@ -9,7 +9,7 @@ a megatron-core upgrade re-runs those tests and drops what is no longer needed.
   CUDA device. Applied by the CPU setup in benchmark/train.py and by utils/convert.py.
 - The GPU engine's optimizer without TransformerEngine or Apex, where Megatron-Core falls back to
   torch's AdamW: :func:`use_fused_adamw`, :func:`init_empty_adam_state` (before a load),
-  :func:`refill_adam_steps` (after a load).
+  :func:`refill_adam_steps` (after a load), :func:`check_grad_norm_before_update` (every step).
 - The weight-gradient kernel (:func:`install_wgrad_kernel`): Megatron's gradient-accumulation fusion
   without Apex, with the kernel of benchmark/wgrad.py.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import types
+from collections.abc import Callable
 from unittest import mock
 
 import torch
@@ -129,6 +130,29 @@ def refill_adam_steps(optimizer) -> None:
         if "step" in group:
             for p in group["params"]:
                 inner.state[p]["step"].fill_(float(group["step"]))
+
+
+def check_grad_norm_before_update(optimizer, check: Callable[[float], None]) -> None:
+    """Have a Megatron-Core optimizer call check(grad_norm) after computing the norm, before its update.
+
+    In bf16 without a loss scale, Megatron-Core 0.16.1's optimizer has no grad scaler, so its step()
+    never looks for inf/NaN (``found_inf`` is checked only with a scaler): a NaN gradient norm leaves
+    the clipping off (the clip coefficient compares False) and Adam writes NaN into the weights.
+    ChainedOptimizer.step(), which get_megatron_optimizer returns for Megatron's DDP, computes the
+    norm through self.get_grad_norm() before clipping and step_with_ready_grads(); check raises there,
+    so the weights stay as they were. A finite norm is returned unchanged: the step is the library's
+    own. Proved by tests/test_mcore_workarounds.py::test_grad_norm_checked_before_the_update (on
+    megatron-core's ChainedOptimizer.step).
+    """
+    computed = optimizer.get_grad_norm
+
+    @functools.wraps(computed)
+    def get_grad_norm():
+        norm = computed()
+        check(float(norm))
+        return norm
+
+    optimizer.get_grad_norm = get_grad_norm
 
 
 def install_wgrad_kernel() -> str:

@@ -6,8 +6,10 @@ without TransformerEngine or Apex; a namespace holding a torch AdamW stands in f
 
 from __future__ import annotations
 
+import math
 import types
 
+import pytest
 import torch
 
 from benchmark import mcore_workarounds
@@ -52,3 +54,54 @@ def test_adam_steps_refilled_after_a_load():
     wrapper.optimizer.param_groups[0]["step"] = 5
     mcore_workarounds.refill_adam_steps(wrapper)
     assert [float(wrapper.optimizer.state[p]["step"]) for p in params] == [5.0, 5.0]
+
+
+class _StubOptimizer:
+    """What megatron-core's ChainedOptimizer.step() calls on each optimizer it chains."""
+
+    def __init__(self, norm: float):
+        self.config = types.SimpleNamespace(
+            clip_grad=1.0, log_num_zeros_in_grad=False, use_precision_aware_optimizer_no_fp8_or_ds_fp8=False,
+            overlap_param_gather_with_optimizer_step=False,
+        )
+        self.param = torch.nn.Parameter(torch.ones(3))
+        self.param.grad = torch.full((3,), norm)
+        self.norm, self.updates = norm, 0
+
+    def prepare_grads(self) -> bool:
+        return False  # no grad scaler in bf16: nothing looks for inf/NaN here
+
+    def get_grad_norm(self) -> float:
+        return self.norm
+
+    def get_parameters(self):
+        return [self.param]
+
+    def step_with_ready_grads(self) -> bool:
+        self.updates += 1
+        return True
+
+
+@pytest.mark.parametrize("norm", [float("nan"), float("inf")])
+def test_grad_norm_checked_before_the_update(norm):
+    """megatron-core's ChainedOptimizer.step() computes the norm before it updates; the check runs there."""
+    from megatron.core.optimizer.optimizer import ChainedOptimizer
+
+    class NonFinite(Exception):
+        pass
+
+    def check(grad_norm: float) -> None:
+        if not math.isfinite(grad_norm):
+            raise NonFinite(grad_norm)
+
+    stub = _StubOptimizer(norm)
+    chained = ChainedOptimizer([stub])
+    mcore_workarounds.check_grad_norm_before_update(chained, check)
+    with pytest.raises(NonFinite):
+        chained.step()
+    assert stub.updates == 0
+    # A finite norm: the library's own step, with its norm returned (unclipped: its clipping asserts
+    # CUDA gradients).
+    stub.norm, stub.config.clip_grad = 0.5, 0.0
+    success, grad_norm, _ = chained.step()
+    assert success and grad_norm == 0.5 and stub.updates == 1
