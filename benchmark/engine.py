@@ -1,7 +1,8 @@
-"""Engines: the model, its optimizer and one optimizer step, behind the same three calls.
+"""Engines: the model, its optimizer and one optimizer step, behind one interface, :class:`Engine`.
 
-``train_step(micro_batches, lr) -> (loss, grad_norm)``, ``evaluate(micro_batches) -> mean loss`` and
-``state_dict()/load_state_dict()``. The training loop in train.py does not know which one it drives.
+``train_step(micro_batches, lr) -> (loss, grad_norm)``, ``evaluate(micro_batches) -> mean loss``,
+and ``sharded_state_dict()`` / ``load_sharded_state_dict()`` for the dist-checkpoints of
+benchmark/checkpoint.py. The training loop in train.py does not know which engine it drives.
 
 - :class:`MegatronEngine` (GPU): Megatron-Core's DDP wrapper (bf16 gradients, reduced in bf16) and its
   distributed optimizer (fp32 master weights), bf16 parameters through Float16Module, Megatron's
@@ -11,12 +12,18 @@
   rule (AdamW, decoupled weight decay skipping 1-D parameters, global-norm clipping) with plain
   PyTorch pieces; several processes are data-parallel replicas through torch's own
   DistributedDataParallel over gloo, each holding the whole model and optimizer.
+
+Both check the loss and the gradient norm before the optimizer updates the weights: an inf or NaN
+raises :class:`NonFiniteError` and leaves the weights as they were. Where Megatron-Core needs a
+workaround (the GPU optimizer without TE/Apex), it lives in benchmark/mcore_workarounds.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -27,6 +34,41 @@ from benchmark.profiling import nvtx_range
 
 class NonFiniteError(RuntimeError):
     """The training loss or gradient norm became inf or NaN."""
+
+
+MicroBatch = dict[str, torch.Tensor]  # "tokens" and "labels", [micro-batch size, sequence length]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the training loop (train.py), the checkpoints (checkpoint.py) and benchmark.perf use."""
+
+    cfg: Config
+    device: torch.device  # where the micro-batches go
+
+    @property
+    def optimizer_format(self) -> str:
+        """How the optimizer state is laid out in a checkpoint: "torch" (CPU), else CKPT_FORMAT."""
+        ...
+
+    def train_step(self, micro_batches: list[MicroBatch], lr: float) -> tuple[float, float]:
+        """One optimizer step over the global batch's micro-batches; the mean loss and the gradient norm.
+
+        Raises NonFiniteError, with the weights unchanged, when the loss or the gradient norm is inf or NaN.
+        """
+        ...
+
+    def evaluate(self, micro_batches: Iterable[MicroBatch]) -> float:
+        """Mean token cross-entropy over all evaluation tokens of every data-parallel replica."""
+        ...
+
+    def sharded_state_dict(self, is_loading: bool = False, optimizer_format: str | None = None) -> dict:
+        """Model and optimizer state for Megatron-Core dist-checkpointing (as a load template if is_loading)."""
+        ...
+
+    def load_sharded_state_dict(self, state: dict) -> None:
+        """Restore what dist-checkpointing loaded into a sharded_state_dict(is_loading=True) template."""
+        ...
 
 
 def _check_finite(loss: float, grad_norm: float | None) -> None:
@@ -74,7 +116,7 @@ class LocalEngine:
             lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, foreach=device.type == "cuda",
         )
 
-    def _per_token_loss(self, batch: dict[str, torch.Tensor], module: torch.nn.Module | None = None) -> torch.Tensor:
+    def _per_token_loss(self, batch: MicroBatch, module: torch.nn.Module | None = None) -> torch.Tensor:
         tokens = batch["tokens"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
@@ -82,7 +124,7 @@ class LocalEngine:
             per_token = (module or self.forward_module)(tokens, None, None, labels=labels)
         return per_token.float()
 
-    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> tuple[float, float]:
+    def train_step(self, micro_batches: list[MicroBatch], lr: float) -> tuple[float, float]:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -113,7 +155,7 @@ class LocalEngine:
         return loss_value, grad_norm
 
     @torch.no_grad()
-    def evaluate(self, micro_batches) -> float:
+    def evaluate(self, micro_batches: Iterable[MicroBatch]) -> float:
         """Mean token cross-entropy (natural log) over all evaluation tokens, of every replica."""
         self.model.eval()
         # fp64 sum and token count, reduced over the replicas: the mean over the whole evaluation set.
@@ -255,7 +297,7 @@ class MegatronEngine:
             )
         return (sums[0] / sums[1]).item(), int(sums[1].item())
 
-    def train_step(self, micro_batches, lr: float) -> tuple[float, float]:
+    def train_step(self, micro_batches: list[MicroBatch], lr: float) -> tuple[float, float]:
         self.model.train()
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
@@ -275,7 +317,7 @@ class MegatronEngine:
         return loss, grad_norm
 
     @torch.no_grad()
-    def evaluate(self, micro_batches) -> float:
+    def evaluate(self, micro_batches: Iterable[MicroBatch]) -> float:
         self.model.eval()
         loss, _ = self._run(micro_batches, forward_only=True)
         return loss
@@ -320,7 +362,7 @@ class MegatronEngine:
 
 
 def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool,
-                optimizer_overrides: dict | None = None):
+                optimizer_overrides: dict | None = None) -> Engine:
     """optimizer_overrides: OptimizerConfig fields for a GPU experiment (benchmark.perf --opt)."""
     if device.type == "cuda":
         return MegatronEngine(cfg, model, bf16, optimizer_overrides)
