@@ -29,11 +29,15 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from benchmark.config import ConfigError
+
+if TYPE_CHECKING:
+    from benchmark.engine import Engine
 
 LATEST = "latest"
 # What every save writes into iter_N: Megatron-Core's format record, torch.distributed.checkpoint's
@@ -202,7 +206,7 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def save(directory: str | Path, engine, position: dict) -> Path:
+def save(directory: str | Path, engine: Engine, position: dict) -> Path:
     """Write a checkpoint of engine (model + optimizer) and the run position; return its folder."""
     from megatron.core import dist_checkpointing
 
@@ -242,7 +246,7 @@ def save(directory: str | Path, engine, position: dict) -> Path:
     return final
 
 
-def _check_compatible(path: Path, saved_with: dict, engine) -> None:
+def _check_compatible(path: Path, saved_with: dict, engine: Engine) -> None:
     """A checkpoint whose optimizer state follows the saving spec's parameter order ("fast" on GPU,
     the torch optimizer on CPU) resumes only under that spec."""
     spec, fmt = saved_with.get("layer_spec"), saved_with.get("optimizer_format")
@@ -262,7 +266,7 @@ def _check_compatible(path: Path, saved_with: dict, engine) -> None:
     )
 
 
-def load(path: str | Path, engine) -> dict:
+def load(path: str | Path, engine: Engine) -> dict:
     """Restore engine and RNG states from a checkpoint folder; return the saved run position."""
     from megatron.core import dist_checkpointing
     from torch.distributed.checkpoint.api import CheckpointException

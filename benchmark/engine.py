@@ -1,7 +1,8 @@
-"""Engines: the model, its optimizer and one optimizer step, behind the same three calls.
+"""Engines: the model, its optimizer and one optimizer step, behind one interface, :class:`Engine`.
 
-``train_step(micro_batches, lr) -> (loss, grad_norm)``, ``evaluate(micro_batches) -> mean loss`` and
-``state_dict()/load_state_dict()``. The training loop in train.py does not know which one it drives.
+``train_step(micro_batches, lr) -> (loss, grad_norm)``, ``evaluate(micro_batches) -> mean loss``,
+and ``sharded_state_dict()`` / ``load_sharded_state_dict()`` for the dist-checkpoints of
+benchmark/checkpoint.py. The training loop in train.py does not know which engine it drives.
 
 - :class:`MegatronEngine` (GPU): Megatron-Core's DDP wrapper (bf16 gradients, reduced in bf16) and its
   distributed optimizer (fp32 master weights), bf16 parameters through Float16Module, Megatron's
@@ -11,21 +12,63 @@
   rule (AdamW, decoupled weight decay skipping 1-D parameters, global-norm clipping) with plain
   PyTorch pieces; several processes are data-parallel replicas through torch's own
   DistributedDataParallel over gloo, each holding the whole model and optimizer.
+
+Both check the loss and the gradient norm before the optimizer updates the weights: an inf or NaN
+raises :class:`NonFiniteError` and leaves the weights as they were. Where Megatron-Core needs a
+workaround (the GPU optimizer without TE/Apex), it lives in benchmark/mcore_workarounds.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
 
 import torch
 
+from benchmark import mcore_workarounds
 from benchmark.config import Config
 from benchmark.profiling import nvtx_range
 
 
 class NonFiniteError(RuntimeError):
     """The training loss or gradient norm became inf or NaN."""
+
+
+MicroBatch = dict[str, torch.Tensor]  # "tokens" and "labels", [micro-batch size, sequence length]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the training loop (train.py), the checkpoints (checkpoint.py) and benchmark.perf use."""
+
+    cfg: Config
+    device: torch.device  # where the micro-batches go
+
+    @property
+    def optimizer_format(self) -> str:
+        """How the optimizer state is laid out in a checkpoint: "torch" (CPU), else CKPT_FORMAT."""
+        ...
+
+    def train_step(self, micro_batches: list[MicroBatch], lr: float) -> tuple[float, float]:
+        """One optimizer step over the global batch's micro-batches; the mean loss and the gradient norm.
+
+        Raises NonFiniteError, with the weights unchanged, when the loss or the gradient norm is inf or NaN.
+        """
+        ...
+
+    def evaluate(self, micro_batches: Iterable[MicroBatch]) -> float:
+        """Mean token cross-entropy over all evaluation tokens of every data-parallel replica."""
+        ...
+
+    def sharded_state_dict(self, is_loading: bool = False, optimizer_format: str | None = None) -> dict:
+        """Model and optimizer state for Megatron-Core dist-checkpointing (as a load template if is_loading)."""
+        ...
+
+    def load_sharded_state_dict(self, state: dict) -> None:
+        """Restore what dist-checkpointing loaded into a sharded_state_dict(is_loading=True) template."""
+        ...
 
 
 def _check_finite(loss: float, grad_norm: float | None) -> None:
@@ -73,7 +116,7 @@ class LocalEngine:
             lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, foreach=device.type == "cuda",
         )
 
-    def _per_token_loss(self, batch: dict[str, torch.Tensor], module: torch.nn.Module | None = None) -> torch.Tensor:
+    def _per_token_loss(self, batch: MicroBatch, module: torch.nn.Module | None = None) -> torch.Tensor:
         tokens = batch["tokens"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
@@ -81,7 +124,7 @@ class LocalEngine:
             per_token = (module or self.forward_module)(tokens, None, None, labels=labels)
         return per_token.float()
 
-    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> tuple[float, float]:
+    def train_step(self, micro_batches: list[MicroBatch], lr: float) -> tuple[float, float]:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -105,12 +148,14 @@ class LocalEngine:
                 torch.distributed.all_reduce(mean, group=self.dp_group)
                 mean /= self.dp_size
             loss_value = mean.item()
+            # Before the update: a non-finite norm leaves the weights as they were (the clipping above
+            # scaled only the gradients), as the GPU engine's check does.
             _check_finite(loss_value, grad_norm)
             self.optimizer.step()
         return loss_value, grad_norm
 
     @torch.no_grad()
-    def evaluate(self, micro_batches) -> float:
+    def evaluate(self, micro_batches: Iterable[MicroBatch]) -> float:
         """Mean token cross-entropy (natural log) over all evaluation tokens, of every replica."""
         self.model.eval()
         # fp64 sum and token count, reduced over the replicas: the mean over the whole evaluation set.
@@ -175,14 +220,12 @@ class MegatronEngine:
             ),
             [self.model],
         )
-        # Without TransformerEngine or Apex, Megatron-Core builds torch's AdamW with its default
-        # multi-kernel foreach path (measured: 20% of an 8-layer step on an H200). The parameters it
-        # updates are fp32 CUDA master copies, which torch's single-kernel fused AdamW handles;
-        # the arithmetic is the same update rule.
-        inner = getattr(self.optimizer, "optimizer", None)
-        if isinstance(inner, torch.optim.AdamW):
-            for group in inner.param_groups:
-                group["foreach"], group["fused"] = False, True
+        # Without TE/Apex, Megatron-Core's torch AdamW would take its slower multi-kernel path.
+        mcore_workarounds.use_fused_adamw(self.optimizer)
+        # A non-finite gradient norm stops the step before the weights change, as on the CPU engine;
+        # in bf16 Megatron-Core's optimizer would apply it.
+        self._step_loss = float("nan")
+        mcore_workarounds.check_grad_norm_before_update(self.optimizer, self._check_grad_norm)
         # Wire the schedule to DDP, as Megatron's own training loop does: no gradient all-reduce
         # until the last micro-batch, then the (overlapped) reduce-scatter.
         config.no_sync_func = self.model.no_sync
@@ -207,6 +250,9 @@ class MegatronEngine:
         # The schedule divides the returned loss in place (by tokens and micro-batches) for the
         # backward pass, so the reported sum must be a copy, not a view of the same storage.
         return total, count, {"loss_sum": total.detach().clone(), "tokens": count.clone()}
+
+    def _check_grad_norm(self, grad_norm: float) -> None:
+        _check_finite(self._step_loss, grad_norm)
 
     def _set_weight_decay(self) -> None:
         for group in self.optimizer.param_groups:
@@ -251,24 +297,27 @@ class MegatronEngine:
             )
         return (sums[0] / sums[1]).item(), int(sums[1].item())
 
-    def train_step(self, micro_batches, lr: float) -> tuple[float, float]:
+    def train_step(self, micro_batches: list[MicroBatch], lr: float) -> tuple[float, float]:
         self.model.train()
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         with nvtx_range("forward_backward"):
             loss, _ = self._run(micro_batches, forward_only=False)
         _check_finite(loss, None)
+        self._step_loss = loss  # for the gradient-norm check inside optimizer.step()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self._set_weight_decay()  # a loaded optimizer state brings its groups' values back
         with nvtx_range("optimizer"):
             _, grad_norm, _ = self.optimizer.step()
+        # No norm: the optimizer skipped the step on an inf/NaN it found itself (a loss scale set by
+        # benchmark.perf --opt), leaving the weights as they were.
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         _check_finite(loss, grad_norm)
         return loss, grad_norm
 
     @torch.no_grad()
-    def evaluate(self, micro_batches) -> float:
+    def evaluate(self, micro_batches: Iterable[MicroBatch]) -> float:
         self.model.eval()
         loss, _ = self._run(micro_batches, forward_only=True)
         return loss
@@ -296,7 +345,8 @@ class MegatronEngine:
         """optimizer_format: how the state is (to be) laid out; default the run's CKPT_FORMAT."""
         metadata = self.OPTIMIZER_FORMATS[optimizer_format or self.optimizer_format]
         if is_loading:
-            self._init_empty_adam_state()
+            # The loading template reads Adam state entries a fresh torch AdamW does not have yet.
+            mcore_workarounds.init_empty_adam_state(self.optimizer)
         model = self.model.sharded_state_dict(metadata=metadata)
         optimizer = self.optimizer.sharded_state_dict(model, is_loading=is_loading, metadata=metadata)
         return {"model": model, "optimizer": optimizer}
@@ -307,37 +357,12 @@ class MegatronEngine:
         prefix = "module." if self.gpt is not self.model.module else ""
         self.gpt.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
-        # Without TE/Apex, the distributed optimizer keeps Adam's step count in its param groups
-        # ("step"), but after loading, torch AdamW's per-parameter steps read 0 (seen on an H200 with
-        # Megatron-Core 0.16.1), which would restart Adam's bias correction. Set them from the group.
-        inner = getattr(self.optimizer, "optimizer", None)
-        if isinstance(inner, torch.optim.AdamW):
-            for group in inner.param_groups:
-                if "step" in group:
-                    for p in group["params"]:
-                        inner.state[p]["step"].fill_(float(group["step"]))
-
-    def _init_empty_adam_state(self) -> None:
-        """Give a fresh torch AdamW the state entries a loaded checkpoint will overwrite.
-
-        Without TE/Apex the distributed optimizer reads the torch optimizer's per-parameter 'step'
-        while building the loading template, and a new torch AdamW has no state until its first
-        step; Megatron's own state initialiser fills the moments but not 'step'.
-        """
-        inner = getattr(self.optimizer, "optimizer", None)
-        if not isinstance(inner, torch.optim.AdamW):
-            return
-        for group in inner.param_groups:
-            for p in group["params"]:
-                state = inner.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
+        # Adam's bias correction would otherwise restart from the per-parameter steps a load leaves at 0.
+        mcore_workarounds.refill_adam_steps(self.optimizer)
 
 
 def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool,
-                optimizer_overrides: dict | None = None):
+                optimizer_overrides: dict | None = None) -> Engine:
     """optimizer_overrides: OptimizerConfig fields for a GPU experiment (benchmark.perf --opt)."""
     if device.type == "cuda":
         return MegatronEngine(cfg, model, bf16, optimizer_overrides)

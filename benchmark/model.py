@@ -25,7 +25,7 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from benchmark import wgrad
+from benchmark import mcore_workarounds, wgrad
 from benchmark.config import Config, uses_fp8_param_gather, uses_sequence_parallel, world_size_from_env
 
 
@@ -77,8 +77,14 @@ class SDPAttention(MegatronModule):
         return out.permute(2, 0, 1, 3).reshape(s, b, -1)
 
 
-def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool) -> TransformerConfig:
-    """Map the Llama 3.1 settings (and the resolved layer spec, FP8, parallelism) onto TransformerConfig."""
+def transformer_config(
+    cfg: Config, *, bf16: bool, use_cpu_initialization: bool, wgrad_fusion: bool = True
+) -> TransformerConfig:
+    """Map the Llama 3.1 settings (and the resolved layer spec, FP8, parallelism) onto TransformerConfig.
+
+    wgrad_fusion=False keeps the weight gradients out of main_grad's fused GEMM where it would be on
+    (``python -m benchmark.perf --no-wgrad-fusion`` measures the fused path that way).
+    """
     m, p = cfg.model, cfg.parallel
     te = p.layer_spec == "te"
     # Megatron's SwiGLU and cross-entropy fusions are torch.compile'd functions; on by default on GPU.
@@ -86,7 +92,7 @@ def transformer_config(cfg: Config, *, bf16: bool, use_cpu_initialization: bool)
     # Weight gradients straight into DDP's main_grad (bf16, as the gradients are kept): GPU only
     # (the CPU engine has no main_grad).
     # TE's linears bring their own kernel; Megatron's output layer uses Apex's or benchmark.wgrad's.
-    wgrad_fusion = fusions and not use_cpu_initialization and wgrad.available()
+    wgrad_fusion = wgrad_fusion and fusions and not use_cpu_initialization and wgrad.available()
     fp8 = {}
     if p.fp8:
         fp8 = dict(
@@ -164,12 +170,17 @@ def describe_precision(cfg: Config, bf16: bool) -> str:
     return text + (", FP8 weights" if fp8_weights else "") + ", bf16 elsewhere"
 
 
-def build_model(cfg: Config, vocab_size: int, *, bf16: bool, use_cpu_initialization: bool) -> tuple[GPTModel, str]:
-    """A Llama 3.1 GPTModel (untied embeddings, RoPE base 500000 with 3.1 scaling)."""
+def build_model(
+    cfg: Config, vocab_size: int, *, bf16: bool, use_cpu_initialization: bool, wgrad_fusion: bool = True
+) -> tuple[GPTModel, str]:
+    """A Llama 3.1 GPTModel (untied embeddings, RoPE base 500000 with 3.1 scaling); wgrad_fusion: see
+    transformer_config."""
     spec, spec_name = layer_spec(cfg)
-    config = transformer_config(cfg, bf16=bf16, use_cpu_initialization=use_cpu_initialization)
+    config = transformer_config(
+        cfg, bf16=bf16, use_cpu_initialization=use_cpu_initialization, wgrad_fusion=wgrad_fusion
+    )
     if config.gradient_accumulation_fusion:
-        where = wgrad.install()
+        where = mcore_workarounds.install_wgrad_kernel()
         if cfg.parallel.layer_spec == "te":
             where = f"TE in the layers, {where} for the output layer"
         spec_name += f", weight gradients accumulated into main_grad ({where})"

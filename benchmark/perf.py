@@ -146,10 +146,6 @@ def main(argv=None) -> int:
         return 2
     if overrides or a.te_op_fuser:
         _patch_model(overrides, a.te_op_fuser)
-    if a.no_wgrad_fusion:
-        from benchmark import wgrad
-
-        wgrad.available = lambda: False
     with distributed(cfg) as device:
         from megatron.core import parallel_state
 
@@ -164,7 +160,9 @@ def main(argv=None) -> int:
             )
         on_gpu = device.type == "cuda"
         bf16 = on_gpu
-        model, spec_name = build_model(cfg, a.vocab, bf16=bf16, use_cpu_initialization=not on_gpu)
+        model, spec_name = build_model(
+            cfg, a.vocab, bf16=bf16, use_cpu_initialization=not on_gpu, wgrad_fusion=not a.no_wgrad_fusion
+        )
         if on_gpu:
             model.cuda(device)
         engine = make_engine(cfg, model, device, bf16, optimizer_overrides=opt_overrides or None)

@@ -111,7 +111,7 @@ def distributed(cfg: Config):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         device = torch.device("cuda", torch.cuda.current_device())
     else:
-        from benchmark.compat import apply_cpu_shims
+        from benchmark.mcore_workarounds import apply_cpu_shims
 
         apply_cpu_shims()
         device = torch.device("cpu")

@@ -5,13 +5,12 @@ Megatron-Core's linear layers can fold the gradient accumulation into the weight
 bf16 operands and an fp32 output, instead of a bf16 ``weight.grad`` that the DDP hook then adds into
 ``main_grad`` (an extra read and write of every gradient, per micro-batch). Megatron takes that
 kernel from Apex's ``fused_weight_gradient_mlp_cuda`` extension, which is absent without Apex or
-TransformerEngine. PyTorch's ``addmm`` with ``out_dtype`` (CUDA) computes the same thing, so
-:func:`install` gives Megatron that kernel under the name it looks for.
+TransformerEngine. PyTorch's ``addmm`` with ``out_dtype`` (CUDA) computes the same thing, and
+``benchmark.mcore_workarounds.install_wgrad_kernel`` gives Megatron that kernel under the name it
+looks for.
 """
 
 from __future__ import annotations
-
-import types
 
 import torch
 
@@ -40,20 +39,3 @@ def available() -> bool:
         return bool((out == 2).all())
     except (RuntimeError, TypeError):
         return False
-
-
-def install() -> str:
-    """Point Megatron-Core's linear layers at a wgrad-accumulation kernel; say which one."""
-    from megatron.core.tensor_parallel import layers
-
-    ours = "torch addmm(out_dtype=fp32)"
-    installed = getattr(layers, "fused_weight_gradient_mlp_cuda", None)
-    if getattr(installed, "wgrad_gemm_accum_fp32", None) is wgrad_gemm_accum_fp32:
-        return ours  # installed by an earlier model build in this process
-    if layers._grad_accum_fusion_available:
-        return "apex"
-    layers.fused_weight_gradient_mlp_cuda = types.SimpleNamespace(
-        wgrad_gemm_accum_fp32=wgrad_gemm_accum_fp32, wgrad_gemm_accum_fp16=wgrad_gemm_accum_fp16
-    )
-    layers._grad_accum_fusion_available = True
-    return ours

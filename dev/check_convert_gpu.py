@@ -82,7 +82,7 @@ def model_parallel(device: torch.device):
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:
-        from benchmark.compat import apply_cpu_shims
+        from benchmark.mcore_workarounds import apply_cpu_shims
 
         apply_cpu_shims()
     parallel_state.initialize_model_parallel(1, 1)

@@ -149,20 +149,33 @@ def test_recompute_and_wgrad_fusion_reach_megatron(env, method, layers):
     assert tc.bias_activation_fusion is True  # FUSIONS=on still applies the compiled SwiGLU
 
 
+def test_wgrad_fusion_is_a_parameter(monkeypatch):
+    """Where the fused weight-gradient GEMM would run (GPU, fusions on), wgrad_fusion=False turns it off."""
+    from benchmark import wgrad
+    from benchmark.model import transformer_config
+
+    monkeypatch.setattr(wgrad, "available", lambda: True)  # as on a GPU
+    cfg = cfg_from(env={"FUSIONS": "on", "LAYER_SPEC": "local"})
+    assert transformer_config(cfg, bf16=True, use_cpu_initialization=False).gradient_accumulation_fusion is True
+    off = transformer_config(cfg, bf16=True, use_cpu_initialization=False, wgrad_fusion=False)
+    assert off.gradient_accumulation_fusion is False
+
+
 def test_wgrad_kernel_install_names_its_source(monkeypatch):
-    """install() hands Megatron our kernel where Apex's is missing, once, and says which one runs."""
+    """install_wgrad_kernel() hands Megatron our kernel where Apex's is missing, once, and says which one runs."""
     from megatron.core.tensor_parallel import layers
 
     from benchmark import wgrad
+    from benchmark.mcore_workarounds import install_wgrad_kernel
 
     monkeypatch.setattr(layers, "_grad_accum_fusion_available", False)
     monkeypatch.delattr(layers, "fused_weight_gradient_mlp_cuda", raising=False)
-    assert wgrad.install() == "torch addmm(out_dtype=fp32)"
+    assert install_wgrad_kernel() == "torch addmm(out_dtype=fp32)"
     assert layers._grad_accum_fusion_available is True
     assert layers.fused_weight_gradient_mlp_cuda.wgrad_gemm_accum_fp32 is wgrad.wgrad_gemm_accum_fp32
-    assert wgrad.install() == "torch addmm(out_dtype=fp32)"  # a second model build: still ours
+    assert install_wgrad_kernel() == "torch addmm(out_dtype=fp32)"  # a second model build: still ours
     monkeypatch.setattr(layers, "fused_weight_gradient_mlp_cuda", object())  # Apex's extension
-    assert wgrad.install() == "apex"
+    assert install_wgrad_kernel() == "apex"
 
 
 def test_wgrad_kernel_with_fp32_inputs_on_cpu():

@@ -233,9 +233,9 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], tor
 
 
 def dist_checkpoint_shims() -> None:
-    """Let Megatron-Core 0.16's torch_dist writer run in a CPU-only process (benchmark/compat.py)."""
+    """Let Megatron-Core 0.16's torch_dist writer run in a CPU-only process (benchmark/mcore_workarounds.py)."""
     if not torch.cuda.is_available():
-        from benchmark.compat import apply_cpu_shims
+        from benchmark.mcore_workarounds import apply_cpu_shims
 
         apply_cpu_shims()
 
