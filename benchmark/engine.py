@@ -222,6 +222,8 @@ class MegatronEngine:
         )
         # Without TE/Apex, Megatron-Core's torch AdamW would take its slower multi-kernel path.
         mcore_workarounds.use_fused_adamw(self.optimizer)
+        # A CKPT_FORMAT=fast state must load under the precision-aware optimizer too (benchmark.perf --opt).
+        mcore_workarounds.skip_non_tensor_state_on_load()
         # A non-finite gradient norm stops the step before the weights change, as on the CPU engine;
         # in bf16 Megatron-Core's optimizer would apply it.
         self._step_loss = float("nan")

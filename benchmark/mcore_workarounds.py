@@ -10,6 +10,8 @@ a megatron-core upgrade re-runs those tests and drops what is no longer needed.
 - The GPU engine's optimizer without TransformerEngine or Apex, where Megatron-Core falls back to
   torch's AdamW: :func:`use_fused_adamw`, :func:`init_empty_adam_state` (before a load),
   :func:`refill_adam_steps` (after a load), :func:`check_grad_norm_before_update` (every step).
+- The precision-aware optimizer's load from a ``CKPT_FORMAT=fast`` checkpoint
+  (:func:`skip_non_tensor_state_on_load`).
 - The weight-gradient kernel (:func:`install_wgrad_kernel`): Megatron's gradient-accumulation fusion
   without Apex, with the kernel of benchmark/wgrad.py.
 """
@@ -153,6 +155,41 @@ def check_grad_norm_before_update(optimizer, check: Callable[[float], None]) -> 
         return norm
 
     optimizer.get_grad_norm = get_grad_norm
+
+
+def _keep_tensors(set_states):
+    @functools.wraps(set_states)
+    def set_main_param_and_optimizer_states(self, model_param, tensors):
+        return set_states(self, model_param, {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)})
+
+    set_main_param_and_optimizer_states.keeps_tensors_only = True
+    return set_main_param_and_optimizer_states
+
+
+def skip_non_tensor_state_on_load() -> bool:
+    """Let the distributed optimizer load a dp_reshardable state with the precision-aware optimizer.
+
+    A ``CKPT_FORMAT=fast`` (dp_reshardable) state holds, per parameter, its tensors beside plain
+    entries (``padding``, ``gbuf_local_start``, ``gbuf_local_end``). Megatron-Core 0.16.1's
+    ``DistributedOptimizer._set_main_param_and_optimizer_states`` hands every entry to TE FusedAdam's
+    ``set_scaled_state`` when ``use_precision_aware_optimizer`` is on, which fails on the first
+    plain one (``AttributeError: 'bool' object has no attribute 'dtype'``, seen on an H200); without
+    it, only the tensors are copied. Megatron-Core 0.17 skips the plain entries itself (Megatron-LM
+    #3537). This passes on the tensors only, which changes nothing in the other path. Applied, once,
+    for megatron-core below 0.17; returns whether it is in place. Proved by
+    tests/test_mcore_workarounds.py::test_precision_aware_load_skips_plain_entries (on megatron-core's
+    own method).
+    """
+    from megatron.core import __version__ as mcore_version
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    current = DistributedOptimizer._set_main_param_and_optimizer_states
+    if getattr(current, "keeps_tensors_only", False):
+        return True
+    if tuple(int(x) for x in mcore_version.split(".")[:2]) >= (0, 17):
+        return False
+    DistributedOptimizer._set_main_param_and_optimizer_states = _keep_tensors(current)
+    return True
 
 
 def install_wgrad_kernel() -> str:

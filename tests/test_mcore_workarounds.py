@@ -105,3 +105,55 @@ def test_grad_norm_checked_before_the_update(norm):
     stub.norm, stub.config.clip_grad = 0.5, 0.0
     success, grad_norm, _ = chained.step()
     assert success and grad_norm == 0.5 and stub.updates == 1
+
+
+def _dist_optimizer_stand_in(precision_aware: bool):
+    """What DistributedOptimizer._set_main_param_and_optimizer_states reads of itself: the param maps,
+    the config flag, and an optimizer whose set_scaled_state reads .dtype as TE FusedAdam's does."""
+    param = torch.nn.Parameter(torch.zeros(4))
+    master = torch.zeros(4)
+    written = {}
+
+    def set_scaled_state(p, key, value):
+        assert p is master
+        if value.dtype != torch.float32:  # TE's FusedAdam reads the value's dtype first
+            value = value.float()
+        written[key] = value.clone()
+
+    optimizer = types.SimpleNamespace(param_groups=[{"params": [master]}], state={master: {}},
+                                      set_scaled_state=set_scaled_state)
+    if not precision_aware:
+        optimizer.state[master] = {"exp_avg": torch.zeros(4), "exp_avg_sq": torch.zeros(4)}
+    stand_in = types.SimpleNamespace(
+        model_param_group_index_map={param: (0, 0)}, optimizer=optimizer,
+        config=types.SimpleNamespace(use_precision_aware_optimizer_no_fp8_or_ds_fp8=precision_aware),
+    )
+    return stand_in, param, master, written
+
+
+def test_precision_aware_load_skips_plain_entries():
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    # One parameter's entry of a dp_reshardable state, as the fast checkpoint format stores it.
+    entry = {"param": torch.full((4,), 2.0), "exp_avg": torch.full((4,), 3.0), "exp_avg_sq": torch.full((4,), 4.0),
+             "padding": False, "gbuf_local_start": 0, "gbuf_local_end": 4}
+    original = DistributedOptimizer._set_main_param_and_optimizer_states
+    original = getattr(original, "__wrapped__", original)
+    stand_in, param, _, _ = _dist_optimizer_stand_in(precision_aware=True)
+    with pytest.raises(AttributeError, match="'bool' object has no attribute 'dtype'"):
+        original(stand_in, param, dict(entry))  # megatron-core 0.16.1 as it comes
+
+    assert mcore_workarounds.skip_non_tensor_state_on_load()
+    assert mcore_workarounds.skip_non_tensor_state_on_load()  # idempotent: wrapped once
+    patched = DistributedOptimizer._set_main_param_and_optimizer_states
+    assert patched.__wrapped__ is original
+    stand_in, param, _, written = _dist_optimizer_stand_in(precision_aware=True)
+    patched(stand_in, param, dict(entry))
+    assert sorted(written) == ["exp_avg", "exp_avg_sq", "master_param"]
+    assert torch.equal(written["master_param"], entry["param"])
+    assert torch.equal(written["exp_avg_sq"], entry["exp_avg_sq"])
+    # Without the precision-aware optimizer the tensors are copied into the fp32 master and moments.
+    stand_in, param, master, _ = _dist_optimizer_stand_in(precision_aware=False)
+    patched(stand_in, param, dict(entry))
+    assert torch.equal(master, entry["param"])
+    assert torch.equal(stand_in.optimizer.state[master]["exp_avg"], entry["exp_avg"])
