@@ -38,6 +38,7 @@ export TOKENIZER_PATH="${TOKENIZER_PATH:-}"        # Llama 3.1 tokenizer folder;
 export JOB_DIR="${JOB_DIR:-${_llama31_root}/results/$(date +%Y%m%d-%H%M%S)}"  # logs: JOB_DIR/<run>/
 export CHECKPOINT_DIR="${CHECKPOINT_DIR:-}"     # checkpoints go to CHECKPOINT_DIR/<run>/; empty = JOB_DIR/<run>/checkpoints
 export INDEX_CACHE_DIR="${INDEX_CACHE_DIR:-}"   # dataset index cache; empty = PREPROCESSED_PATH/index_cache
+export SMOKE_DATA_DIR="${SMOKE_DATA_DIR:-}"     # PRESET=smoke without the two paths above: its embedded data set is built (once, offline) and reused here; empty = work_dir/smoke
 
 # --- Model and schedule ----------------------------------------------------------------------
 export PRESET="${PRESET:-llama31_8b}"           # llama31_8b (the benchmark) | smoke (tiny model, CPU)

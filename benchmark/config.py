@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -104,15 +105,18 @@ class Range:
 
 
 def knob(
-    default: Any, env: str | None, help: str, flag: str | None = None, *,
+    default: Any, env: str | None, help: str, *,
     range: Range | None = None, choices: tuple[str, ...] | None = None, **kw: Any,
 ) -> Any:
     """A dataclass field that is also a command-line flag and (optionally) an environment variable.
 
+    A knob has one name: its environment variable (what config.sh and the launcher set), of which the
+    flag is the spelling on a command line (PREPROCESSED_PATH, --preprocessed-path). A knob without a
+    variable is named by its field (valid_file, --valid-file).
     Every int or float knob carries the ``range`` it accepts and every enumerated one its ``choices``;
     :func:`validate` checks them all (tests/test_config_ranges.py fails for a numeric knob without one).
     """
-    meta = {"env": env, "help": help, "flag": flag, "range": range, "choices": choices}
+    meta = {"env": env, "help": help, "range": range, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -151,9 +155,9 @@ class ModelConfig:
 class TrainConfig:
     """Optimizer, schedule, evaluation and stopping rule (docs/FIDELITY.md)."""
 
-    global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", flag="--gbs", range=Range(at_least=1))
+    global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", range=Range(at_least=1))
     micro_batch_size: int = knob(
-        1, "MBS", "sequences per forward/backward on one replica", flag="--mbs", range=Range(at_least=1)
+        1, "MBS", "sequences per forward/backward on one replica", range=Range(at_least=1)
     )
     lr: float = knob(
         0.0, "LR", "base learning rate; 0 = the RCP value for the GBS",
@@ -249,10 +253,10 @@ class TrainConfig:
 class ParallelConfig:
     """Where and how the model runs."""
 
-    tensor_parallel: int = knob(1, "TP", "tensor-parallel size", flag="--tp", range=Range(at_least=1))
-    pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", flag="--pp", range=Range(at_least=1))
+    tensor_parallel: int = knob(1, "TP", "tensor-parallel size", range=Range(at_least=1))
+    pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", range=Range(at_least=1))
     context_parallel: int = knob(
-        1, "CP", "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)", flag="--cp",
+        1, "CP", "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)",
         range=Range(at_least=1),
     )
     sequence_parallel: str = knob(
@@ -309,7 +313,9 @@ class ParallelConfig:
 class DataConfig:
     """Tokenized C4 (Megatron .bin/.idx) and the tokenizer."""
 
-    data_dir: str = knob("", "PREPROCESSED_PATH", "folder with the tokenized C4 files; smoke: made if empty")
+    data_dir: str = knob(
+        "", "PREPROCESSED_PATH", "folder with the tokenized C4 files; smoke: made in SMOKE_DATA_DIR if empty"
+    )
     benchmark_area: str = knob(
         "en6", "BENCHMARK_AREA",
         "the C4 groups trained on: en6 (c4-train.en_6, shards 768-895, as the reference code and the "
@@ -317,15 +323,22 @@ class DataConfig:
         choices=tuple(BENCHMARK_AREAS),
     )
     train_files: list = knob(
-        [], None, "training prefixes inside data_dir; empty = those of BENCHMARK_AREA",
+        [], None, "training prefixes inside PREPROCESSED_PATH; empty = those of BENCHMARK_AREA",
     )
     valid_file: str = knob(
         "c4-validation-91205-samples.en_text_document", None,
-        "validation prefix inside data_dir; empty = the one c4-validation-*-samples.en_text_document there",
+        "validation prefix inside PREPROCESSED_PATH; empty = the one c4-validation-*-samples.en_text_document there",
     )
-    tokenizer: str = knob("", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made if empty")
+    tokenizer: str = knob(
+        "", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made in SMOKE_DATA_DIR if empty"
+    )
     index_cache_dir: str = knob(
-        "", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default data_dir/index_cache"
+        "", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default PREPROCESSED_PATH/index_cache"
+    )
+    smoke_data_dir: str = knob(
+        "", "SMOKE_DATA_DIR",
+        "smoke preset without PREPROCESSED_PATH and TOKENIZER_PATH: the folder where its embedded data set is "
+        "built (offline, once) and reused; empty = work_dir/smoke in the repository",
     )
 
 
@@ -416,31 +429,52 @@ class Config:
     data: DataConfig
     ckpt: CheckpointConfig
     log: LogConfig
+    # Set by the preset, not by a knob: what the run's own compliance check applies to its MLPerf log
+    # (compliance.rules.PROFILES: closed = the official rules, smoke = their scale rules relaxed) ...
+    compliance_profile: str = "closed"
+    # ... and whether PREPROCESSED_PATH and TOKENIZER_PATH may be left unset, the run then building
+    # (or reusing) the embedded data set in SMOKE_DATA_DIR (benchmark.smoke_data).
+    embedded_data: bool = False
 
     def sections(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+        return {name: getattr(self, name) for name in _section_classes()}
 
 
-# Presets change only what differs from the 8B defaults above.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The benchmark as its rules fix it: GBS 16 with its RCP learning rate and warmup.
-    "llama31_8b": {},
-    # Llama 3.1 architecture scaled down to reach its target in a few minutes on 2 CPU cores:
-    # GQA with fewer KV groups than heads, SwiGLU, RMSNorm, RoPE with 3.1 scaling, untied embeddings.
-    "smoke": {
-        "model": dict(
+# A preset starts from the 8B defaults of the dataclasses above and changes only what differs.
+
+
+def llama31_8b() -> Config:
+    """The benchmark as its rules fix it: GBS 16 with its RCP learning rate and warmup."""
+    return Config(
+        preset="llama31_8b", model=ModelConfig(), train=TrainConfig(), parallel=ParallelConfig(), data=DataConfig(),
+        ckpt=CheckpointConfig(), log=LogConfig(),
+    )
+
+
+def smoke() -> Config:
+    """Llama 3.1 architecture scaled down to reach its target in a few minutes on 2 CPU cores: GQA with
+    fewer KV groups than heads, SwiGLU, RMSNorm, RoPE with 3.1 scaling, untied embeddings."""
+    return Config(
+        preset="smoke",
+        model=ModelConfig(
             num_layers=4, hidden_size=128, ffn_hidden_size=384, num_attention_heads=4,
             num_query_groups=2, seq_length=256,
         ),
-        "train": dict(
+        train=TrainConfig(
             global_batch_size=16, micro_batch_size=8, lr=2e-3, warmup_samples=256, max_steps=2000,
             eval_every=1024, eval_samples=64, target=3.3, max_train_samples=32768,
         ),
+        parallel=ParallelConfig(),
         # The embedded data set tokenizes both groups; training on both keeps its documents varied.
-        "data": dict(benchmark_area="en6+en7", valid_file=""),
-        "log": dict(log_every=20),
-    },
-}
+        data=DataConfig(benchmark_area="en6+en7", valid_file=""),
+        ckpt=CheckpointConfig(),
+        log=LogConfig(log_every=20),
+        compliance_profile="smoke",
+        embedded_data=True,
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {"llama31_8b": llama31_8b, "smoke": smoke}
 
 
 def _section_classes() -> dict[str, type]:
@@ -488,7 +522,9 @@ def _coerce(value: str, typ: Any, name: str) -> Any:
 
 
 def _flag_name(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    """The knob's command-line flag: its environment variable in lower case with dashes (GBS, --gbs)."""
+    name = f.metadata.get("env") or f.name
+    return "--" + name.lower().replace("_", "-")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -526,21 +562,18 @@ def build_config(
     name = preset or flag_values.get("preset") or env.get("PRESET") or "smoke"
     if name not in PRESETS:
         raise ConfigError(f"PRESET={name!r} is unknown: choose one of {', '.join(sorted(PRESETS))}")
-    sections = {}
-    for section, cls in _section_classes().items():
-        values = dict(PRESETS[name].get(section, {}))
-        for f in fields(cls):
+    cfg = PRESETS[name]()
+    for section_name, section in cfg.sections().items():
+        for f in fields(section):
             env_name = f.metadata.get("env")
             if env_name and env.get(env_name, "") != "":
-                values[f.name] = _coerce(env[env_name], f.type, env_name)
-            flag_value = flag_values.get(f"{section}.{f.name}")
+                setattr(section, f.name, _coerce(env[env_name], f.type, env_name))
+            flag_value = flag_values.get(f"{section_name}.{f.name}")
             if flag_value is not None:
-                values[f.name] = _coerce(flag_value, f.type, _flag_name(f))
-        sections[section] = cls(**values)
-    cfg = Config(preset=name, **sections)
+                setattr(section, f.name, _coerce(flag_value, f.type, _flag_name(f)))
     check_values(cfg)
     _derive(cfg, rcp_required=job_device is None)
-    _resolve_parallel(cfg, job_device)
+    resolve_auto(cfg, job_device)
     validate(cfg, job_device=job_device, need_paths=need_paths)
     return cfg
 
@@ -702,12 +735,18 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _resolve_parallel(cfg: Config, job_device: str | None = None) -> None:
-    """DEVICE=auto and LAYER_SPEC=auto become what will run on this machine (--print-config shows it).
+def resolve_auto(cfg: Config, job_device: str | None = None) -> None:
+    """Every ``auto`` knob becomes what will run on this machine, here only (--print-config shows it).
+
+    DEVICE and LAYER_SPEC first, then what follows from them: PRECISION (bf16 on GPU, fp32 on CPU),
+    FUSIONS (on on GPU, off on CPU) and SEQUENCE_PARALLEL (on with TP > 1 under the TE spec).
+    FP8_PARAM_GATHER=auto stays auto: it follows from the data-parallel size, which the process count
+    of each job sets (:func:`uses_fp8_param_gather`).
 
     A batch job resolves them again on its own node: the launcher passes the knobs, not the result.
     For a job elsewhere (``job_device``) DEVICE=auto becomes the job's device where it is known, and
-    LAYER_SPEC=auto stays auto on a GPU: whether TransformerEngine imports there is the job's to find.
+    LAYER_SPEC=auto stays auto on a GPU: whether TransformerEngine imports there is the job's to find;
+    a knob that follows from one still auto stays auto too.
     """
     p = cfg.parallel
     if job_device is not None:
@@ -715,11 +754,19 @@ def _resolve_parallel(cfg: Config, job_device: str | None = None) -> None:
             p.device = job_device
         if p.layer_spec == "auto" and p.device == "cpu":
             p.layer_spec = "local"
-        return
-    if p.device == "auto":
-        p.device = "cuda" if cuda_available() else "cpu"
-    if p.layer_spec == "auto":
-        p.layer_spec = "te" if p.device == "cuda" and te_available() else "local"
+    else:
+        if p.device == "auto":
+            p.device = "cuda" if cuda_available() else "cpu"
+        if p.layer_spec == "auto":
+            p.layer_spec = "te" if p.device == "cuda" and te_available() else "local"
+    if p.device != "auto":
+        on_gpu = p.device == "cuda"
+        if p.precision == "auto":
+            p.precision = "bf16" if on_gpu else "fp32"
+        if p.fusions == "auto":
+            p.fusions = "on" if on_gpu else "off"
+    if p.sequence_parallel == "auto" and p.layer_spec != "auto":
+        p.sequence_parallel = "on" if uses_sequence_parallel(cfg) else "off"
 
 
 def world_size_from_env(env: dict[str, str] | None = None) -> int:
@@ -898,7 +945,7 @@ def validate(
             f"MODEL_CKPT={c.model_ckpt} has no weights/ folder: give a NeMo 2 checkpoint "
             f"(python -m utils.convert hf-to-nemo writes one), or set FROM_HF=1 for a Hugging Face folder"
         )
-    if cfg.preset != "smoke" and need_paths:
+    if not cfg.embedded_data and need_paths:
         if not cfg.data.data_dir:
             raise ConfigError(
                 "PREPROCESSED_PATH is not set: point it at the folder with the tokenized C4 files "
@@ -1013,7 +1060,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 def unset_paths(cfg: Config) -> list[str]:
     """The data paths a run of this preset needs and the configuration lacks, one line each."""
-    if cfg.preset == "smoke":
+    if cfg.embedded_data:
         return []
     wanted = (("PREPROCESSED_PATH", cfg.data.data_dir, "the tokenized C4 files"),
               ("TOKENIZER_PATH", cfg.data.tokenizer, "the Llama 3.1 tokenizer"))
@@ -1031,6 +1078,12 @@ def left_to_the_job(cfg: Config) -> list[str]:
             f"LAYER_SPEC={p.layer_spec}: whether TransformerEngine imports on the job's node"
             + (" (te where it does, else local)" if p.layer_spec == "auto" else "")
         )
+    following = [f"{name}=auto" for name, value in (
+        ("PRECISION", p.precision), ("FUSIONS", p.fusions), ("SEQUENCE_PARALLEL", p.sequence_parallel)
+    ) if value == "auto"]
+    if following:
+        verb = "they follow" if len(following) > 1 else "it follows"
+        notes.append(f"{', '.join(following)}: {verb} the DEVICE and LAYER_SPEC the job's node resolves")
     if rcp_pending(cfg):
         notes.append(
             f"LR, WARMUP_SAMPLES, MAX_TRAIN_SAMPLES: the RCP defaults of GBS={t.global_batch_size} come from "

@@ -198,13 +198,13 @@ def describe_platform(device: torch.device, world_size: int) -> str:
 
 
 def resolve_smoke_data(cfg: Config) -> float:
-    """For the smoke preset with no data configured, build (or reuse) the embedded dataset."""
-    if cfg.preset != "smoke" or (cfg.data.data_dir and cfg.data.tokenizer):
+    """For a preset with embedded data (smoke) and no data configured, build (or reuse) the embedded dataset."""
+    if not cfg.embedded_data or (cfg.data.data_dir and cfg.data.tokenizer):
         return 0.0
     from benchmark.smoke_data import prepare
 
     start = time.perf_counter()
-    root = Path(os.environ.get("SMOKE_DATA_DIR") or REPO_ROOT / "work_dir" / "smoke")
+    root = Path(cfg.data.smoke_data_dir or REPO_ROOT / "work_dir" / "smoke")
     smoke = prepare(root, seed=1234)
     cfg.data.data_dir = str(smoke.data_dir)
     cfg.data.tokenizer = str(smoke.tokenizer_dir)
@@ -538,7 +538,7 @@ def summarize(cfg: Config, result: RunResult, prep_s: float) -> str:
 def compliance_verdict(cfg: Config, log_path: Path) -> tuple[bool, str]:
     from compliance.check import check_log
 
-    report = check_log(log_path, profile="smoke" if cfg.preset == "smoke" else "closed")
+    report = check_log(log_path, profile=cfg.compliance_profile)
     return report.passed, report.format()
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 from benchmark.config import Config, ModelConfig, build_config
@@ -60,3 +63,24 @@ def raw_rcps(ruleset: str = "6.0.0") -> dict[int, dict]:
             "warmup": record["Hyperparams"]["opt_learning_rate_warmup_samples"],
         }
     return out
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if not shutil.which("mount"):
+        return False
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    """A tmpfs mounted at path with these mount options, unmounted after; yields False where mounting
+    is not allowed (path is then a plain folder)."""
+    if not _mount_tmpfs(path, options):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -23,7 +23,6 @@ from benchmark.checkpoint import CheckpointError
 from benchmark.config import ConfigError
 from benchmark.train import run
 from tests.helpers import mllog_events, smoke_config
-from tests.test_utils_faults import tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
@@ -149,19 +148,10 @@ def test_checkpoint_dir_under_a_file(smoke_data, tmp_path):
                     "this job can write")
 
 
-def test_read_only_checkpoint_dir_found_before_init_stop(smoke_data, tmp_path):
-    folder = tmp_path / "ro"
-    with tmpfs(folder, "ro,size=64k") as mounted:
-        if not mounted:
-            if os.geteuid() == 0:
-                pytest.skip("root without the right to mount: a read-only folder cannot be made")
-            folder.chmod(0o555)
-        try:
-            text, _ = _resume_expecting_error(smoke_data, tmp_path, folder, SAVE_CKPT=1)
-            assert list(folder.iterdir()) == []  # the probe write left nothing
-        finally:
-            if not mounted:
-                folder.chmod(0o755)
+def test_read_only_checkpoint_dir_found_before_init_stop(smoke_data, tmp_path, read_only):
+    folder = read_only
+    text, _ = _resume_expecting_error(smoke_data, tmp_path, folder, SAVE_CKPT=1)
+    assert list(folder.iterdir()) == []  # the probe write left nothing
     assert text.startswith(f"CHECKPOINT_DIR={folder}: cannot be written (")
     assert text.endswith("so no checkpoint could be saved: make it writable or set CHECKPOINT_DIR to a folder that is")
 

@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # String knobs that hold free text (paths, names) rather than one of a list of values.
 FREE_TEXT = {
-    "PREPROCESSED_PATH", "--valid-file", "TOKENIZER_PATH", "INDEX_CACHE_DIR", "CHECKPOINT_DIR", "MODEL_CKPT",
-    "RESULT_DIR", "SUBMISSION_ORG", "SUBMISSION_PLATFORM", "TENSORBOARD_DIR", "WANDB_PROJECT", "PROFILE_DIR",
+    "PREPROCESSED_PATH", "--valid-file", "TOKENIZER_PATH", "INDEX_CACHE_DIR", "SMOKE_DATA_DIR", "CHECKPOINT_DIR",
+    "MODEL_CKPT", "RESULT_DIR", "SUBMISSION_ORG", "SUBMISSION_PLATFORM", "TENSORBOARD_DIR", "WANDB_PROJECT",
+    "PROFILE_DIR",
     # not free, but parsed by validate() rather than listed: tests/test_watch.py refuses bad ones
     "PROFILE_STEPS", "PROFILE_RANKS",
 }

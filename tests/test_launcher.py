@@ -197,6 +197,7 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "DOCKER_IMAGE": "docker-sentinel",
         "PREPROCESSED_PATH": str(data), "TOKENIZER_PATH": str(tmp_path / "tok"), "JOB_DIR": str(tmp_path / "jobs"),
         "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "INDEX_CACHE_DIR": str(tmp_path / "cache"),
+        "SMOKE_DATA_DIR": str(tmp_path / "smoke"),
         "PRESET": "smoke", "BENCHMARK_AREA": "en6",
         "GBS": "32", "MBS": "2", "LR": "0.00123", "WARMUP_SAMPLES": "96", "MAX_STEPS": "999",
         "TP": "2", "PP": "2", "CP": "2", "PRECISION": "bf16", "FP8": "1", "RECOMPUTE": "1", "RECOMPUTE_LAYERS": "2",

@@ -141,20 +141,20 @@ def test_non_finite_loss_stops_aborted(smoke_data, tmp_path):
     assert mllog_events(tmp_path / "nan.log")[-1]["metadata"]["status"] == "aborted"
 
 
-def test_smoke_data_follows_the_benchmark_area(smoke_data, monkeypatch):
+def test_smoke_data_follows_the_benchmark_area(smoke_data):
     """The embedded set holds en_6 and en_7: the run takes the ones BENCHMARK_AREA names."""
     from benchmark.config import ConfigError, build_config
     from benchmark.train import resolve_smoke_data
 
-    monkeypatch.setenv("SMOKE_DATA_DIR", str(smoke_data.data_dir.parent))
-    both = build_config(env={}, preset="smoke")
+    env = {"SMOKE_DATA_DIR": str(smoke_data.data_dir.parent)}
+    both = build_config(env=env, preset="smoke")
     resolve_smoke_data(both)
     assert both.data.train_files == ["c4-train.en_6_text_document", "c4-train.en_7_text_document"]
     assert both.data.data_dir == str(smoke_data.data_dir)
-    en6 = build_config(env={"BENCHMARK_AREA": "en6"}, preset="smoke")
+    en6 = build_config(env={**env, "BENCHMARK_AREA": "en6"}, preset="smoke")
     resolve_smoke_data(en6)
     assert en6.data.train_files == ["c4-train.en_6_text_document"]
-    other = build_config(env={}, preset="smoke")
+    other = build_config(env=env, preset="smoke")
     other.data.train_files = ["c4-train.en_3_text_document"]
     with pytest.raises(ConfigError, match="embedded smoke data set has no c4-train.en_3_text_document"):
         resolve_smoke_data(other)

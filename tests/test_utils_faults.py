@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tmpfs
 from utils import c4, corpus, tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,39 +48,6 @@ def assert_named_error(p: subprocess.CompletedProcess, *needles: str) -> str:
 def leftovers(folder: Path) -> list[str]:
     """Every name under `folder`, recursively (temporaries are hidden names)."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
-
-
-def _mount_tmpfs(path: Path, options: str) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    if not shutil.which("mount"):
-        return False
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
-    return r.returncode == 0
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str):
-    if not _mount_tmpfs(path, options):
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-@pytest.fixture
-def read_only(tmp_path):
-    """A folder no one can write into: a read-only tmpfs, else chmod 555 for a non-root user."""
-    folder = tmp_path / "ro"
-    with tmpfs(folder, "ro,size=64k") as mounted:
-        if not mounted:
-            if os.geteuid() == 0:
-                pytest.skip("root without the right to mount: a read-only folder cannot be made")
-            folder.chmod(0o555)
-        yield folder
-        if not mounted:
-            folder.chmod(0o755)
 
 
 @pytest.fixture
