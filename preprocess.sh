@@ -42,9 +42,6 @@ if [[ -f "${here}/utils/tokenize.py" ]]; then
 else
     repo_root="${SLURM_SUBMIT_DIR:-${PWD}}"
 fi
-# The repository's place inside the image (the Dockerfile's WORKDIR).
-readonly CONTAINER_REPO=/workspace/llama31
-
 dry_run=0
 for arg in "$@"; do
     case "${arg}" in
@@ -104,6 +101,10 @@ if ((${#problems[@]})); then
     printf '  - %s\n' "${problems[@]}" >&2
     exit 2
 fi
+# Only now, with the repository found: under sbatch this script is a copy outside it, so the checks
+# above (and --help) do without the shared helpers.
+# shellcheck source=dev/lib.sh
+source "${repo_root}/dev/lib.sh"
 
 # Absolute paths: the container mounts them at the same place, and the working folder may differ.
 merged="$(cd "${MERGED_C4_PATH}" && pwd)"
@@ -118,14 +119,10 @@ workers="${WORKERS:-${SLURM_CPUS_PER_TASK:-$(nproc)}}"
 if [[ -n "${image}" ]]; then
     runner=(srun --ntasks=1 --container-image="${image}"
         --container-mounts="${merged}:${merged},${preprocessed}:${preprocessed},${tokenizer}:${tokenizer}"
-        --container-workdir="${CONTAINER_REPO}" python)
+        --container-workdir="${LLAMA31_CONTAINER_REPO}" python)
 else
-    python="${PYTHON:-}"
-    if [[ -z "${python}" ]]; then
-        if [[ -x "${repo_root}/.venv/bin/python" ]]; then python="${repo_root}/.venv/bin/python"; else python=python3; fi
-    fi
-    runner=("${python}")
-    export PYTHONPATH="${repo_root}${PYTHONPATH:+:${PYTHONPATH}}"
+    runner=("$(llama31_python "${repo_root}")")
+    llama31_export_pythonpath "${repo_root}"
 fi
 
 run_task() { # task index

@@ -6,14 +6,8 @@
 # The interpreter is $PYTHON if set, else the repository's .venv if present, else python3.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x "${repo_root}/.venv/bin/python" ]]; then
-    PYTHON="${repo_root}/.venv/bin/python"
-  else
-    PYTHON=python3
-  fi
-fi
-# The project runs from the repository root without being installed; make its packages importable
-# without changing the caller's directory.
-export PYTHONPATH="${repo_root}${PYTHONPATH:+:${PYTHONPATH}}"
+# shellcheck source=dev/lib.sh
+source "${repo_root}/dev/lib.sh"
+PYTHON="$(llama31_python "${repo_root}")"
+llama31_export_pythonpath "${repo_root}"
 exec "${PYTHON}" -m compliance.check "$@"

@@ -17,8 +17,8 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# The repository's place inside the image: the Dockerfile's WORKDIR.
-readonly CONTAINER_REPO=/workspace/llama31
+# shellcheck source=dev/lib.sh
+source "${repo_root}/dev/lib.sh"
 
 dry_run=0
 if [[ "${1:-}" == "--dry-run" ]]; then
@@ -26,7 +26,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
     shift
 fi
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail$/{/^set /d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+    llama31_usage "${BASH_SOURCE[0]}"
     exit 0
 fi
 
@@ -43,13 +43,13 @@ elif [[ -t 0 && -t 1 ]]; then
 fi
 
 problems=()
-for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT TENSORBOARD_DIR PROFILE_DIR; do
+for name in "${LLAMA31_PATH_KNOBS[@]}"; do
     path="${!name:-}"
     [[ -n "${path}" ]] || continue
     if [[ "${path}" != /* ]]; then
         path="${PWD}/${path}"
     fi
-    if [[ "${path}" == *[,:]* ]]; then
+    if ! llama31_mountable "${path}"; then
         problems+=("${name}=${path} contains ',' or ':', which a docker --volume cannot hold")
     fi
     # Made here, owned by the caller, rather than by the Docker daemon as root.
@@ -60,7 +60,7 @@ for name in PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_
 done
 if [[ -z "${JOB_DIR:-}" ]]; then
     ((dry_run)) || mkdir -p "${repo_root}/results"
-    args+=(--volume "${repo_root}/results:${CONTAINER_REPO}/results")
+    args+=(--volume "${repo_root}/results:${LLAMA31_CONTAINER_REPO}/results")
 fi
 if ((${#problems[@]})); then
     printf 'error: %s\n' "${problems[@]}" >&2
@@ -68,11 +68,11 @@ if ((${#problems[@]})); then
 fi
 
 # The other knobs of config.sh that are set here.
-mapfile -t knob_names < <(sed -n 's/^export \([A-Z][A-Z0-9_]*\)=.*/\1/p' "${repo_root}/config.sh")
+# (MODE is set below; the path knobs were passed above.)
+mapfile -t knob_names < <(llama31_knob_names "${repo_root}")
 for name in "${knob_names[@]}"; do
-    case "${name}" in
-        MODE | DOCKER_IMAGE | PREPROCESSED_PATH | TOKENIZER_PATH | JOB_DIR | CHECKPOINT_DIR | INDEX_CACHE_DIR | MODEL_CKPT \
-            | TENSORBOARD_DIR | PROFILE_DIR) continue ;;
+    case " MODE DOCKER_IMAGE ${LLAMA31_PATH_KNOBS[*]} " in
+        *" ${name} "*) continue ;;
     esac
     if [[ -n "${!name:-}" ]]; then
         args+=(--env "${name}=${!name}")

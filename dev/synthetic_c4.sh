@@ -13,9 +13,11 @@
 # Prints the PREPROCESSED_PATH and TOKENIZER_PATH to use, with VOCAB_SIZE=128256 for the real
 # model's embedding size (the tokenizer has 2,048 ids).
 set -euo pipefail
+# shellcheck source=dev/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    llama31_usage "$0"
     [[ $# -ge 1 ]] && exit 0 || exit 2
 fi
 train_docs="${2:-8000}"

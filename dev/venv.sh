@@ -1,10 +1,11 @@
+# shellcheck shell=bash
 # Sourced by run_llama31.sh and dev/test.sh: makes the Python that runs the project ready.
 # Inside the container the image already holds every dependency, so nothing is installed.
 # Elsewhere a virtual environment .venv at the repository root is created once and reused;
 # it is reinstalled only when a requirements file changes (a hash of them is kept in the venv).
 # Usage: source dev/venv.sh [dev]   ("dev" adds the test dependencies)
 # A script that sources it without an argument must do so from inside a function (see
-# run_llama31.sh's use_venv): a bare `source FILE` with no arguments hands the file the script's own
+# llama31_use_venv in dev/lib.sh): a bare `source FILE` with no arguments hands the file the script's own
 # positional parameters, and an argument such as --help would otherwise pick the requirements set.
 
 case "${1:-}" in

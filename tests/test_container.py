@@ -146,8 +146,10 @@ def test_requirements_rclone_workdir_and_container_flag(parsed):
     runs = instructions(parsed, "RUN")
     assert any("apt-get install" in r and "rclone" in r and "rm -rf /var/lib/apt/lists/*" in r for r in runs)
     (workdir,) = instructions(parsed, "WORKDIR")
-    for script in ("run_llama31.sh", "dev/run_docker.sh"):
-        assert f"readonly CONTAINER_REPO={workdir}\n" in (REPO / script).read_text(), script
+    # One definition (dev/lib.sh), used by the launcher's pyxis part and by every script that runs the image.
+    assert f"\nLLAMA31_CONTAINER_REPO={workdir}\n" in (REPO / "dev/lib.sh").read_text()
+    for script in ("dev/launch/image.sh", "dev/run_docker.sh", "preprocess.sh", "utils/launch_nemo_convert.sh"):
+        assert "${LLAMA31_CONTAINER_REPO}" in (REPO / script).read_text(), script
     assert DockerfileParser(path=str(DOCKERFILE)).envs["LLAMA31_CONTAINER"] == "1"
     assert "LLAMA31_CONTAINER" in (REPO / "dev/venv.sh").read_text()
     copies = instructions(parsed, "COPY")

@@ -3,7 +3,6 @@
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +31,6 @@ def tiny(tmp_path_factory):
     shards = corpus.write_corpus(root / "c4", seed=9, train_shards=16, valid_shards=2, docs_per_shard=4)
     tokenizer.train_bpe(shards[:4], root / "tok", vocab_size=512)
     return root
-
-
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-def test_shellcheck():
-    r = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout
 
 
 def test_scripts_are_strict_and_have_help():

@@ -10,6 +10,8 @@
 # (--n-validation, --workers). The interpreter: PYTHON, else .venv/bin/python, else python3.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=dev/lib.sh
+source "${repo_root}/dev/lib.sh"
 src="${C4_PATH:-}"
 dst="${MERGED_C4_PATH:-}"
 if [[ $# -gt 0 && "$1" != -* ]]; then
@@ -25,9 +27,6 @@ if [[ -z "${src}" || -z "${dst}" ]]; then
     echo "usage: bash utils/consolidate_data.sh C4_PATH MERGED_C4_PATH [options]" >&2
     exit 2
 fi
-python="${PYTHON:-}"
-if [[ -z "${python}" ]]; then
-    if [[ -x "${repo_root}/.venv/bin/python" ]]; then python="${repo_root}/.venv/bin/python"; else python=python3; fi
-fi
-export PYTHONPATH="${repo_root}${PYTHONPATH:+:${PYTHONPATH}}"
+python="$(llama31_python "${repo_root}")"
+llama31_export_pythonpath "${repo_root}"
 exec "${python}" -m utils.c4 consolidate --src "${src}" --dst "${dst}" "$@"

@@ -11,6 +11,8 @@
 # .venv/bin/python, else python3.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=dev/lib.sh
+source "${repo_root}/dev/lib.sh"
 dst="${TOKENIZER_PATH:-}"
 if [[ $# -gt 0 && "$1" != -* ]]; then
     dst="$1"
@@ -21,9 +23,6 @@ if [[ -z "${dst}" ]]; then
     echo "usage: bash utils/download_hf_llama3.sh TOKENIZER_PATH [--repo REPO] [--revision REV]" >&2
     exit 2
 fi
-python="${PYTHON:-}"
-if [[ -z "${python}" ]]; then
-    if [[ -x "${repo_root}/.venv/bin/python" ]]; then python="${repo_root}/.venv/bin/python"; else python=python3; fi
-fi
-export PYTHONPATH="${repo_root}${PYTHONPATH:+:${PYTHONPATH}}"
+python="$(llama31_python "${repo_root}")"
+llama31_export_pythonpath "${repo_root}"
 exec "${python}" -m utils.tokenizer download --dst "${dst}" "$@"

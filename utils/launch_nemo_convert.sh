@@ -45,6 +45,8 @@ if [[ ! -f "${repo_root}/utils/convert.py" ]]; then
     exit 2
 fi
 cd "${repo_root}"
+# shellcheck source=dev/lib.sh
+source dev/lib.sh
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning}"
 
 convert=(-m utils.convert "${direction}" --src "${src}" --dst "${dst}")
@@ -53,15 +55,10 @@ if [[ -n "${IMAGE:-}" ]]; then
     # The image holds the repository at its WORKDIR (Dockerfile); the data folders are mounted at
     # their own paths.
     mounts="$(dirname "${src}"):$(dirname "${src}"),$(dirname "${dst}"):$(dirname "${dst}")"
-    exec srun --ntasks=1 --container-image="${IMAGE}" --container-workdir=/workspace/llama31 \
+    exec srun --ntasks=1 --container-image="${IMAGE}" --container-workdir="${LLAMA31_CONTAINER_REPO}" \
         --container-mounts="${mounts}" python "${convert[@]}"
 fi
-# From a function: a bare `source` would hand dev/venv.sh this script's own arguments.
-use_venv() {
-    # shellcheck source=dev/venv.sh
-    source dev/venv.sh
-}
-use_venv
+llama31_use_venv
 if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     exec srun --ntasks=1 "${PYTHON}" "${convert[@]}"
 fi

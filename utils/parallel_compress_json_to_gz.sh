@@ -9,6 +9,8 @@
 # else .venv/bin/python, else python3.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=dev/lib.sh
+source "${repo_root}/dev/lib.sh"
 dir="${C4_PATH:-}"
 if [[ $# -gt 0 && "$1" != -* ]]; then
     dir="$1"
@@ -19,9 +21,6 @@ if [[ -z "${dir}" ]]; then
     echo "usage: bash utils/parallel_compress_json_to_gz.sh DIR [--workers N] [--keep]" >&2
     exit 2
 fi
-python="${PYTHON:-}"
-if [[ -z "${python}" ]]; then
-    if [[ -x "${repo_root}/.venv/bin/python" ]]; then python="${repo_root}/.venv/bin/python"; else python=python3; fi
-fi
-export PYTHONPATH="${repo_root}${PYTHONPATH:+:${PYTHONPATH}}"
+python="$(llama31_python "${repo_root}")"
+llama31_export_pythonpath "${repo_root}"
 exec "${python}" -m utils.c4 compress "${dir}" "$@"
