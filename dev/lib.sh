@@ -15,7 +15,7 @@ LLAMA31_CONTAINER_REPO=/workspace/llama31
 # launcher, since jobs run elsewhere, and mounted at the same path inside a container (pyxis or
 # docker), so that every path means the same there.
 # shellcheck disable=SC2034  # read by the scripts that source this file
-LLAMA31_PATH_KNOBS=(PREPROCESSED_PATH TOKENIZER_PATH JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT TENSORBOARD_DIR
+LLAMA31_PATH_KNOBS=(PREPROCESSED_PATH TOKENIZER_PATH SMOKE_DATA_DIR JOB_DIR CHECKPOINT_DIR INDEX_CACHE_DIR MODEL_CKPT TENSORBOARD_DIR
     PROFILE_DIR)
 
 # The help of a script: its leading comment block (from line 2 up to `set -euo pipefail`), without

@@ -46,8 +46,8 @@ refuse_if_busy() {
 take_job_dir() {
     local rc=0
     mkdir -p "${JOB_DIR}"
-    # The monitoring folders outside JOB_DIR exist before a container mounts them.
-    for name in TENSORBOARD_DIR PROFILE_DIR; do
+    # The folders outside JOB_DIR that the run fills exist before a container mounts them.
+    for name in SMOKE_DATA_DIR TENSORBOARD_DIR PROFILE_DIR; do
         if [[ -n "${!name:-}" ]]; then mkdir -p "${!name}"; fi
     done
     if ! command -v flock >/dev/null; then
