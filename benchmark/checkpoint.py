@@ -28,6 +28,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,25 @@ _NAME = re.compile(r"iter_\d{7}")
 
 class CheckpointError(ConfigError):
     """A checkpoint in CHECKPOINT_DIR cannot be used or written; the message names the file and the fix."""
+
+
+@dataclass
+class Position:
+    """Where the run stands, exactly what a checkpoint records of it: the steps and samples trained (the
+    learning rate and the data order follow from them) and the evaluations so far, (samples, eval loss)."""
+
+    steps: int = 0
+    samples: int = 0
+    eval_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The form saved in a checkpoint's common state (plain lists: the keys and layout on disk)."""
+        return {"steps": self.steps, "samples": self.samples, "eval_curve": [list(p) for p in self.eval_curve]}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> Position:
+        return cls(steps=saved["steps"], samples=saved["samples"],
+                   eval_curve=[tuple(point) for point in saved["eval_curve"]])
 
 
 def _rank() -> int:
@@ -206,12 +226,12 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def save(directory: str | Path, engine: Engine, position: dict) -> Path:
+def save(directory: str | Path, engine: Engine, position: Position) -> Path:
     """Write a checkpoint of engine (model + optimizer) and the run position; return its folder."""
     from megatron.core import dist_checkpointing
 
     directory = Path(directory)
-    name = f"iter_{position['steps']:07d}"
+    name = f"iter_{position.steps:07d}"
     final, tmp = directory / name, directory / f"{name}.tmp"
     if _rank() == 0:
         directory.mkdir(parents=True, exist_ok=True)
@@ -227,7 +247,7 @@ def save(directory: str | Path, engine: Engine, position: dict) -> Path:
         states[0] = rng_state()
     # What a resume must match before its load template can be built (see load).
     saved_with = {"layer_spec": engine.cfg.parallel.layer_spec, "optimizer_format": engine.optimizer_format}
-    state["run"] = {"position": position, "rng": states, "saved_with": saved_with}
+    state["run"] = {"position": position.to_dict(), "rng": states, "saved_with": saved_with}
     dist_checkpointing.save(state, str(tmp))
     _barrier()
     if _rank() == 0:
@@ -266,7 +286,7 @@ def _check_compatible(path: Path, saved_with: dict, engine: Engine) -> None:
     )
 
 
-def load(path: str | Path, engine: Engine) -> dict:
+def load(path: str | Path, engine: Engine) -> Position:
     """Restore engine and RNG states from a checkpoint folder; return the saved run position."""
     from megatron.core import dist_checkpointing
     from torch.distributed.checkpoint.api import CheckpointException
@@ -304,4 +324,4 @@ def load(path: str | Path, engine: Engine) -> dict:
             f"was saved, set them back; else its files are damaged: {_fix(path.parent, path)}"
         ) from None
     set_rng_state(run["rng"][_rank()])
-    return run["position"]
+    return Position.from_dict(run["position"])

@@ -24,10 +24,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from benchmark import checkpoint
+from benchmark.checkpoint import Position
 from benchmark.config import (
     REPO_ROOT,
     Config,
@@ -38,7 +40,7 @@ from benchmark.config import (
     to_dict,
     unset_paths,
 )
-from benchmark.engine import NonFiniteError, make_engine
+from benchmark.engine import Engine, NonFiniteError, make_engine
 from benchmark.metrics import Metrics, format_step_values, progress_text, step_values
 from benchmark.mlperf_log import TRACKED_STATS, MLPerfLog
 from benchmark.preempt import EXIT_STOPPED, StopRequest
@@ -46,25 +48,41 @@ from benchmark.profiling import NoProfile, ProfileWindow, nvtx_range
 from benchmark.schedule import lr_at
 
 
+def print0(text: str) -> None:
+    """Print on rank 0 only: every rank runs the same code, and one copy of each line is the report.
+    Flushed, so that the lines keep their order among the launcher's and the other ranks' output."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text, flush=True)
+
+
 @dataclass
 class RunResult:
+    """The end of a run: how it ended, where it got to (its final Position) and how long it took."""
+
     status: str
     log_path: Path | None
-    samples: int = 0
-    steps: int = 0
-    eval_curve: list[tuple[int, float]] = field(default_factory=list)
-    train_losses: list[float] = field(default_factory=list)
+    position: Position = field(default_factory=Position)
+    train_losses: list[float] = field(default_factory=list)  # every step's loss, in order
     time_to_train_s: float = 0.0
     init_s: float = 0.0
+    prep_s: float = 0.0  # building the embedded smoke data set, before the log opens
     reason: str = ""
     resumed_samples: int = 0
     paused: bool = False  # stopped after JOB_SAMPLES with a checkpoint, for the next job to continue
     stopped: bool = False  # stopped early by a signal or EXIT_DURATION_MINS (benchmark.preempt)
     checkpoint: str = ""  # the checkpoint that early stop wrote ("" when none was written)
 
-    def position(self) -> dict:
-        """What a checkpoint records of the run: enough to continue it exactly."""
-        return {"steps": self.steps, "samples": self.samples, "eval_curve": [list(p) for p in self.eval_curve]}
+    @property
+    def steps(self) -> int:
+        return self.position.steps
+
+    @property
+    def samples(self) -> int:
+        return self.position.samples
+
+    @property
+    def eval_curve(self) -> list[tuple[int, float]]:
+        return self.position.eval_curve
 
     @property
     def final_eval_loss(self) -> float | None:
@@ -141,14 +159,12 @@ def _print_rendezvous() -> None:
     }
     everyone = [None] * world
     torch.distributed.all_gather_object(everyone, me)
-    if me["rank"] != 0:
-        return
-    print(f"[distributed] rendezvous MASTER_ADDR={os.environ.get('MASTER_ADDR')} "
-          f"MASTER_PORT={os.environ.get('MASTER_PORT')} world size {world} "
-          f"backend {torch.distributed.get_backend()}", flush=True)
+    print0(f"[distributed] rendezvous MASTER_ADDR={os.environ.get('MASTER_ADDR')} "
+           f"MASTER_PORT={os.environ.get('MASTER_PORT')} world size {world} "
+           f"backend {torch.distributed.get_backend()}")
     for r in everyone:
-        print(f"[distributed] rank {r['rank']}: node rank {r['node_rank']}, local rank {r['local_rank']}, "
-              f"node {r['node']}, pid {r['pid']}", flush=True)
+        print0(f"[distributed] rank {r['rank']}: node rank {r['node_rank']}, local rank {r['local_rank']}, "
+               f"node {r['node']}, pid {r['pid']}")
 
 
 def pipeline_seed(seed: int) -> int:
@@ -198,7 +214,8 @@ def describe_platform(device: torch.device, world_size: int) -> str:
 
 
 def resolve_smoke_data(cfg: Config) -> float:
-    """For a preset with embedded data (smoke) and no data configured, build (or reuse) the embedded dataset."""
+    """For a preset with embedded data (smoke) and no data configured, build (or reuse) the embedded dataset
+    and point cfg.data at it; return the seconds that took (0 when the data were configured)."""
     if not cfg.embedded_data or (cfg.data.data_dir and cfg.data.tokenizer):
         return 0.0
     from benchmark.smoke_data import prepare
@@ -227,14 +244,15 @@ def run(
     from benchmark import data as data_mod
     from benchmark.model import build_model, describe_precision, padded_vocab_size
 
-    resolve_smoke_data(cfg)
+    prep_s = resolve_smoke_data(cfg)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     out_dir = Path(cfg.log.output_dir)
     if log_path is None:
         log_path = out_dir / f"mlperf_{cfg.preset}_seed{cfg.train.seed}.log"
     log = MLPerfLog(log_path if rank == 0 else None, echo=echo)
-    result = RunResult(status="aborted", log_path=log_path if rank == 0 else None)
+    # The report, filled in as the run goes: the ways out below (a crash included) close the log from it.
+    result = RunResult(status="aborted", log_path=log_path if rank == 0 else None, prep_s=prep_s)
     t, m = cfg.train, cfg.model
     run_started = run_closed = False
     t_run_start = 0.0
@@ -261,16 +279,15 @@ def run(
             if on_gpu:
                 model.cuda(device)
             n_params = sum(p.numel() for p in model.parameters())
-            weights_step = initial_weights(cfg, model, rank)
+            weights_step = initial_weights(cfg, model)
             engine = make_engine(cfg, model, device, bf16)
             precision = describe_precision(cfg, bf16)
+            print0(
+                f"[model] {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads / "
+                f"{m.num_query_groups} KV groups, vocab {vocab}, {n_params / 1e6:.2f}M parameters per "
+                f"model-parallel rank; {spec_name}; {precision} on {device.type}; {type(engine).__name__}"
+            )
             if rank == 0:
-                print(
-                    f"[model] {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads / "
-                    f"{m.num_query_groups} KV groups, vocab {vocab}, {n_params / 1e6:.2f}M parameters per "
-                    f"model-parallel rank; {spec_name}; {precision} on {device.type}; "
-                    f"{type(engine).__name__}", flush=True,
-                )
                 record_run_config(cfg, log_path, model=spec_name, precision=precision, engine=type(engine).__name__)
             data_dir = Path(cfg.data.data_dir)
             train_prefixes = [str(data_dir / name) for name in cfg.data.train_files]
@@ -281,8 +298,10 @@ def run(
             )
             valid_ds = build_valid_dataset(cfg, data_dir, tok, cache)
             shard = DataShard(parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size())
-            resumed_step = resume(cfg, engine, result, rank)
-            init_step = resumed_step if resumed_step is not None else weights_step
+            resumed = resume(cfg, engine)
+            if resumed is not None:
+                result.position, result.resumed_samples = resumed, resumed.samples
+            init_step = resumed.steps if resumed is not None else weights_step
             log.submission_and_hyperparameters(
                 cfg, platform=cfg.log.submission_platform or describe_platform(device, world_size),
                 grad_accum=grad_accumulation_steps(cfg, world_size),
@@ -299,10 +318,16 @@ def run(
             log.start("run_start")
             run_started = True
             t_run_start = time.perf_counter()
-            result.status, result.reason = _train_loop(
-                cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab,
-                stop, metrics=metrics, profile=profile,
+            ctx = RunContext(
+                train_ds=train_ds, valid_ds=valid_ds, shard=shard, world_size=world_size, vocab=vocab, log=log,
+                stop=stop, metrics=metrics, profile=profile,
             )
+            # The loop advances result.position in place, so that a crash's run_stop has the samples trained.
+            end = _train_loop(
+                cfg, engine, ctx, result.position, train_losses=result.train_losses, stop_after_steps=stop_after_steps,
+            )
+            result.status, result.reason = end.status, end.reason
+            result.paused, result.stopped, result.checkpoint = end.paused, end.stopped, end.checkpoint
             # The log is closed while the process group still exists, and every rank waits for it:
             # under srun --kill-on-bad-exit a rank leaving first with status 75 would get rank 0
             # killed before its run_stop is written.
@@ -327,6 +352,8 @@ def run(
         raise
     finally:
         if run_started and not run_closed:
+            # A crash while an early stop saved its checkpoint: run_stop still says why the run stopped.
+            result.stopped = result.stopped or bool(stop.reason)
             _close_run(log, result, t_run_start)
         log.close()
         stack.close()
@@ -373,124 +400,154 @@ class DataShard:
     size: int
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What the training loop reads and never changes: the data, this replica's shard of it, the world,
+    the vocabulary (for the FLOP count), and where the loop reports to and takes its stop requests from.
+    Without metrics or profile the loop writes no metrics and profiles nothing."""
+
+    train_ds: Any
+    valid_ds: Any
+    shard: DataShard
+    world_size: int
+    vocab: int
+    log: MLPerfLog
+    stop: StopRequest = field(default_factory=StopRequest)
+    metrics: Metrics | None = None
+    profile: ProfileWindow | NoProfile = field(default_factory=NoProfile)
+
+
+@dataclass(frozen=True)
+class LoopEnd:
+    """How the training loop ended: run_stop's status, why, and whether the next job continues the run."""
+
+    status: str
+    reason: str
+    paused: bool = False  # after JOB_SAMPLES, with a checkpoint
+    stopped: bool = False  # early, by a signal or EXIT_DURATION_MINS
+    checkpoint: str = ""  # the checkpoint an early stop leaves for the next job ("" when none)
+
+
 def _train_loop(
-    cfg, engine, train_ds, valid_ds, shard, log, result, stop_after_steps, world_size, rank, vocab, stop=None,
-    metrics=None, profile=None,
-):
+    cfg: Config, engine: Engine, ctx: RunContext, position: Position, *, train_losses: list[float] | None = None,
+    stop_after_steps: int | None = None,
+) -> LoopEnd:
+    """Train from position to the end of the run, advancing position in place and appending each step's
+    loss to train_losses. ``stop_after_steps`` ends the run early as aborted (tests)."""
     from benchmark.data import batches
     from benchmark.flops import flops_per_token
 
     device = torch.device(getattr(engine, "device", "cpu"))
-    flops_per_tok = flops_per_token(cfg.model, vocab)
+    flops_per_tok = flops_per_token(cfg.model, ctx.vocab)
 
     t = cfg.train
+    log, shard, stop, profile = ctx.log, ctx.shard, ctx.stop, ctx.profile
+    metrics = ctx.metrics or Metrics(cfg, rank=-1)  # writes nothing
+    train_losses = [] if train_losses is None else train_losses
+    # Where this job took the run up: JOB_SAMPLES counts from here, and an early stop with nothing
+    # trained since has nothing new to save.
+    started_at = position.samples
     per_replica = t.global_batch_size // shard.size
     eval_per_replica = t.eval_sequences // shard.size
-    stop = stop or StopRequest()
-    metrics = metrics or Metrics(cfg, rank=-1)  # writes nothing
-    profile = profile or NoProfile()
     tokens_per_step = t.global_batch_size * cfg.model.seq_length
     while True:
-        block_start_samples = result.samples
+        block_start_samples = position.samples
         log.start("block_start", samples_count=block_start_samples)
         block_losses, block_time = [], 0.0
         # A job resumed from a checkpoint that an early stop wrote mid-block finishes that block first,
         # so the evaluations stay at multiples of EVAL_EVERY.
-        steps_left = (t.eval_every - result.samples % t.eval_every) // t.global_batch_size
+        steps_left = (t.eval_every - position.samples % t.eval_every) // t.global_batch_size
         for _ in range(steps_left):
             # The safe point between steps; a signal during init or the last step is acted on here.
             if stop.poll(device):
-                log.end("block_stop", samples_count=result.samples)
-                return _stop_early(cfg, engine, result, stop, rank)
-            lr = lr_at(result.steps, base_lr=t.lr, end_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps)
-            first = result.samples + shard.rank * per_replica
-            micro = list(batches(train_ds, first, per_replica, t.micro_batch_size))
-            profile.before_step(result.steps + 1)
+                log.end("block_stop", samples_count=position.samples)
+                return _stop_early(cfg, engine, position, started_at, stop)
+            lr = lr_at(position.steps, base_lr=t.lr, end_lr=t.min_lr, warmup_steps=t.warmup_steps,
+                       max_steps=t.max_steps)
+            first = position.samples + shard.rank * per_replica
+            micro = list(batches(ctx.train_ds, first, per_replica, t.micro_batch_size))
+            profile.before_step(position.steps + 1)
             t0 = time.perf_counter()
             with nvtx_range("train_step"):
                 loss, grad_norm = engine.train_step(micro, lr)
             dt = time.perf_counter() - t0
             block_time += dt
-            result.steps += 1
-            result.samples += t.global_batch_size
-            result.train_losses.append(loss)
+            position.steps += 1
+            position.samples += t.global_batch_size
+            train_losses.append(loss)
             block_losses.append(loss)
-            profile.after_step(result.steps)
-            values = step_values(device, flops_per_tok, tokens_per_step / dt / world_size)
-            metrics.train_step(result.samples, loss=loss, lr=lr, grad_norm=grad_norm, values=values)
-            if rank == 0 and (result.steps % cfg.log.log_every == 0 or result.steps == 1):
-                print(f"[train] step {result.steps} samples {result.samples} loss {loss:.4f} lr {lr:.3e} "
-                      f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms " + format_step_values(values)
-                      + " | " + progress_text(result.samples, t.eval_every, t.global_batch_size,
-                                              block_time / len(block_losses)), flush=True)
-            if stop_after_steps is not None and result.steps >= stop_after_steps:
-                log.end("block_stop", samples_count=result.samples)
-                return "aborted", f"stopped after {result.steps} steps as asked"
-        log.end("block_stop", samples_count=result.samples)
+            profile.after_step(position.steps)
+            values = step_values(device, flops_per_tok, tokens_per_step / dt / ctx.world_size)
+            metrics.train_step(position.samples, loss=loss, lr=lr, grad_norm=grad_norm, values=values)
+            if position.steps % cfg.log.log_every == 0 or position.steps == 1:
+                print0(f"[train] step {position.steps} samples {position.samples} loss {loss:.4f} lr {lr:.3e} "
+                       f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms " + format_step_values(values)
+                       + " | " + progress_text(position.samples, t.eval_every, t.global_batch_size,
+                                               block_time / len(block_losses)))
+            if stop_after_steps is not None and position.steps >= stop_after_steps:
+                log.end("block_stop", samples_count=position.samples)
+                return LoopEnd("aborted", f"stopped after {position.steps} steps as asked")
+        log.end("block_stop", samples_count=position.samples)
         log.event(
             TRACKED_STATS,
             {"train_loss": sum(block_losses) / len(block_losses), "train_step_time": block_time / len(block_losses)},
-            step=result.samples,
+            step=position.samples,
         )
-        log.start("eval_start", samples_count=result.samples)
+        log.start("eval_start", samples_count=position.samples)
         t_eval = time.perf_counter()
         with nvtx_range("eval"):
             eval_loss = engine.evaluate(
-                batches(valid_ds, shard.rank * eval_per_replica, eval_per_replica, t.micro_batch_size)
+                batches(ctx.valid_ds, shard.rank * eval_per_replica, eval_per_replica, t.micro_batch_size)
             )
         t_eval = time.perf_counter() - t_eval
-        log.event("eval_accuracy", eval_loss, samples_count=result.samples)
-        log.end("eval_stop", samples_count=result.samples)
-        result.eval_curve.append((result.samples, eval_loss))
+        log.event("eval_accuracy", eval_loss, samples_count=position.samples)
+        log.end("eval_stop", samples_count=position.samples)
+        position.eval_curve.append((position.samples, eval_loss))
         metrics.evaluation(
-            result.samples, eval_loss=eval_loss,
-            block_tokens_per_s_per_device=tokens_per_step * len(block_losses) / block_time / world_size,
+            position.samples, eval_loss=eval_loss,
+            block_tokens_per_s_per_device=tokens_per_step * len(block_losses) / block_time / ctx.world_size,
             block_samples_per_s=t.global_batch_size * len(block_losses) / block_time,
         )
-        if rank == 0:
-            print(f"[eval] samples {result.samples} eval_loss {eval_loss:.4f} (target {t.target}) "
-                  f"in {t_eval:.1f} s", flush=True)
+        print0(f"[eval] samples {position.samples} eval_loss {eval_loss:.4f} (target {t.target}) in {t_eval:.1f} s")
         if eval_loss <= t.target:
-            return "success", f"eval loss {eval_loss:.4f} <= target {t.target} after {result.samples} samples"
-        if result.samples >= t.max_train_samples:
-            return "aborted", f"no eval at or under {t.target} within MAX_TRAIN_SAMPLES={t.max_train_samples}"
+            reason = f"eval loss {eval_loss:.4f} <= target {t.target} after {position.samples} samples"
+            return LoopEnd("success", reason)
+        if position.samples >= t.max_train_samples:
+            return LoopEnd("aborted", f"no eval at or under {t.target} within MAX_TRAIN_SAMPLES={t.max_train_samples}")
         if stop.poll(device):  # a signal during the evaluation: acted on once it is logged
-            return _stop_early(cfg, engine, result, stop, rank)
+            return _stop_early(cfg, engine, position, started_at, stop)
         c = cfg.ckpt
-        pause = c.job_samples and result.samples - result.resumed_samples >= c.job_samples
+        pause = c.job_samples and position.samples - started_at >= c.job_samples
         if c.save or pause:
-            path = checkpoint.save(c.directory, engine, result.position())
-            if rank == 0:
-                print(f"[checkpoint] saved {path} at step {result.steps}", flush=True)
+            path = checkpoint.save(c.directory, engine, position)
+            print0(f"[checkpoint] saved {path} at step {position.steps}")
         if pause:
-            result.paused = True
-            return "aborted", (
-                f"paused after JOB_SAMPLES={c.job_samples} samples; the next job resumes from {c.directory}"
-            )
+            reason = f"paused after JOB_SAMPLES={c.job_samples} samples; the next job resumes from {c.directory}"
+            return LoopEnd("aborted", reason, paused=True)
 
 
-def _stop_early(cfg: Config, engine, result: RunResult, stop: StopRequest, rank: int) -> tuple[str, str]:
+def _stop_early(cfg: Config, engine: Engine, position: Position, started_at: int, stop: StopRequest) -> LoopEnd:
     """Save the run's state for the next job (collective, every rank is here at the same step)."""
-    result.stopped = True
     directory = cfg.ckpt.directory
+    saved = ""
     if not directory:
         where = "no checkpoint (CHECKPOINT_DIR is not set): a new job starts the run over"
-    elif result.samples == result.resumed_samples:
+    elif position.samples == started_at:
         # Nothing trained since the start or the resume: what CHECKPOINT_DIR holds is current.
         latest = checkpoint.latest_checkpoint(directory)
-        result.checkpoint = str(latest or "")
+        saved = str(latest or "")
         where = (f"nothing trained since {latest}, which the next job resumes from" if latest
                  else "nothing trained yet, so no checkpoint: a new job starts the run over")
     else:
-        path = checkpoint.save(directory, engine, result.position())
-        result.checkpoint = str(path)
+        path = checkpoint.save(directory, engine, position)
+        saved = str(path)
         where = f"checkpoint {path}; the next job resumes from it"
-        if rank == 0:
-            print(f"[checkpoint] saved {path} at step {result.steps}", flush=True)
-    return "aborted", f"stopped by {stop.reason} at step {result.steps} ({result.samples} samples); {where}"
+        print0(f"[checkpoint] saved {path} at step {position.steps}")
+    reason = f"stopped by {stop.reason} at step {position.steps} ({position.samples} samples); {where}"
+    return LoopEnd("aborted", reason, stopped=True, checkpoint=saved)
 
 
-def initial_weights(cfg: Config, model, rank: int) -> int:
+def initial_weights(cfg: Config, model) -> int:
     """Load MODEL_CKPT into the bare model when USE_CKPT is set (before the engine copies the weights
     into its fp32 master parameters); return the checkpoint's step, else 0."""
     if not cfg.ckpt.use_ckpt:
@@ -499,33 +556,29 @@ def initial_weights(cfg: Config, model, rank: int) -> int:
 
     load = load_hf_weights_into if cfg.ckpt.from_hf else load_nemo_weights_into
     step = load(model, cfg.ckpt.model_ckpt)
-    if rank == 0:
-        print(f"[checkpoint] weights from {cfg.ckpt.model_ckpt} (step {step})", flush=True)
+    print0(f"[checkpoint] weights from {cfg.ckpt.model_ckpt} (step {step})")
     return step
 
 
-def resume(cfg: Config, engine, result: RunResult, rank: int) -> int | None:
-    """Continue from CHECKPOINT_DIR's newest checkpoint, if there is one; return its step."""
+def resume(cfg: Config, engine: Engine) -> Position | None:
+    """Continue from CHECKPOINT_DIR's newest checkpoint, if there is one: load it into engine and return
+    the position it saved (None when there is none)."""
     latest = checkpoint.latest_checkpoint(cfg.ckpt.directory) if cfg.ckpt.directory else None
     if latest is None:
         return None
     position = checkpoint.load(latest, engine)
-    result.steps, result.samples = position["steps"], position["samples"]
-    result.resumed_samples = result.samples
-    result.eval_curve = [tuple(point) for point in position["eval_curve"]]
-    if rank == 0:
-        print(f"[checkpoint] resumed from {latest} at step {result.steps}", flush=True)
-    return result.steps
+    print0(f"[checkpoint] resumed from {latest} at step {position.steps}")
+    return position
 
 
-def summarize(cfg: Config, result: RunResult, prep_s: float) -> str:
+def summarize(cfg: Config, result: RunResult) -> str:
     lines = [
         "",
         "=" * 72,
         f"llama31_8b benchmark, preset {cfg.preset}: {result.status.upper()} ({result.reason})",
         f"  time to train (run_start -> run_stop): {result.time_to_train_s:.1f} s"
         + (f"   init: {result.init_s:.1f} s" if result.init_s else "")
-        + (f"   data preparation: {prep_s:.1f} s" if prep_s else ""),
+        + (f"   data preparation: {result.prep_s:.1f} s" if result.prep_s else ""),
         f"  samples: {result.samples} ({result.steps} steps of GBS {cfg.train.global_batch_size})",
     ]
     if result.final_eval_loss is not None:
@@ -566,7 +619,6 @@ def main(argv: list[str] | None = None) -> int:
             for note in unset_paths(cfg):
                 print(note, file=sys.stderr)
             return 0
-        prep_s = resolve_smoke_data(cfg)
         result = run(cfg, log_path=Path(args.log_file) if args.log_file else None)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -574,20 +626,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: the MLPerf log was closed with status aborted", file=sys.stderr)
         return 130
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    if rank0:  # one summary per run, not one per process
-        print(summarize(cfg, result, prep_s))
+    print0(summarize(cfg, result))  # one summary per run, not one per process
     if result.stopped:
-        if rank0:
-            print(f"[stop] {result.reason}; exit status {EXIT_STOPPED}: a requeued or retried job (MAX_RETRIES) "
-                  f"or a new launch on the same CHECKPOINT_DIR continues the run", flush=True)
+        print0(f"[stop] {result.reason}; exit status {EXIT_STOPPED}: a requeued or retried job (MAX_RETRIES) "
+               f"or a new launch on the same CHECKPOINT_DIR continues the run")
         return EXIT_STOPPED
     if result.paused:
         # A deliberate pause is not a failure: the next job of the chain (Slurm afterok, or the local
         # loop) must start, and the part's log, which ends without the target, is checked with the run.
         return 0
     ok = result.status == "success"
-    if result.log_path and not args.no_check and rank0:
+    # result.log_path is rank 0's alone: the other ranks write no log, so only rank 0 checks one.
+    if result.log_path and not args.no_check:
         passed, text = compliance_verdict(cfg, result.log_path)
         print(text)
         ok = ok and passed

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.checkpoint import Position
 from benchmark.config import ConfigError, build_config
 from benchmark.data import TokenizerInfo
 from benchmark.indexed import IndexedWriter
 from benchmark.mlperf_log import MLPerfLog
-from benchmark.train import DataShard, RunResult, _train_loop, build_valid_dataset, main
+from benchmark.train import DataShard, RunContext, _train_loop, build_valid_dataset, main
 
 VOCAB = 512
 SEQ = 32
@@ -77,8 +78,9 @@ def _evaluated(cfg, valid_ds, dp: int) -> list[list[np.ndarray]]:
     per_rank = []
     for rank in range(dp):
         engine = _RecordingEngine()
-        status, _ = _train_loop(cfg, engine, _Zeros(), valid_ds, DataShard(rank, dp), MLPerfLog(None, echo=False),
-                                RunResult(status="aborted", log_path=None), None, dp, 1, VOCAB)
+        ctx = RunContext(train_ds=_Zeros(), valid_ds=valid_ds, shard=DataShard(rank, dp), world_size=dp, vocab=VOCAB,
+                         log=MLPerfLog(None, echo=False))
+        status = _train_loop(cfg, engine, ctx, Position()).status
         assert status == "aborted" and len(engine.evals) == EVALS
         per_rank.append(engine.evals)
     return [[w.numpy() for rank in range(dp) for w in per_rank[rank][e]] for e in range(EVALS)]
