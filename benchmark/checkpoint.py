@@ -66,8 +66,9 @@ class Position:
 
     @classmethod
     def from_dict(cls, saved: dict) -> Position:
-        return cls(steps=saved["steps"], samples=saved["samples"],
-                   eval_curve=[tuple(point) for point in saved["eval_curve"]])
+        return cls(
+            steps=saved["steps"], samples=saved["samples"], eval_curve=[tuple(point) for point in saved["eval_curve"]]
+        )
 
 
 def _rank() -> int:
@@ -104,8 +105,11 @@ def _fix(directory: Path, damaged: Path | None) -> str:
     """How to get past an unusable checkpoint: start over, or fall back on another complete one."""
     pointer = directory / LATEST
     drop = f"delete {damaged} and {pointer}" if damaged is not None and damaged.exists() else f"delete {pointer}"
-    others = sorted(p.name for p in directory.glob("iter_*")
-                    if p != damaged and _NAME.fullmatch(p.name) and p.is_dir() and not _missing_files(p))
+    others = sorted(
+        p.name
+        for p in directory.glob("iter_*")
+        if p != damaged and _NAME.fullmatch(p.name) and p.is_dir() and not _missing_files(p)
+    )
     fix = f"{drop} to start the run over"
     if others:
         fix += f", or point {LATEST} at {others[-1]} (write its name into {pointer}) to resume from that one"
@@ -114,8 +118,11 @@ def _fix(directory: Path, damaged: Path | None) -> str:
 
 def _missing_files(path: Path) -> list[str]:
     """The files every save writes that path lacks or holds empty."""
-    absent = [name for name in (FORMAT_FILE, INDEX_FILE, COMMON_FILE)
-              if not (path / name).is_file() or (path / name).stat().st_size == 0]
+    absent = [
+        name
+        for name in (FORMAT_FILE, INDEX_FILE, COMMON_FILE)
+        if not (path / name).is_file() or (path / name).stat().st_size == 0
+    ]
     if not any(p.stat().st_size for p in path.glob("*.distcp")):
         absent.append("*.distcp")
     return absent

@@ -90,10 +90,16 @@ class Range:
 
     def text(self) -> str:
         """The bounds in words: "1 or more", "between 0 and 1", "greater than 0 and less than 1"."""
-        low = f"{_number(self.at_least)} or more" if self.at_least is not None else (
-            f"greater than {_number(self.above)}" if self.above is not None else "")
-        high = f"at most {_number(self.at_most)}" if self.at_most is not None else (
-            f"less than {_number(self.below)}" if self.below is not None else "")
+        low = (
+            f"{_number(self.at_least)} or more"
+            if self.at_least is not None
+            else (f"greater than {_number(self.above)}" if self.above is not None else "")
+        )
+        high = (
+            f"at most {_number(self.at_most)}"
+            if self.at_most is not None
+            else (f"less than {_number(self.below)}" if self.below is not None else "")
+        )
         if self.at_least is not None and self.at_most is not None:
             text = f"between {_number(self.at_least)} and {_number(self.at_most)}"
         else:
@@ -105,8 +111,13 @@ class Range:
 
 
 def knob(
-    default: Any, env: str | None, help: str, *,
-    range: Range | None = None, choices: tuple[str, ...] | None = None, **kw: Any,
+    default: Any,
+    env: str | None,
+    help: str,
+    *,
+    range: Range | None = None,
+    choices: tuple[str, ...] | None = None,
+    **kw: Any,
 ) -> Any:
     """A dataclass field that is also a command-line flag and (optionally) an environment variable.
 
@@ -133,12 +144,16 @@ class ModelConfig:
     num_query_groups: int = knob(8, "NUM_KV_GROUPS", "key/value groups (GQA)", range=Range(at_least=1))
     seq_length: int = knob(8192, "SEQ_LENGTH", "tokens per training sequence", range=Range(at_least=1))
     vocab_size: int = knob(
-        0, "VOCAB_SIZE", "embedding rows; 0 = the tokenizer's size, padded to a multiple of 128 x TP",
+        0,
+        "VOCAB_SIZE",
+        "embedding rows; 0 = the tokenizer's size, padded to a multiple of 128 x TP",
         range=Range(at_least=0, why="0 takes the tokenizer's size"),
     )
     norm_eps: float = knob(1e-5, None, "RMSNorm epsilon", range=Range(above=0))
     rotary_base: int = knob(
-        500000, None, "RoPE base",
+        500000,
+        None,
+        "RoPE base",
         range=Range(above=1, why="the rotary frequencies are powers of 1 / base"),
     )
     rope_scaling_factor: float = knob(
@@ -156,17 +171,19 @@ class TrainConfig:
     """Optimizer, schedule, evaluation and stopping rule (docs/FIDELITY.md)."""
 
     global_batch_size: int = knob(16, "GBS", "sequences per optimizer step", range=Range(at_least=1))
-    micro_batch_size: int = knob(
-        1, "MBS", "sequences per forward/backward on one replica", range=Range(at_least=1)
-    )
+    micro_batch_size: int = knob(1, "MBS", "sequences per forward/backward on one replica", range=Range(at_least=1))
     lr: float = knob(
-        0.0, "LR", "base learning rate; 0 = the RCP value for the GBS",
+        0.0,
+        "LR",
+        "base learning rate; 0 = the RCP value for the GBS",
         # No upper bound: a diverging rate is a legitimate experiment, and the run stops on the first
         # non-finite loss with status aborted.
         range=Range(at_least=0, why="0 takes the RCP learning rate of the GBS, 4e-4 at GBS 16"),
     )
     warmup_samples: int = knob(
-        -1, "WARMUP_SAMPLES", "linear warmup in samples; -1 = the RCP value for the GBS",
+        -1,
+        "WARMUP_SAMPLES",
+        "linear warmup in samples; -1 = the RCP value for the GBS",
         range=Range(at_least=-1, why="-1 takes the RCP warmup of the GBS"),
     )
     min_lr_ratio: float = knob(
@@ -177,7 +194,9 @@ class TrainConfig:
     adam_eps: float = knob(1e-5, None, "AdamW epsilon", range=Range(above=0))
     weight_decay: float = knob(0.1, None, "AdamW weight decay", range=Range(at_least=0))
     clip_grad: float = knob(
-        1.0, None, "gradient clipping max norm",
+        1.0,
+        None,
+        "gradient clipping max norm",
         # The CPU engine clips with torch's clip_grad_norm_, which scales every gradient to 0 at a norm of 0.
         range=Range(above=0, why="the benchmark clips at 1.0"),
     )
@@ -186,28 +205,35 @@ class TrainConfig:
     )
     eval_every: int = knob(12288, "EVAL_EVERY", "evaluate every this many training samples", range=Range(at_least=1))
     eval_samples: int = knob(
-        1024, "EVAL_SAMPLES",
+        1024,
+        "EVAL_SAMPLES",
         "validation sequences per evaluation (the MLPerf log's eval_samples); EVAL_SET=reference evaluates "
         "ceil(EVAL_SAMPLES / GBS) whole global batches of them",
         range=Range(at_least=1),
     )
     eval_set: str = knob(
-        "reference", "EVAL_SET",
+        "reference",
+        "EVAL_SET",
         "reference: the first windows of a Megatron-Core GPTDataset over the validation file, seeded and sized "
         "as the RCPs' NeMo runs build it | file-order: the first EVAL_SAMPLES windows of the file, in order",
         choices=EVAL_SETS,
     )
     target: float = knob(
-        3.3, "TARGET", "stop with success at the first eval loss at or under this",
+        3.3,
+        "TARGET",
+        "stop with success at the first eval loss at or under this",
         range=Range(above=0, why="it is a log-perplexity, 3.3 for llama31_8b"),
     )
     max_train_samples: int = knob(
-        0, "MAX_TRAIN_SAMPLES",
+        0,
+        "MAX_TRAIN_SAMPLES",
         "stop with status aborted after this many samples without success; 0 = twice the RCP mean for the GBS",
         range=Range(at_least=0, why="0 takes twice the RCP mean of the GBS"),
     )
     seed: int = knob(
-        1234, "SEED", "seed of weights, data order and dropout-free RNG state",
+        1234,
+        "SEED",
+        "seed of weights, data order and dropout-free RNG state",
         range=Range(at_least=0, at_most=SEED_MAX, why="NumPy seeds are below 2**32"),
     )
 
@@ -256,15 +282,20 @@ class ParallelConfig:
     tensor_parallel: int = knob(1, "TP", "tensor-parallel size", range=Range(at_least=1))
     pipeline_parallel: int = knob(1, "PP", "pipeline-parallel size", range=Range(at_least=1))
     context_parallel: int = knob(
-        1, "CP", "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)",
+        1,
+        "CP",
+        "context-parallel size: the sequence split over CP GPUs (needs the TE layer spec)",
         range=Range(at_least=1),
     )
     sequence_parallel: str = knob(
-        "auto", "SEQUENCE_PARALLEL", "on | off | auto (on when TP > 1 under the TE layer spec)",
+        "auto",
+        "SEQUENCE_PARALLEL",
+        "on | off | auto (on when TP > 1 under the TE layer spec)",
         choices=("auto", "on", "off"),
     )
     layer_spec: str = knob(
-        "auto", "LAYER_SPEC",
+        "auto",
+        "LAYER_SPEC",
         "te | local | auto: TransformerEngine's layer spec (FP8, TE's fused kernels, CP) or Megatron-Core's "
         "local spec with PyTorch SDPA; auto = te where transformer_engine imports and the run is on a GPU, "
         "resolved on the machine that resolves the configuration",
@@ -275,7 +306,8 @@ class ParallelConfig:
     )
     fp8: bool = knob(False, "FP8", "FP8 hybrid (E4M3 forward, E5M2 gradients) through TransformerEngine (TE spec, GPU)")
     fp8_recipe: str = knob(
-        "tensorwise", "FP8_RECIPE",
+        "tensorwise",
+        "FP8_RECIPE",
         "with FP8=1: tensorwise (current scaling, NVIDIA's v5.1 choice) | delayed (amax history) | blockwise",
         choices=FP8_RECIPES,
     )
@@ -286,7 +318,8 @@ class ParallelConfig:
         "most_recent", "FP8_AMAX_ALGO", "with FP8_RECIPE=delayed: most_recent | max", choices=("most_recent", "max")
     )
     fp8_param_gather: str = knob(
-        "auto", "FP8_PARAM_GATHER",
+        "auto",
+        "FP8_PARAM_GATHER",
         "with FP8=1: on | off | auto: keep the model's weights in FP8 and all-gather them in FP8 "
         "(distributed optimizer); auto = on with more than one data-parallel rank (NVIDIA's v5.1 runs), "
         "off on one, where there is no gather to shrink and FP8 weights measured 37% slower on an H200",
@@ -294,11 +327,14 @@ class ParallelConfig:
     )
     recompute: bool = knob(False, "RECOMPUTE", "full activation recomputation")
     recompute_layers: int = knob(
-        0, "RECOMPUTE_LAYERS", "with RECOMPUTE=1: recompute only the first N layers of each pipeline stage; 0 = all",
+        0,
+        "RECOMPUTE_LAYERS",
+        "with RECOMPUTE=1: recompute only the first N layers of each pipeline stage; 0 = all",
         range=Range(at_least=0, why="0 recomputes all layers"),
     )
     fusions: str = knob(
-        "auto", "FUSIONS",
+        "auto",
+        "FUSIONS",
         "fused kernels: on | off | auto (on for GPU): Megatron's compiled SwiGLU and cross-entropy, the "
         "weight-gradient GEMM into fp32 main_grad; under the TE spec also TE's RoPE and cross-entropy",
         choices=("auto", "on", "off"),
@@ -317,26 +353,29 @@ class DataConfig:
         "", "PREPROCESSED_PATH", "folder with the tokenized C4 files; smoke: made in SMOKE_DATA_DIR if empty"
     )
     benchmark_area: str = knob(
-        "en6", "BENCHMARK_AREA",
+        "en6",
+        "BENCHMARK_AREA",
         "the C4 groups trained on: en6 (c4-train.en_6, shards 768-895, as the reference code and the "
         "official preprocessed download) | en6+en7 (also en_7: the last 256 shards)",
         choices=tuple(BENCHMARK_AREAS),
     )
     train_files: list = knob(
-        [], None, "training prefixes inside PREPROCESSED_PATH; empty = those of BENCHMARK_AREA",
+        [],
+        None,
+        "training prefixes inside PREPROCESSED_PATH; empty = those of BENCHMARK_AREA",
     )
     valid_file: str = knob(
-        "c4-validation-91205-samples.en_text_document", None,
+        "c4-validation-91205-samples.en_text_document",
+        None,
         "validation prefix inside PREPROCESSED_PATH; empty = the one c4-validation-*-samples.en_text_document there",
     )
-    tokenizer: str = knob(
-        "", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made in SMOKE_DATA_DIR if empty"
-    )
+    tokenizer: str = knob("", "TOKENIZER_PATH", "Hugging Face tokenizer folder; smoke: made in SMOKE_DATA_DIR if empty")
     index_cache_dir: str = knob(
         "", "INDEX_CACHE_DIR", "where GPTDataset caches its indices; default PREPROCESSED_PATH/index_cache"
     )
     smoke_data_dir: str = knob(
-        "", "SMOKE_DATA_DIR",
+        "",
+        "SMOKE_DATA_DIR",
         "smoke preset without PREPROCESSED_PATH and TOKENIZER_PATH: the folder where its embedded data set is "
         "built (offline, once) and reused; empty = work_dir/smoke in the repository",
     )
@@ -351,17 +390,21 @@ class CheckpointConfig:
         "", "CHECKPOINT_DIR", "checkpoint folder; a run resumes from the newest complete checkpoint in it"
     )
     job_samples: int = knob(
-        0, "JOB_SAMPLES", "pause this job (checkpoint, status aborted) after this many samples; 0 = never",
+        0,
+        "JOB_SAMPLES",
+        "pause this job (checkpoint, status aborted) after this many samples; 0 = never",
         range=Range(at_least=0, why="0 never pauses"),
     )
     exit_duration_mins: float = knob(
-        0.0, "EXIT_DURATION_MINS",
+        0.0,
+        "EXIT_DURATION_MINS",
         "stop this job as SIGTERM would (end the step, checkpoint to CHECKPOINT_DIR, close the log, exit 75) "
         "after this many minutes of wall time since it started, fractions allowed; 0 = never",
         range=Range(at_least=0, why="0 never stops"),
     )
     optimizer_format: str = knob(
-        "fast", "CKPT_FORMAT",
+        "fast",
+        "CKPT_FORMAT",
         "how a GPU run saves the distributed optimizer's state: fast = each data-parallel rank writes its own "
         "flat shards, in parallel (resumes under the same LAYER_SPEC); portable = per parameter under the "
         "model's own keys, gathered on data-parallel rank 0 (about 12 bytes per parameter of its host memory), "
@@ -386,35 +429,38 @@ class LogConfig:
     submission_platform: str = knob(
         "", "SUBMISSION_PLATFORM", "submission_platform; empty = described from the hardware"
     )
-    submission_division: str = knob(
-        "closed", "SUBMISSION_DIVISION", "closed | open", choices=SUBMISSION_DIVISIONS
-    )
+    submission_division: str = knob("closed", "SUBMISSION_DIVISION", "closed | open", choices=SUBMISSION_DIVISIONS)
     submission_status: str = knob(
         "onprem", "SUBMISSION_STATUS", "onprem | cloud | preview | research", choices=SUBMISSION_STATUSES
     )
     log_every: int = knob(10, "LOG_EVERY", "print training metrics every this many steps", range=Range(at_least=1))
     # Watching a run (benchmark.metrics, benchmark.profiling): none of it reaches the MLPerf log.
     tensorboard_dir: str = knob(
-        "", "TENSORBOARD_DIR",
-        "write TensorBoard scalars (x axis: samples) to TENSORBOARD_DIR/<preset>_seed<seed>, rank 0 only; "
-        "empty = none",
+        "",
+        "TENSORBOARD_DIR",
+        "write TensorBoard scalars (x axis: samples) to TENSORBOARD_DIR/<preset>_seed<seed>, rank 0 only; empty = none",
     )
     wandb_project: str = knob(
-        "", "WANDB_PROJECT",
+        "",
+        "WANDB_PROJECT",
         "log the same scalars to this Weights & Biases project (wandb must be installed; WANDB_MODE=offline "
         "writes RESULT_DIR/wandb without network); empty = none",
     )
     profile_steps: str = knob(
-        "", "PROFILE_STEPS",
+        "",
+        "PROFILE_STEPS",
         "START:END: run torch.profiler over training steps START to END-1 (steps count from 1) and write "
         "a Chrome trace and a TensorBoard trace to PROFILE_DIR; empty = no profiling",
     )
     profile_dir: str = knob("", "PROFILE_DIR", "where PROFILE_STEPS writes its traces; empty = RESULT_DIR/profile")
     profile_ranks: str = knob(
-        "0", "PROFILE_RANKS", "with PROFILE_STEPS: the ranks that profile, comma-separated, or all",
+        "0",
+        "PROFILE_RANKS",
+        "with PROFILE_STEPS: the ranks that profile, comma-separated, or all",
     )
     profile_memory: bool = knob(
-        False, "PROFILE_MEMORY",
+        False,
+        "PROFILE_MEMORY",
         "with PROFILE_STEPS: record CUDA allocations over the window and dump a memory snapshot (pytorch.org/"
         "memory_viz) at its end; GPU only",
     )
@@ -446,8 +492,13 @@ class Config:
 def llama31_8b() -> Config:
     """The benchmark as its rules fix it: GBS 16 with its RCP learning rate and warmup."""
     return Config(
-        preset="llama31_8b", model=ModelConfig(), train=TrainConfig(), parallel=ParallelConfig(), data=DataConfig(),
-        ckpt=CheckpointConfig(), log=LogConfig(),
+        preset="llama31_8b",
+        model=ModelConfig(),
+        train=TrainConfig(),
+        parallel=ParallelConfig(),
+        data=DataConfig(),
+        ckpt=CheckpointConfig(),
+        log=LogConfig(),
     )
 
 
@@ -457,12 +508,23 @@ def smoke() -> Config:
     return Config(
         preset="smoke",
         model=ModelConfig(
-            num_layers=4, hidden_size=128, ffn_hidden_size=384, num_attention_heads=4,
-            num_query_groups=2, seq_length=256,
+            num_layers=4,
+            hidden_size=128,
+            ffn_hidden_size=384,
+            num_attention_heads=4,
+            num_query_groups=2,
+            seq_length=256,
         ),
         train=TrainConfig(
-            global_batch_size=16, micro_batch_size=8, lr=2e-3, warmup_samples=256, max_steps=2000,
-            eval_every=1024, eval_samples=64, target=3.3, max_train_samples=32768,
+            global_batch_size=16,
+            micro_batch_size=8,
+            lr=2e-3,
+            warmup_samples=256,
+            max_steps=2000,
+            eval_every=1024,
+            eval_samples=64,
+            target=3.3,
+            max_train_samples=32768,
         ),
         parallel=ParallelConfig(),
         # The embedded data set tokenizes both groups; training on both keeps its documents varied.
@@ -479,8 +541,12 @@ PRESETS: dict[str, Callable[[], Config]] = {"llama31_8b": llama31_8b, "smoke": s
 
 def _section_classes() -> dict[str, type]:
     return {
-        "model": ModelConfig, "train": TrainConfig, "parallel": ParallelConfig, "data": DataConfig,
-        "ckpt": CheckpointConfig, "log": LogConfig,
+        "model": ModelConfig,
+        "train": TrainConfig,
+        "parallel": ParallelConfig,
+        "data": DataConfig,
+        "ckpt": CheckpointConfig,
+        "log": LogConfig,
     }
 
 
@@ -538,14 +604,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             bounds = f.metadata.get("range")
             range_note = f"; {bounds.text()}" if bounds is not None else ""
             group.add_argument(
-                _flag_name(f), dest=f"{section}.{f.name}", default=None, metavar=str(f.type).upper(),
+                _flag_name(f),
+                dest=f"{section}.{f.name}",
+                default=None,
+                metavar=str(f.type).upper(),
                 help=f"{f.metadata['help']}{range_note}{env_note}",
             )
 
 
 def build_config(
-    args: argparse.Namespace | None = None, env: dict[str, str] | None = None, preset: str | None = None,
-    *, job_device: str | None = None, need_paths: bool = True,
+    args: argparse.Namespace | None = None,
+    env: dict[str, str] | None = None,
+    preset: str | None = None,
+    *,
+    job_device: str | None = None,
+    need_paths: bool = True,
 ) -> Config:
     """Preset defaults < environment < flags; then derived values; then validation.
 
@@ -635,8 +708,7 @@ def _derive_from_rcp(t: TrainConfig, required: bool = True) -> None:
     if t.warmup_samples < 0:
         if point is None or point.warmup_samples is None:
             raise ConfigError(
-                f"GBS={gbs} has no reference convergence point of its own: set WARMUP_SAMPLES "
-                f"(--warmup-samples)"
+                f"GBS={gbs} has no reference convergence point of its own: set WARMUP_SAMPLES (--warmup-samples)"
             )
         t.warmup_samples = point.warmup_samples
     if t.max_train_samples == 0:
@@ -674,9 +746,7 @@ def parse_profile_ranks(text: str) -> frozenset[int] | None:
         return None
     parts = [part.strip() for part in text.split(",")]
     if not parts or not all(part.isdigit() for part in parts):
-        raise ConfigError(
-            f"PROFILE_RANKS={text!r} must be ranks separated by commas, such as 0 or 0,8, or all"
-        )
+        raise ConfigError(f"PROFILE_RANKS={text!r} must be ranks separated by commas, such as 0 or 0,8, or all")
     return frozenset(int(part) for part in parts)
 
 
@@ -921,9 +991,7 @@ def validate(
     _validate_watching(cfg, here=job_device is None)
     c = cfg.ckpt
     if (c.save or c.job_samples) and not c.directory:
-        raise ConfigError(
-            "SAVE_CKPT=1 or JOB_SAMPLES needs CHECKPOINT_DIR: set the folder where checkpoints go"
-        )
+        raise ConfigError("SAVE_CKPT=1 or JOB_SAMPLES needs CHECKPOINT_DIR: set the folder where checkpoints go")
     if c.job_samples < 0 or c.job_samples % t.eval_every:
         raise ConfigError(
             f"JOB_SAMPLES={c.job_samples} must be 0 or a multiple of EVAL_EVERY={t.eval_every}: "
@@ -959,7 +1027,8 @@ def validate(
             )
     if cfg.data.data_dir:
         missing = [
-            name for name in [*cfg.data.train_files, cfg.data.valid_file]
+            name
+            for name in [*cfg.data.train_files, cfg.data.valid_file]
             if name and not (Path(cfg.data.data_dir) / f"{name}.idx").is_file()
         ]
         if missing:
@@ -1062,8 +1131,10 @@ def unset_paths(cfg: Config) -> list[str]:
     """The data paths a run of this preset needs and the configuration lacks, one line each."""
     if cfg.embedded_data:
         return []
-    wanted = (("PREPROCESSED_PATH", cfg.data.data_dir, "the tokenized C4 files"),
-              ("TOKENIZER_PATH", cfg.data.tokenizer, "the Llama 3.1 tokenizer"))
+    wanted = (
+        ("PREPROCESSED_PATH", cfg.data.data_dir, "the tokenized C4 files"),
+        ("TOKENIZER_PATH", cfg.data.tokenizer, "the Llama 3.1 tokenizer"),
+    )
     return [f"{name}: not set (a run needs it: {what})" for name, value, what in wanted if not value]
 
 
@@ -1078,9 +1149,15 @@ def left_to_the_job(cfg: Config) -> list[str]:
             f"LAYER_SPEC={p.layer_spec}: whether TransformerEngine imports on the job's node"
             + (" (te where it does, else local)" if p.layer_spec == "auto" else "")
         )
-    following = [f"{name}=auto" for name, value in (
-        ("PRECISION", p.precision), ("FUSIONS", p.fusions), ("SEQUENCE_PARALLEL", p.sequence_parallel)
-    ) if value == "auto"]
+    following = [
+        f"{name}=auto"
+        for name, value in (
+            ("PRECISION", p.precision),
+            ("FUSIONS", p.fusions),
+            ("SEQUENCE_PARALLEL", p.sequence_parallel),
+        )
+        if value == "auto"
+    ]
     if following:
         verb = "they follow" if len(following) > 1 else "it follows"
         notes.append(f"{', '.join(following)}: {verb} the DEVICE and LAYER_SPEC the job's node resolves")
@@ -1110,7 +1187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-check", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON")
     parser.add_argument(
-        "--job-device", choices=JOB_DEVICES, default=None,
+        "--job-device",
+        choices=JOB_DEVICES,
+        default=None,
         help="check for a job on another machine with this device (any: not known) instead of this machine: "
         "only the standard library is needed; TransformerEngine and the GPU are left to the job",
     )

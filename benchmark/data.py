@@ -215,7 +215,12 @@ def _gpt_config(*, seed: int, seq_length: int, tokenizer: TokenizerInfo, cache_d
 
 
 def build_train_dataset(
-    prefixes: list[str], *, seq_length: int, num_samples: int, seed: int, tokenizer: TokenizerInfo,
+    prefixes: list[str],
+    *,
+    seq_length: int,
+    num_samples: int,
+    seed: int,
+    tokenizer: TokenizerInfo,
     cache_dir: str,
 ) -> GPTDataset:
     """GPTDataset (blended over the files in proportion to their size) with num_samples sequences."""
@@ -226,18 +231,29 @@ def build_train_dataset(
     if len(prefixes) > 1:
         weights = [float(one_epoch_sequences([p], seq_length)) for p in prefixes]
     config = _gpt_config(
-        seed=seed, seq_length=seq_length, tokenizer=tokenizer, cache_dir=cache_dir,
+        seed=seed,
+        seq_length=seq_length,
+        tokenizer=tokenizer,
+        cache_dir=cache_dir,
         blend_per_split=[(list(prefixes), weights), None, None],
     )
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     return announced_build(
-        "train", num_samples, cache_dir,
+        "train",
+        num_samples,
+        cache_dir,
         lambda: BlendedMegatronDatasetBuilder(GPTDataset, [num_samples, 0, 0], lambda: True, config).build()[0],
     )
 
 
 def build_eval_dataset(
-    prefix: str, *, seq_length: int, num_samples: int, seed: int, tokenizer: TokenizerInfo, cache_dir: str,
+    prefix: str,
+    *,
+    seq_length: int,
+    num_samples: int,
+    seed: int,
+    tokenizer: TokenizerInfo,
+    cache_dir: str,
 ) -> GPTDataset:
     """The reference evaluation set: GPTDataset's validation split over the whole file, num_samples long.
 
@@ -249,12 +265,17 @@ def build_eval_dataset(
             f"validation file {prefix}.bin/.idx is missing: tokenize it into the data folder (preprocess.sh)"
         )
     config = _gpt_config(
-        seed=seed, seq_length=seq_length, tokenizer=tokenizer, cache_dir=cache_dir,
+        seed=seed,
+        seq_length=seq_length,
+        tokenizer=tokenizer,
+        cache_dir=cache_dir,
         blend_per_split=[None, ([prefix], None), None],
     )
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     return announced_build(
-        "eval", num_samples, cache_dir,
+        "eval",
+        num_samples,
+        cache_dir,
         lambda: BlendedMegatronDatasetBuilder(GPTDataset, [0, num_samples, 0], lambda: True, config).build()[1],
     )
 
@@ -305,8 +326,9 @@ def _rank0_print(text: str) -> None:
         print(text, flush=True)
 
 
-def announced_build(what: str, num_samples: int, cache_dir: str, build: Callable,
-                    say: Callable[[str], None] | None = None):
+def announced_build(
+    what: str, num_samples: int, cache_dir: str, build: Callable, say: Callable[[str], None] | None = None
+):
     """Run `build()` (a GPTDataset build) and say what it did: a timed start and finish line when it
     computes its index (a minute or more on the 8B evaluation geometry), one line when it reuses
     the cached one. Printed on rank 0 only; `say` replaces that print (tests)."""
@@ -331,8 +353,10 @@ def announced_build(what: str, num_samples: int, cache_dir: str, build: Callable
         say(f"[data] reusing the cached {what} index at {where}")
     else:
         # No build message but new files: Megatron-Core's wording changed; still report the build.
-        say(f"[data] {what} index for {num_samples:,} samples built in "
-            f"{time.perf_counter() - (t0[0] if t0 else t_call):.1f} s, cached at {where}")
+        say(
+            f"[data] {what} index for {num_samples:,} samples built in "
+            f"{time.perf_counter() - (t0[0] if t0 else t_call):.1f} s, cached at {where}"
+        )
     return dataset
 
 

@@ -113,7 +113,10 @@ class LocalEngine:
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, foreach=device.type == "cuda",
+            lr=t.lr,
+            betas=(t.adam_beta1, t.adam_beta2),
+            eps=t.adam_eps,
+            foreach=device.type == "cuda",
         )
 
     def _per_token_loss(self, batch: MicroBatch, module: torch.nn.Module | None = None) -> torch.Tensor:
@@ -213,10 +216,18 @@ class MegatronEngine:
         self.model = DistributedDataParallel(config=config, ddp_config=ddp_config, module=module)
         self.optimizer = get_megatron_optimizer(
             OptimizerConfig(
-                optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
-                adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=t.adam_eps,
-                clip_grad=t.clip_grad, bf16=bf16, params_dtype=torch.bfloat16 if bf16 else torch.float32,
-                use_distributed_optimizer=True, **(optimizer_overrides or {}),
+                optimizer="adam",
+                lr=t.lr,
+                min_lr=t.min_lr,
+                weight_decay=t.weight_decay,
+                adam_beta1=t.adam_beta1,
+                adam_beta2=t.adam_beta2,
+                adam_eps=t.adam_eps,
+                clip_grad=t.clip_grad,
+                bf16=bf16,
+                params_dtype=torch.bfloat16 if bf16 else torch.float32,
+                use_distributed_optimizer=True,
+                **(optimizer_overrides or {}),
             ),
             [self.model],
         )
@@ -280,8 +291,12 @@ class MegatronEngine:
         micro_batches = list(micro_batches)
         mbs, seq = micro_batches[0]["tokens"].shape
         stores = get_forward_backward_func()(
-            forward_step_func=self._forward_step, data_iterator=iter(micro_batches), model=[self.model],
-            num_microbatches=len(micro_batches), seq_length=seq, micro_batch_size=mbs,
+            forward_step_func=self._forward_step,
+            data_iterator=iter(micro_batches),
+            model=[self.model],
+            num_microbatches=len(micro_batches),
+            seq_length=seq,
+            micro_batch_size=mbs,
             forward_only=forward_only,
         )
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -294,7 +309,8 @@ class MegatronEngine:
             from megatron.core import parallel_state
 
             torch.distributed.broadcast(
-                sums, src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                sums,
+                src=parallel_state.get_pipeline_model_parallel_last_rank(),
                 group=parallel_state.get_pipeline_model_parallel_group(),
             )
         return (sums[0] / sums[1]).item(), int(sums[1].item())
@@ -363,8 +379,9 @@ class MegatronEngine:
         mcore_workarounds.refill_adam_steps(self.optimizer)
 
 
-def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool,
-                optimizer_overrides: dict | None = None) -> Engine:
+def make_engine(
+    cfg: Config, model: torch.nn.Module, device: torch.device, bf16: bool, optimizer_overrides: dict | None = None
+) -> Engine:
     """optimizer_overrides: OptimizerConfig fields for a GPU experiment (benchmark.perf --opt)."""
     if device.type == "cuda":
         return MegatronEngine(cfg, model, bf16, optimizer_overrides)
@@ -379,4 +396,3 @@ def make_engine(cfg: Config, model: torch.nn.Module, device: torch.device, bf16:
             "has data parallelism only; set TP=PP=CP=1 or run on GPUs"
         )
     return LocalEngine(cfg, model, device, autocast_bf16=bf16)
-

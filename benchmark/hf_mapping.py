@@ -61,9 +61,7 @@ class LlamaShape:
 def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, shape: LlamaShape) -> torch.Tensor:
     d, g, hpg = shape.head_dim, shape.num_query_groups, shape.heads_per_group
     hidden = q.shape[1]
-    fused = torch.cat(
-        [q.reshape(g, hpg * d, hidden), k.reshape(g, d, hidden), v.reshape(g, d, hidden)], dim=1
-    )
+    fused = torch.cat([q.reshape(g, hpg * d, hidden), k.reshape(g, d, hidden), v.reshape(g, d, hidden)], dim=1)
     return fused.reshape(g * (hpg + 2) * d, hidden)
 
 
@@ -115,8 +113,9 @@ def megatron_sources() -> dict[str, tuple[str | None, tuple[str, ...]]]:
 @functools.cache
 def hf_sources() -> dict[str, Source]:
     """Hugging Face name pattern -> where it lives in the Megatron state dict."""
-    return {hf: Source(mg, fusion, names.index(hf))
-            for mg, (fusion, names) in megatron_sources().items() for hf in names}
+    return {
+        hf: Source(mg, fusion, names.index(hf)) for mg, (fusion, names) in megatron_sources().items() for hf in names
+    }
 
 
 def is_layer_name(pattern: str) -> bool:
@@ -135,11 +134,12 @@ def expand(pattern: str, num_layers: int) -> list[str]:
 
 def layer_field(pattern: str, prefix: str) -> str:
     """The part of a per-layer pattern after its layer prefix (``mlp.linear_fc1.weight``)."""
-    return pattern[len(prefix):]
+    return pattern[len(prefix) :]
 
 
-def to_megatron(get: Callable[[str], torch.Tensor], megatron: str, shape: LlamaShape,
-                layer: int | None = None) -> torch.Tensor:
+def to_megatron(
+    get: Callable[[str], torch.Tensor], megatron: str, shape: LlamaShape, layer: int | None = None
+) -> torch.Tensor:
     """The Megatron tensor named by pattern `megatron` (of `layer`, for a per-layer one), built from
     the Hugging Face tensors `get` returns by name."""
     fusion, names = megatron_sources()[megatron]
@@ -193,14 +193,13 @@ def te_name(megatron: str) -> str:
     rest = layer_field(megatron, MEGATRON_LAYER_PREFIX)
     for old, new in _local_spec_keys_map():
         if rest.startswith(old):
-            return MEGATRON_LAYER_PREFIX + new + rest[len(old):]
+            return MEGATRON_LAYER_PREFIX + new + rest[len(old) :]
     return megatron
 
 
 def te_layer_fields() -> tuple[str, ...]:
     """The per-layer tensors in the TransformerEngine naming, after ``decoder.layers.{i}.``."""
-    return tuple(layer_field(te_name(mg), MEGATRON_LAYER_PREFIX)
-                 for mg in megatron_sources() if is_layer_name(mg))
+    return tuple(layer_field(te_name(mg), MEGATRON_LAYER_PREFIX) for mg in megatron_sources() if is_layer_name(mg))
 
 
 def stacked(pattern: str) -> str:

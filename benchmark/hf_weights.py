@@ -72,30 +72,42 @@ class LlamaArch:
 
     def validate(self, source: str) -> None:
         if self.hidden_size % self.num_attention_heads:
-            raise ConvertError(f"{source}: hidden size {self.hidden_size} is not divisible by "
-                               f"{self.num_attention_heads} attention heads")
+            raise ConvertError(
+                f"{source}: hidden size {self.hidden_size} is not divisible by "
+                f"{self.num_attention_heads} attention heads"
+            )
         if self.num_attention_heads % self.num_query_groups:
-            raise ConvertError(f"{source}: {self.num_attention_heads} attention heads are not divisible by "
-                               f"{self.num_query_groups} key/value heads")
+            raise ConvertError(
+                f"{source}: {self.num_attention_heads} attention heads are not divisible by "
+                f"{self.num_query_groups} key/value heads"
+            )
 
     def hf_pattern_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of each Hugging Face tensor of the key map (per-layer ones by pattern)."""
         h, f, d = self.hidden_size, self.ffn_hidden_size, self.head_dim
         q, kv = self.num_attention_heads * d, self.num_query_groups * d
         by_field = {
-            "embed_tokens.weight": (self.vocab_size, h), "input_layernorm.weight": (h,),
-            "q_proj.weight": (q, h), "k_proj.weight": (kv, h), "v_proj.weight": (kv, h),
-            "o_proj.weight": (h, q), "post_attention_layernorm.weight": (h,),
-            "gate_proj.weight": (f, h), "up_proj.weight": (f, h), "down_proj.weight": (h, f),
-            "norm.weight": (h,), "lm_head.weight": (self.vocab_size, h),
+            "embed_tokens.weight": (self.vocab_size, h),
+            "input_layernorm.weight": (h,),
+            "q_proj.weight": (q, h),
+            "k_proj.weight": (kv, h),
+            "v_proj.weight": (kv, h),
+            "o_proj.weight": (h, q),
+            "post_attention_layernorm.weight": (h,),
+            "gate_proj.weight": (f, h),
+            "up_proj.weight": (f, h),
+            "down_proj.weight": (h, f),
+            "norm.weight": (h,),
+            "lm_head.weight": (self.vocab_size, h),
         }
         # The last two dotted parts name a tensor unambiguously in a Llama.
         return {hf: by_field[".".join(hf.split(".")[-2:])] for hf, _, _ in km.KEY_MAP}
 
     def hf_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor of the LlamaForCausalLM state dict, with its shape."""
-        return {name: shape for hf, shape in self.hf_pattern_shapes().items()
-                for name in km.expand(hf, self.num_layers)}
+        return {
+            name: shape for hf, shape in self.hf_pattern_shapes().items() for name in km.expand(hf, self.num_layers)
+        }
 
     def megatron_shapes(self) -> dict[str, tuple[int, ...]]:
         """Each Megatron tensor of the key map (local-spec names, per-layer ones by pattern): a fused
@@ -109,8 +121,11 @@ class LlamaArch:
 
     def nemo_layer_shapes(self) -> dict[str, tuple[int, ...]]:
         """One layer's tensors in the NeMo layout (without the leading layer axis)."""
-        return {km.layer_field(km.te_name(mg), km.MEGATRON_LAYER_PREFIX): shape
-                for mg, shape in self.megatron_shapes().items() if km.is_layer_name(mg)}
+        return {
+            km.layer_field(km.te_name(mg), km.MEGATRON_LAYER_PREFIX): shape
+            for mg, shape in self.megatron_shapes().items()
+            if km.is_layer_name(mg)
+        }
 
 
 def _hf_rope(cfg: dict, source: str) -> tuple[float, dict | None]:
@@ -146,14 +161,17 @@ def read_hf_arch(hf_dir: Path) -> LlamaArch:
         raise ConvertError(f"{config_path} is not valid JSON: {e}") from None
     source = str(config_path)
     if cfg.get("model_type") != "llama":
-        raise ConvertError(f"{hf_dir} is not a Llama checkpoint: {source} has model_type "
-                           f"{cfg.get('model_type')!r}, expected 'llama'")
+        raise ConvertError(
+            f"{hf_dir} is not a Llama checkpoint: {source} has model_type {cfg.get('model_type')!r}, expected 'llama'"
+        )
     for flag in ("attention_bias", "mlp_bias"):
         if cfg.get(flag):
             raise ConvertError(f"{source}: {flag}=true is not supported (Llama 3.1 has no biases)")
     if cfg.get("tie_word_embeddings", False):
-        raise ConvertError(f"{source}: tie_word_embeddings=true is not supported: the benchmark's "
-                           f"GPTModel has separate input and output embeddings, as Llama 3.1 8B does")
+        raise ConvertError(
+            f"{source}: tie_word_embeddings=true is not supported: the benchmark's "
+            f"GPTModel has separate input and output embeddings, as Llama 3.1 8B does"
+        )
     if cfg.get("hidden_act", "silu") != "silu":
         raise ConvertError(f"{source}: hidden_act {cfg['hidden_act']!r} is not supported (SwiGLU needs silu)")
     try:
@@ -174,8 +192,10 @@ def read_hf_arch(hf_dir: Path) -> LlamaArch:
         raise ConvertError(f"{source} lacks {e.args[0]!r}") from None
     arch.rope_theta, arch.rope_scaling = _hf_rope(cfg, source)
     if cfg.get("head_dim") not in (None, arch.head_dim):
-        raise ConvertError(f"{source}: head_dim {cfg['head_dim']} differs from hidden_size / "
-                           f"num_attention_heads = {arch.head_dim}, which this converter assumes")
+        raise ConvertError(
+            f"{source}: head_dim {cfg['head_dim']} differs from hidden_size / "
+            f"num_attention_heads = {arch.head_dim}, which this converter assumes"
+        )
     arch.validate(source)
     generation = hf_dir / "generation_config.json"
     if generation.is_file():
@@ -190,8 +210,15 @@ def read_hf_arch(hf_dir: Path) -> LlamaArch:
 
 # safetensors' dtype names; utils/convert.py's writer uses the same table.
 ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 _DAMAGED_FIX = "download or export this file again"
@@ -237,8 +264,11 @@ class HFWeights:
         elif (hf_dir / "model.safetensors").is_file():
             files = ["model.safetensors"]
         else:
-            extra = " (PyTorch .bin weights are not read: re-save them with safe_serialization=True)" if (
-                any(hf_dir.glob("*.bin"))) else ""
+            extra = (
+                " (PyTorch .bin weights are not read: re-save them with safe_serialization=True)"
+                if (any(hf_dir.glob("*.bin")))
+                else ""
+            )
             raise ConvertError(f"{hf_dir} has no model.safetensors or model.safetensors.index.json{extra}")
         self.infos: dict[str, _TensorInfo] = {}
         self.on_read: Callable[[int], None] = lambda n: None  # told of every tensor read (progress)
@@ -253,13 +283,16 @@ class HFWeights:
             if info is None:
                 raise ConvertError(f"{source}: tensor {name} is missing from the safetensors files")
             if info.shape != shape:
-                raise ConvertError(f"{source}: tensor {name} has shape {list(info.shape)} but config.json "
-                                   f"implies {list(shape)}: the config does not describe these weights")
+                raise ConvertError(
+                    f"{source}: tensor {name} has shape {list(info.shape)} but config.json "
+                    f"implies {list(shape)}: the config does not describe these weights"
+                )
         # Old exports carry RoPE's inv_freq buffers; they are recomputed from the config.
         unexpected = [n for n in self.infos if n not in expected and not n.endswith("rotary_emb.inv_freq")]
         if unexpected:
-            raise ConvertError(f"{source}: tensors not in a {arch.num_layers}-layer Llama: "
-                               f"{', '.join(sorted(unexpected)[:5])}")
+            raise ConvertError(
+                f"{source}: tensors not in a {arch.num_layers}-layer Llama: {', '.join(sorted(unexpected)[:5])}"
+            )
         dtypes = {self.infos[n].dtype for n in expected}
         if len(dtypes) != 1:
             raise ConvertError(f"{source}: tensors mix dtypes {sorted(map(str, dtypes))}; expected one")
@@ -283,8 +316,11 @@ class HFWeights:
 def hf_layer_to_nemo(hf: HFWeights, i: int, shape: LlamaShape) -> dict[str, torch.Tensor]:
     """Layer i's tensors in the NeMo naming (after ``decoder.layers.``), fused from the Hugging Face
     ones; the source tensors of each fused tensor are dropped as soon as it is made."""
-    return {km.layer_field(km.te_name(mg), km.MEGATRON_LAYER_PREFIX): km.to_megatron(hf.get, mg, shape, i)
-            for mg in km.megatron_sources() if km.is_layer_name(mg)}
+    return {
+        km.layer_field(km.te_name(mg), km.MEGATRON_LAYER_PREFIX): km.to_megatron(hf.get, mg, shape, i)
+        for mg in km.megatron_sources()
+        if km.is_layer_name(mg)
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,8 +340,10 @@ def process_group(*, single: bool) -> Iterator[None]:
     (a conversion writes its checkpoint from one process)."""
     if torch.distributed.is_initialized():
         if single and torch.distributed.get_world_size() != 1:
-            raise ConvertError("the converter writes a checkpoint from one process; run it on its own "
-                               "(python -m utils.convert), not inside a multi-process job")
+            raise ConvertError(
+                "the converter writes a checkpoint from one process; run it on its own "
+                "(python -m utils.convert), not inside a multi-process job"
+            )
         yield
         return
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
@@ -328,8 +366,10 @@ def weights_dir_of(nemo_dir: Path) -> Path:
         if (candidate / "metadata.json").is_file():
             config = json.loads((candidate / "metadata.json").read_text())
             if config.get("sharded_backend") != "torch_dist":
-                raise ConvertError(f"{candidate} is a {config.get('sharded_backend')!r} checkpoint; "
-                                   f"only torch_dist (NeMo 2's default) is read")
+                raise ConvertError(
+                    f"{candidate} is a {config.get('sharded_backend')!r} checkpoint; "
+                    f"only torch_dist (NeMo 2's default) is read"
+                )
             return candidate
     raise ConvertError(f"{nemo_dir} is not a NeMo 2 checkpoint: no {WEIGHTS_DIR}/metadata.json")
 
@@ -352,15 +392,26 @@ class NemoWeights:
                 self.meta = dist_checkpointing.load_tensors_metadata(str(self.dir))
         except ConvertError:
             raise
-        except (EOFError, OSError, ValueError, RuntimeError, KeyError, ImportError, AttributeError,
-                pickle.UnpicklingError) as e:
+        except (
+            EOFError,
+            OSError,
+            ValueError,
+            RuntimeError,
+            KeyError,
+            ImportError,
+            AttributeError,
+            pickle.UnpicklingError,
+        ) as e:
             # Megatron-Core / torch.distributed.checkpoint unpickle .metadata: a truncated or
             # damaged file surfaces as one of these, with no file name.
-            raise ConvertError(f"{self.dir}: the checkpoint's metadata cannot be read "
-                               f"({type(e).__name__}: {e}); the checkpoint is truncated or damaged: "
-                               f"copy or save it again") from None
-        embedding = [k for k in self.meta if k.endswith("embedding.word_embeddings.weight")
-                     and not k.startswith("optimizer.")]
+            raise ConvertError(
+                f"{self.dir}: the checkpoint's metadata cannot be read "
+                f"({type(e).__name__}: {e}); the checkpoint is truncated or damaged: "
+                f"copy or save it again"
+            ) from None
+        embedding = [
+            k for k in self.meta if k.endswith("embedding.word_embeddings.weight") and not k.startswith("optimizer.")
+        ]
         if len(embedding) != 1:
             raise ConvertError(f"{self.dir} holds no GPT model weights (no embedding.word_embeddings.weight)")
         self.prefix = embedding[0][: -len("embedding.word_embeddings.weight")]
@@ -386,8 +437,10 @@ class NemoWeights:
             if meta is None:
                 raise ConvertError(f"{self.dir}: tensor {self.prefix + name} is missing")
             if tuple(meta.global_shape) != shape:
-                raise ConvertError(f"{self.dir}: tensor {self.prefix + name} has shape {list(meta.global_shape)} "
-                                   f"but the model config implies {list(shape)}")
+                raise ConvertError(
+                    f"{self.dir}: tensor {self.prefix + name} has shape {list(meta.global_shape)} "
+                    f"but the model config implies {list(shape)}"
+                )
 
     def load(self, key: str) -> torch.Tensor:
         """One whole tensor (key without the prefix).
@@ -434,10 +487,14 @@ def _model_requests(model: torch.nn.Module) -> dict[str, Any]:
     from megatron.core.dist_checkpointing import ShardedObject
 
     if not hasattr(model, "sharded_state_dict"):
-        raise TypeError(f"expected the Megatron-Core GPTModel from benchmark.model.build_model, "
-                        f"got {type(model).__name__}")
-    return {k: v for k, v in model.sharded_state_dict(prefix="").items()
-            if not isinstance(v, ShardedObject) and not k.endswith("_extra_state")}
+        raise TypeError(
+            f"expected the Megatron-Core GPTModel from benchmark.model.build_model, got {type(model).__name__}"
+        )
+    return {
+        k: v
+        for k, v in model.sharded_state_dict(prefix="").items()
+        if not isinstance(v, ShardedObject) and not k.endswith("_extra_state")
+    }
 
 
 def _global_shape(entry: Any) -> tuple[int, ...]:
@@ -471,17 +528,21 @@ def load_nemo_weights_into(model: torch.nn.Module, nemo_dir: str | os.PathLike) 
     requests = _model_requests(model)
     for name, entry in requests.items():
         if not nemo.stacked and ".layers." in entry.key:
-            raise ConvertError(f"{nemo.dir} stores one tensor per layer; load_nemo_weights_into reads "
-                               f"the stacked layout NeMo writes by default (convert it with nemo-to-hf "
-                               f"and back)")
+            raise ConvertError(
+                f"{nemo.dir} stores one tensor per layer; load_nemo_weights_into reads "
+                f"the stacked layout NeMo writes by default (convert it with nemo-to-hf "
+                f"and back)"
+            )
         key = nemo.prefix + entry.key
         meta = nemo.meta.get(key)
         if meta is None:
             raise ConvertError(f"{nemo.dir}: tensor {key} (model parameter {name}) is missing from the checkpoint")
         if tuple(meta.global_shape) != _global_shape(entry):
-            raise ConvertError(f"{nemo.dir}: tensor {key} has shape {list(meta.global_shape)} but the model's "
-                               f"{name} needs {list(_global_shape(entry))}: the checkpoint's architecture "
-                               f"(or vocabulary padding) differs from the run's configuration")
+            raise ConvertError(
+                f"{nemo.dir}: tensor {key} has shape {list(meta.global_shape)} but the model's "
+                f"{name} needs {list(_global_shape(entry))}: the checkpoint's architecture "
+                f"(or vocabulary padding) differs from the run's configuration"
+            )
         entry.key = key
     with process_group(single=False):
         loaded = dist_checkpointing.load(requests, str(nemo.dir))
@@ -514,21 +575,24 @@ def load_hf_weights_into(model: torch.nn.Module, hf_dir: str | os.PathLike) -> i
             cache["tensors"] = {}
             cache["tensors"] = hf_layer_to_nemo(hf, layer, shape)
             cache["layer"] = layer
-        return cache["tensors"][key[len(km.stacked(km.MEGATRON_LAYER_PREFIX)):]]
+        return cache["tensors"][key[len(km.stacked(km.MEGATRON_LAYER_PREFIX)) :]]
 
     requests = _model_requests(model)
     # The keys the model's sharded state dict asks for (TransformerEngine names, layers stacked).
-    expected = {km.stacked(km.te_name(mg)) if km.is_layer_name(mg) else mg:
-                (arch.num_layers, *s) if km.is_layer_name(mg) else s
-                for mg, s in arch.megatron_shapes().items()}
+    expected = {
+        km.stacked(km.te_name(mg)) if km.is_layer_name(mg) else mg: (arch.num_layers, *s) if km.is_layer_name(mg) else s
+        for mg, s in arch.megatron_shapes().items()
+    }
     shards = []
     for name, entry in requests.items():
         if entry.key not in expected:
             raise ConvertError(f"model parameter {name} ({entry.key}) has no counterpart in a Llama checkpoint")
         if _global_shape(entry) != expected[entry.key]:
-            raise ConvertError(f"{hf_dir}: tensor {entry.key} has shape {list(expected[entry.key])} in the "
-                               f"checkpoint but the model's {name} needs {list(_global_shape(entry))}: the "
-                               f"checkpoint's architecture (or vocabulary padding) differs from the run's")
+            raise ConvertError(
+                f"{hf_dir}: tensor {entry.key} has shape {list(expected[entry.key])} in the "
+                f"checkpoint but the model's {name} needs {list(_global_shape(entry))}: the "
+                f"checkpoint's architecture (or vocabulary padding) differs from the run's"
+            )
         built = entry.build() if isinstance(entry, ShardedTensorFactory) else entry
         shards.extend(nested_values({"built": built}))
     # Layer by layer, so each layer's source tensors are read and converted once.
@@ -537,10 +601,9 @@ def load_hf_weights_into(model: torch.nn.Module, hf_dir: str | os.PathLike) -> i
         for sh in shards:
             layer = sh.global_offset[0] if sh.prepend_axis_num else None
             src = full(sh.key, layer)
-            offsets = sh.global_offset[sh.prepend_axis_num:]
+            offsets = sh.global_offset[sh.prepend_axis_num :]
             index = tuple(slice(o, o + n) for o, n in zip(offsets, sh.local_shape, strict=True))
             # The shard's data is the parameter itself or a view of it (SwiGLU halves), so this
             # copy lands in the model.
             sh.data.copy_(src[index])
     return 0
-

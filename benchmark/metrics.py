@@ -93,15 +93,19 @@ class Metrics:
         scalars.update({f"train/{key}": value for key, value in values.items()})
         self._write(samples, scalars)
 
-    def evaluation(self, samples: int, *, eval_loss: float, block_tokens_per_s_per_device: float,
-                   block_samples_per_s: float) -> None:
+    def evaluation(
+        self, samples: int, *, eval_loss: float, block_tokens_per_s_per_device: float, block_samples_per_s: float
+    ) -> None:
         if not self.active:
             return
-        self._write(samples, {
-            "eval/loss": eval_loss,
-            "block/tokens_per_s_per_device": block_tokens_per_s_per_device,
-            "block/samples_per_s": block_samples_per_s,
-        })
+        self._write(
+            samples,
+            {
+                "eval/loss": eval_loss,
+                "block/tokens_per_s_per_device": block_tokens_per_s_per_device,
+                "block/samples_per_s": block_samples_per_s,
+            },
+        )
         # An evaluation is a natural point to make the curves visible to a running TensorBoard.
         if self._tb is not None:
             self._tb.flush()
@@ -137,7 +141,10 @@ def _start_wandb(cfg: Config):
     out.mkdir(parents=True, exist_ok=True)
     # console="off": W&B would otherwise wrap stdout, where the MLPerf log lines are echoed.
     run = wandb.init(
-        project=cfg.log.wandb_project, name=run_name(cfg), dir=str(out), config=to_dict(cfg),
+        project=cfg.log.wandb_project,
+        name=run_name(cfg),
+        dir=str(out),
+        config=to_dict(cfg),
         settings=wandb.Settings(console="off"),
     )
     run.define_metric("samples")

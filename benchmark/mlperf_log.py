@@ -64,8 +64,12 @@ def _take_lock(path: Path) -> int | None:
             os.close(fd)
             if err.errno in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
                 # Some shared file systems (Lustre mounted without flock) cannot lock: write unguarded.
-                print(f"[mlperf log] warning: cannot lock {lock} ({err.strerror}); the log is not "
-                      "guarded against a second writer", file=sys.stderr, flush=True)
+                print(
+                    f"[mlperf log] warning: cannot lock {lock} ({err.strerror}); the log is not "
+                    "guarded against a second writer",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return None
             raise
         try:

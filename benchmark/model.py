@@ -62,7 +62,13 @@ class SDPAttention(MegatronModule):
         self.dropout = config.attention_dropout if attention_dropout is None else attention_dropout
 
     def forward(
-        self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+        self,
+        query,
+        key,
+        value,
+        attention_mask,
+        attn_mask_type=None,
+        attention_bias=None,
         packed_seq_params=None,
     ):
         if packed_seq_params is not None or attention_bias is not None:
@@ -70,8 +76,13 @@ class SDPAttention(MegatronModule):
         # [s, b, h, d] -> [b, h, s, d]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
         out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=self.softmax_scale,
-            dropout_p=self.dropout if self.training else 0.0, enable_gqa=q.size(1) != k.size(1),
+            q,
+            k,
+            v,
+            is_causal=True,
+            scale=self.softmax_scale,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=q.size(1) != k.size(1),
         )
         s, b = out.size(2), out.size(0)
         return out.permute(2, 0, 1, 3).reshape(s, b, -1)

@@ -34,31 +34,59 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--recompute", action="store_true", help="full activation recomputation")
-    p.add_argument("--recompute-layers", type=int, default=0,
-                   help="with --recompute: only the first N layers of each pipeline stage; 0 = all")
+    p.add_argument(
+        "--recompute-layers",
+        type=int,
+        default=0,
+        help="with --recompute: only the first N layers of each pipeline stage; 0 = all",
+    )
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--fusions", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer layer")
-    p.add_argument("--layer-spec", default="auto", choices=["auto", "te", "local"],
-                   help="TransformerEngine's layer spec or the local one (auto: te where TE imports)")
+    p.add_argument(
+        "--layer-spec",
+        default="auto",
+        choices=["auto", "te", "local"],
+        help="TransformerEngine's layer spec or the local one (auto: te where TE imports)",
+    )
     p.add_argument("--fp8", action="store_true", help="FP8 hybrid through TransformerEngine (TE spec)")
     p.add_argument("--fp8-recipe", default="tensorwise", choices=["tensorwise", "delayed", "blockwise"])
     p.add_argument("--fp8-amax-history", type=int, default=1, help="delayed scaling: amax history length")
     p.add_argument("--fp8-amax-algo", default="most_recent", choices=["most_recent", "max"])
-    p.add_argument("--fp8-param-gather", default="auto", choices=["auto", "on", "off"],
-                   help="with --fp8: FP8 weights in the distributed optimizer (auto: on with several "
-                        "data-parallel ranks, as FP8_PARAM_GATHER)")
+    p.add_argument(
+        "--fp8-param-gather",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="with --fp8: FP8 weights in the distributed optimizer (auto: on with several "
+        "data-parallel ranks, as FP8_PARAM_GATHER)",
+    )
     p.add_argument("--cp", type=int, default=1, help="context-parallel size (TE spec)")
-    p.add_argument("--no-wgrad-fusion", action="store_true",
-                   help="bf16 weight gradients added to main_grad by the DDP hook (to measure the fused path)")
-    p.add_argument("--tc", action="append", default=[], metavar="FIELD=VALUE",
-                   help="experiment: set a TransformerConfig field after the project maps the config "
-                        "(VALUE read as a Python literal, else as text); repeatable")
-    p.add_argument("--opt", action="append", default=[], metavar="FIELD=VALUE",
-                   help="experiment: set a Megatron-Core OptimizerConfig field (GPU), for example "
-                        "use_precision_aware_optimizer=True or main_grads_dtype=bfloat16 (dtypes by torch name)")
-    p.add_argument("--te-op-fuser", action="store_true",
-                   help="experiment: TE spec built with use_te_op_fuser=True (TE's operation-based MLP)")
+    p.add_argument(
+        "--no-wgrad-fusion",
+        action="store_true",
+        help="bf16 weight gradients added to main_grad by the DDP hook (to measure the fused path)",
+    )
+    p.add_argument(
+        "--tc",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="experiment: set a TransformerConfig field after the project maps the config "
+        "(VALUE read as a Python literal, else as text); repeatable",
+    )
+    p.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="experiment: set a Megatron-Core OptimizerConfig field (GPU), for example "
+        "use_precision_aware_optimizer=True or main_grads_dtype=bfloat16 (dtypes by torch name)",
+    )
+    p.add_argument(
+        "--te-op-fuser",
+        action="store_true",
+        help="experiment: TE spec built with use_te_op_fuser=True (TE's operation-based MLP)",
+    )
     p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
@@ -118,14 +146,32 @@ def main(argv=None) -> int:
     dp = world // (a.tp * a.pp * a.cp)
     gbs = a.gbs or a.mbs * dp
     env = {
-        "PRESET": "smoke", "NUM_LAYERS": str(a.layers), "HIDDEN_SIZE": "4096", "FFN_HIDDEN_SIZE": "14336",
-        "NUM_HEADS": "32", "NUM_KV_GROUPS": "8", "SEQ_LENGTH": str(a.seq), "GBS": str(gbs), "MBS": str(a.mbs),
-        "TP": str(a.tp), "PP": str(a.pp), "RECOMPUTE": "1" if a.recompute else "0",
-        "RECOMPUTE_LAYERS": str(a.recompute_layers), "EVAL_EVERY": str(gbs),
-        "EVAL_SAMPLES": str(a.mbs * dp), "LR": "1e-4", "WARMUP_SAMPLES": "0", "VOCAB_SIZE": str(a.vocab),
-        "FUSIONS": a.fusions, "COMPILE": "1" if a.compile else "0", "CP": str(a.cp),
-        "LAYER_SPEC": a.layer_spec, "FP8": "1" if a.fp8 else "0", "FP8_RECIPE": a.fp8_recipe,
-        "FP8_AMAX_HISTORY": str(a.fp8_amax_history), "FP8_AMAX_ALGO": a.fp8_amax_algo,
+        "PRESET": "smoke",
+        "NUM_LAYERS": str(a.layers),
+        "HIDDEN_SIZE": "4096",
+        "FFN_HIDDEN_SIZE": "14336",
+        "NUM_HEADS": "32",
+        "NUM_KV_GROUPS": "8",
+        "SEQ_LENGTH": str(a.seq),
+        "GBS": str(gbs),
+        "MBS": str(a.mbs),
+        "TP": str(a.tp),
+        "PP": str(a.pp),
+        "RECOMPUTE": "1" if a.recompute else "0",
+        "RECOMPUTE_LAYERS": str(a.recompute_layers),
+        "EVAL_EVERY": str(gbs),
+        "EVAL_SAMPLES": str(a.mbs * dp),
+        "LR": "1e-4",
+        "WARMUP_SAMPLES": "0",
+        "VOCAB_SIZE": str(a.vocab),
+        "FUSIONS": a.fusions,
+        "COMPILE": "1" if a.compile else "0",
+        "CP": str(a.cp),
+        "LAYER_SPEC": a.layer_spec,
+        "FP8": "1" if a.fp8 else "0",
+        "FP8_RECIPE": a.fp8_recipe,
+        "FP8_AMAX_HISTORY": str(a.fp8_amax_history),
+        "FP8_AMAX_ALGO": a.fp8_amax_algo,
         "FP8_PARAM_GATHER": a.fp8_param_gather,
     }
     try:
@@ -139,8 +185,10 @@ def main(argv=None) -> int:
         print(f"error: --tc {err}", file=sys.stderr)
         return 2
     try:
-        opt_overrides = {k: getattr(torch, v) if isinstance(v, str) and isinstance(getattr(torch, v, None), torch.dtype)
-                         else v for k, v in _overrides(a.opt).items()}
+        opt_overrides = {
+            k: getattr(torch, v) if isinstance(v, str) and isinstance(getattr(torch, v, None), torch.dtype) else v
+            for k, v in _overrides(a.opt).items()
+        }
     except ValueError as err:
         print(f"error: --opt {err}", file=sys.stderr)
         return 2
@@ -205,11 +253,26 @@ def main(argv=None) -> int:
         peak = peak_flops(name)
         fpt = flops_per_token(cfg.model, a.vocab)
         record = {
-            "bench": "benchmark.perf", "label": a.label, "device": name, "gpus": world, "layers": a.layers,
-            "seq": a.seq, "mbs": a.mbs, "gbs": gbs, "tp": a.tp, "pp": a.pp, "dp": dp, "recompute": a.recompute,
+            "bench": "benchmark.perf",
+            "label": a.label,
+            "device": name,
+            "gpus": world,
+            "layers": a.layers,
+            "seq": a.seq,
+            "mbs": a.mbs,
+            "gbs": gbs,
+            "tp": a.tp,
+            "pp": a.pp,
+            "dp": dp,
+            "recompute": a.recompute,
             "recompute_layers": a.recompute_layers,
-            "fusions": a.fusions, "compile": a.compile, "cp": a.cp, "layer_spec": cfg.parallel.layer_spec,
-            "precision": describe_precision(cfg, bf16), "spec": spec_name, "engine": type(engine).__name__,
+            "fusions": a.fusions,
+            "compile": a.compile,
+            "cp": a.cp,
+            "layer_spec": cfg.parallel.layer_spec,
+            "precision": describe_precision(cfg, bf16),
+            "spec": spec_name,
+            "engine": type(engine).__name__,
             "step_time_s": round(step, 4),
             "tokens_per_sec_per_gpu": round(tokens_per_gpu, 1),
             "tflops_per_gpu": round(tokens_per_gpu * fpt / 1e12, 1),
@@ -218,8 +281,10 @@ def main(argv=None) -> int:
             "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
         }
         if overrides or a.te_op_fuser or opt_overrides:
-            record["experiment"] = {**{k: repr(v) for k, v in {**overrides, **opt_overrides}.items()},
-                                    "te_op_fuser": a.te_op_fuser}
+            record["experiment"] = {
+                **{k: repr(v) for k, v in {**overrides, **opt_overrides}.items()},
+                "te_op_fuser": a.te_op_fuser,
+            }
         if torch.distributed.get_rank() == 0:
             print(json.dumps(record), flush=True)
     return 0

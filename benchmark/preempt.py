@@ -66,8 +66,11 @@ class StopRequest:
         if first:
             # os.write rather than print: a handler may interrupt a print to the same stream.
             name = signal.Signals(signum).name
-            os.write(2, f"[stop] {name} received: the run stops at the next safe point (end of the "
-                        f"current step or evaluation), saves its state and closes the MLPerf log\n".encode())
+            os.write(
+                2,
+                f"[stop] {name} received: the run stops at the next safe point (end of the "
+                f"current step or evaluation), saves its state and closes the MLPerf log\n".encode(),
+            )
 
     def elapsed_mins(self) -> float:
         return (clock() - self._started) / 60.0

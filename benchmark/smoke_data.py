@@ -30,14 +30,23 @@ class SmokeData:
     n_validation: int
 
     def to_json(self) -> dict:
-        return {"tokenizer_dir": str(self.tokenizer_dir), "data_dir": str(self.data_dir),
-                "train_prefixes": list(self.train_prefixes), "valid_prefix": self.valid_prefix,
-                "n_validation": self.n_validation}
+        return {
+            "tokenizer_dir": str(self.tokenizer_dir),
+            "data_dir": str(self.data_dir),
+            "train_prefixes": list(self.train_prefixes),
+            "valid_prefix": self.valid_prefix,
+            "n_validation": self.n_validation,
+        }
 
     @classmethod
     def from_json(cls, doc: dict) -> SmokeData:
-        return cls(Path(doc["tokenizer_dir"]), Path(doc["data_dir"]), tuple(doc["train_prefixes"]),
-                   doc["valid_prefix"], int(doc["n_validation"]))
+        return cls(
+            Path(doc["tokenizer_dir"]),
+            Path(doc["data_dir"]),
+            tuple(doc["train_prefixes"]),
+            doc["valid_prefix"],
+            int(doc["n_validation"]),
+        )
 
 
 def prepare(root: str | Path, seed: int = 1234) -> SmokeData:
@@ -50,13 +59,11 @@ def prepare(root: str | Path, seed: int = 1234) -> SmokeData:
     root = Path(root).resolve()  # the tool runs from the repository root
     with tempfile.TemporaryDirectory(prefix="smoke-summary-") as tmp:
         summary = Path(tmp) / "smoke.json"
-        cmd = [sys.executable, "-m", "utils.smoke", "--dst", str(root), "--seed", str(seed),
-               "--summary", str(summary)]
+        cmd = [sys.executable, "-m", "utils.smoke", "--dst", str(root), "--seed", str(seed), "--summary", str(summary)]
         p = subprocess.run(cmd, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
         if p.returncode == 0:
             sys.stderr.write(p.stderr)  # its warnings, as an in-process call would show them
         if p.returncode != 0 or not summary.is_file():
             said = p.stderr.strip().removeprefix("error: ") or f"exit status {p.returncode}"
-            raise DataError(f"the embedded smoke data set in {root} could not be built "
-                            f"(python -m utils.smoke): {said}")
+            raise DataError(f"the embedded smoke data set in {root} could not be built (python -m utils.smoke): {said}")
         return SmokeData.from_json(json.loads(summary.read_text()))

@@ -152,19 +152,25 @@ def _print_rendezvous() -> None:
     multi-node job hangs or trains apart."""
     world = torch.distributed.get_world_size()
     me = {
-        "rank": torch.distributed.get_rank(), "local_rank": os.environ.get("LOCAL_RANK", "?"),
+        "rank": torch.distributed.get_rank(),
+        "local_rank": os.environ.get("LOCAL_RANK", "?"),
         "node_rank": os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "?")),
         # Slurm's node name where there is one (two slurmd on one host share its hostname).
-        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(), "pid": os.getpid(),
+        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+        "pid": os.getpid(),
     }
     everyone = [None] * world
     torch.distributed.all_gather_object(everyone, me)
-    print0(f"[distributed] rendezvous MASTER_ADDR={os.environ.get('MASTER_ADDR')} "
-           f"MASTER_PORT={os.environ.get('MASTER_PORT')} world size {world} "
-           f"backend {torch.distributed.get_backend()}")
+    print0(
+        f"[distributed] rendezvous MASTER_ADDR={os.environ.get('MASTER_ADDR')} "
+        f"MASTER_PORT={os.environ.get('MASTER_PORT')} world size {world} "
+        f"backend {torch.distributed.get_backend()}"
+    )
     for r in everyone:
-        print0(f"[distributed] rank {r['rank']}: node rank {r['node_rank']}, local rank {r['local_rank']}, "
-               f"node {r['node']}, pid {r['pid']}")
+        print0(
+            f"[distributed] rank {r['rank']}: node rank {r['node_rank']}, local rank {r['local_rank']}, "
+            f"node {r['node']}, pid {r['pid']}"
+        )
 
 
 def pipeline_seed(seed: int) -> int:
@@ -293,8 +299,12 @@ def run(
             train_prefixes = [str(data_dir / name) for name in cfg.data.train_files]
             cache = cfg.data.index_cache_dir or str(data_dir / "index_cache")
             train_ds = data_mod.build_train_dataset(
-                train_prefixes, seq_length=m.seq_length, num_samples=t.max_train_samples, seed=t.seed,
-                tokenizer=tok, cache_dir=cache,
+                train_prefixes,
+                seq_length=m.seq_length,
+                num_samples=t.max_train_samples,
+                seed=t.seed,
+                tokenizer=tok,
+                cache_dir=cache,
             )
             valid_ds = build_valid_dataset(cfg, data_dir, tok, cache)
             shard = DataShard(parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size())
@@ -303,7 +313,8 @@ def run(
                 result.position, result.resumed_samples = resumed, resumed.samples
             init_step = resumed.steps if resumed is not None else weights_step
             log.submission_and_hyperparameters(
-                cfg, platform=cfg.log.submission_platform or describe_platform(device, world_size),
+                cfg,
+                platform=cfg.log.submission_platform or describe_platform(device, world_size),
                 grad_accum=grad_accumulation_steps(cfg, world_size),
                 train_samples=data_mod.one_epoch_sequences(train_prefixes, m.seq_length),
                 init_checkpoint_step=init_step,
@@ -319,12 +330,24 @@ def run(
             run_started = True
             t_run_start = time.perf_counter()
             ctx = RunContext(
-                train_ds=train_ds, valid_ds=valid_ds, shard=shard, world_size=world_size, vocab=vocab, log=log,
-                stop=stop, metrics=metrics, profile=profile,
+                train_ds=train_ds,
+                valid_ds=valid_ds,
+                shard=shard,
+                world_size=world_size,
+                vocab=vocab,
+                log=log,
+                stop=stop,
+                metrics=metrics,
+                profile=profile,
             )
             # The loop advances result.position in place, so that a crash's run_stop has the samples trained.
             end = _train_loop(
-                cfg, engine, ctx, result.position, train_losses=result.train_losses, stop_after_steps=stop_after_steps,
+                cfg,
+                engine,
+                ctx,
+                result.position,
+                train_losses=result.train_losses,
+                stop_after_steps=stop_after_steps,
             )
             result.status, result.reason = end.status, end.reason
             result.paused, result.stopped, result.checkpoint = end.paused, end.stopped, end.checkpoint
@@ -377,7 +400,11 @@ def build_valid_dataset(cfg: Config, data_dir: Path, tok, cache: str):
     if t.eval_set == "file-order":
         return data_mod.ValidationSequences(prefix, m.seq_length, t.eval_samples)
     return data_mod.build_eval_dataset(
-        prefix, seq_length=m.seq_length, num_samples=t.eval_dataset_samples, seed=t.seed, tokenizer=tok,
+        prefix,
+        seq_length=m.seq_length,
+        num_samples=t.eval_dataset_samples,
+        seed=t.seed,
+        tokenizer=tok,
         cache_dir=cache,
     )
 
@@ -429,7 +456,12 @@ class LoopEnd:
 
 
 def _train_loop(
-    cfg: Config, engine: Engine, ctx: RunContext, position: Position, *, train_losses: list[float] | None = None,
+    cfg: Config,
+    engine: Engine,
+    ctx: RunContext,
+    position: Position,
+    *,
+    train_losses: list[float] | None = None,
     stop_after_steps: int | None = None,
 ) -> LoopEnd:
     """Train from position to the end of the run, advancing position in place and appending each step's
@@ -462,8 +494,9 @@ def _train_loop(
             if stop.poll(device):
                 log.end("block_stop", samples_count=position.samples)
                 return _stop_early(cfg, engine, position, started_at, stop)
-            lr = lr_at(position.steps, base_lr=t.lr, end_lr=t.min_lr, warmup_steps=t.warmup_steps,
-                       max_steps=t.max_steps)
+            lr = lr_at(
+                position.steps, base_lr=t.lr, end_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps
+            )
             first = position.samples + shard.rank * per_replica
             micro = list(batches(ctx.train_ds, first, per_replica, t.micro_batch_size))
             profile.before_step(position.steps + 1)
@@ -480,10 +513,13 @@ def _train_loop(
             values = step_values(device, flops_per_tok, tokens_per_step / dt / ctx.world_size)
             metrics.train_step(position.samples, loss=loss, lr=lr, grad_norm=grad_norm, values=values)
             if position.steps % cfg.log.log_every == 0 or position.steps == 1:
-                print0(f"[train] step {position.steps} samples {position.samples} loss {loss:.4f} lr {lr:.3e} "
-                       f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms " + format_step_values(values)
-                       + " | " + progress_text(position.samples, t.eval_every, t.global_batch_size,
-                                               block_time / len(block_losses)))
+                print0(
+                    f"[train] step {position.steps} samples {position.samples} loss {loss:.4f} lr {lr:.3e} "
+                    f"grad_norm {grad_norm:.3f} step_time {dt * 1e3:.0f} ms "
+                    + format_step_values(values)
+                    + " | "
+                    + progress_text(position.samples, t.eval_every, t.global_batch_size, block_time / len(block_losses))
+                )
             if stop_after_steps is not None and position.steps >= stop_after_steps:
                 log.end("block_stop", samples_count=position.samples)
                 return LoopEnd("aborted", f"stopped after {position.steps} steps as asked")
@@ -504,7 +540,8 @@ def _train_loop(
         log.end("eval_stop", samples_count=position.samples)
         position.eval_curve.append((position.samples, eval_loss))
         metrics.evaluation(
-            position.samples, eval_loss=eval_loss,
+            position.samples,
+            eval_loss=eval_loss,
             block_tokens_per_s_per_device=tokens_per_step * len(block_losses) / block_time / ctx.world_size,
             block_samples_per_s=t.global_batch_size * len(block_losses) / block_time,
         )
@@ -536,8 +573,11 @@ def _stop_early(cfg: Config, engine: Engine, position: Position, started_at: int
         # Nothing trained since the start or the resume: what CHECKPOINT_DIR holds is current.
         latest = checkpoint.latest_checkpoint(directory)
         saved = str(latest or "")
-        where = (f"nothing trained since {latest}, which the next job resumes from" if latest
-                 else "nothing trained yet, so no checkpoint: a new job starts the run over")
+        where = (
+            f"nothing trained since {latest}, which the next job resumes from"
+            if latest
+            else "nothing trained yet, so no checkpoint: a new job starts the run over"
+        )
     else:
         path = checkpoint.save(directory, engine, position)
         saved = str(path)
@@ -597,7 +637,8 @@ def compliance_verdict(cfg: Config, log_path: Path) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmark.train", description=__doc__.split("\n\n")[0],
+        prog="python -m benchmark.train",
+        description=__doc__.split("\n\n")[0],
         epilog="Precedence: preset < environment variables (config.sh) < flags.",
     )
     add_arguments(parser)
@@ -606,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-check", action="store_true", help="skip the compliance check after the run")
     parser.add_argument(
-        "--print-config", action="store_true",
+        "--print-config",
+        action="store_true",
         help="print the resolved configuration as JSON and exit; data paths a run needs and lacks are "
         "named on stderr (python -m benchmark.config --print-config makes them errors, as a run does)",
     )
@@ -628,8 +670,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print0(summarize(cfg, result))  # one summary per run, not one per process
     if result.stopped:
-        print0(f"[stop] {result.reason}; exit status {EXIT_STOPPED}: a requeued or retried job (MAX_RETRIES) "
-               f"or a new launch on the same CHECKPOINT_DIR continues the run")
+        print0(
+            f"[stop] {result.reason}; exit status {EXIT_STOPPED}: a requeued or retried job (MAX_RETRIES) "
+            f"or a new launch on the same CHECKPOINT_DIR continues the run"
+        )
         return EXIT_STOPPED
     if result.paused:
         # A deliberate pause is not a failure: the next job of the chain (Slurm afterok, or the local

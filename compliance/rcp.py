@@ -85,9 +85,14 @@ def reference_point(gbs: int, ruleset: str = DEFAULT_RULESET) -> ReferencePoint:
     if record is not None:
         hyper = _hyperparameters(rcp, gbs)
         return ReferencePoint(
-            gbs=gbs, mean=float(record["RCP Mean"]), stdev=float(record["RCP Stdev"]),
-            min_mean=float(record["Min Epochs"]), runs=tuple(float(x) for x in record["Epochs to converge"]),
-            lr=hyper[0], warmup_samples=hyper[1], source=source,
+            gbs=gbs,
+            mean=float(record["RCP Mean"]),
+            stdev=float(record["RCP Stdev"]),
+            min_mean=float(record["Min Epochs"]),
+            runs=tuple(float(x) for x in record["Epochs to converge"]),
+            lr=hyper[0],
+            warmup_samples=hyper[1],
+            source=source,
         )
     low = rcp._find_top_min_rcp(gbs, RCP_PASS)
     high = rcp._find_bottom_max_rcp(gbs, RCP_PASS)
@@ -100,8 +105,14 @@ def reference_point(gbs: int, ruleset: str = DEFAULT_RULESET) -> ReferencePoint:
     _, interp = rcp._create_interp_rcp(gbs, low, high)
     hyper = _hyperparameters(rcp, gbs)
     return ReferencePoint(
-        gbs=gbs, mean=float(interp["RCP Mean"]), stdev=float(interp["RCP Stdev"]),
-        min_mean=float(interp["Min Epochs"]), runs=(), lr=hyper[0], warmup_samples=hyper[1], source=source,
+        gbs=gbs,
+        mean=float(interp["RCP Mean"]),
+        stdev=float(interp["RCP Stdev"]),
+        min_mean=float(interp["Min Epochs"]),
+        runs=(),
+        lr=hyper[0],
+        warmup_samples=hyper[1],
+        source=source,
         interpolated_between=(int(low["BS"]), int(high["BS"])),
     )
 

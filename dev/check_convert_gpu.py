@@ -40,10 +40,24 @@ import torch  # noqa: E402
 
 SHAPES = {
     # Llama 3.1 8B (docs/FIDELITY.md): 32 layers, 4096 wide, SwiGLU 14336, 32 heads / 8 KV groups, 128,256 tokens.
-    "8b": dict(num_layers=32, hidden_size=4096, ffn_hidden_size=14336, num_attention_heads=32,
-               num_query_groups=8, vocab=128256, seq=2048),
-    "small": dict(num_layers=2, hidden_size=128, ffn_hidden_size=320, num_attention_heads=4,
-                  num_query_groups=2, vocab=1024, seq=64),
+    "8b": dict(
+        num_layers=32,
+        hidden_size=4096,
+        ffn_hidden_size=14336,
+        num_attention_heads=32,
+        num_query_groups=8,
+        vocab=128256,
+        seq=2048,
+    ),
+    "small": dict(
+        num_layers=2,
+        hidden_size=128,
+        ffn_hidden_size=320,
+        num_attention_heads=4,
+        num_query_groups=2,
+        vocab=1024,
+        seq=64,
+    ),
 }
 
 
@@ -51,20 +65,43 @@ def hf_config(shape: dict):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=shape["vocab"], hidden_size=shape["hidden_size"], intermediate_size=shape["ffn_hidden_size"],
-        num_hidden_layers=shape["num_layers"], num_attention_heads=shape["num_attention_heads"],
-        num_key_value_heads=shape["num_query_groups"], head_dim=shape["hidden_size"] // shape["num_attention_heads"],
-        rms_norm_eps=1e-5, max_position_embeddings=131072, tie_word_embeddings=False,
-        bos_token_id=0, eos_token_id=1,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden_size"],
+        intermediate_size=shape["ffn_hidden_size"],
+        num_hidden_layers=shape["num_layers"],
+        num_attention_heads=shape["num_attention_heads"],
+        num_key_value_heads=shape["num_query_groups"],
+        head_dim=shape["hidden_size"] // shape["num_attention_heads"],
+        rms_norm_eps=1e-5,
+        max_position_embeddings=131072,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
     )
 
 
 def run_convert(direction: str, src: Path, dst: Path, summary: Path) -> dict:
     """The CLI in its own process, so its peak RSS is the converter's alone."""
-    cmd = [sys.executable, "-m", "utils.convert", "--summary", str(summary), direction, "--src", str(src),
-           "--dst", str(dst)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "utils.convert",
+        "--summary",
+        str(summary),
+        direction,
+        "--src",
+        str(src),
+        "--dst",
+        str(dst),
+    ]
     subprocess.run(cmd, cwd=REPO, check=True)
     return json.loads(summary.read_text())
 
@@ -101,14 +138,18 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="JSON file for the figures")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="8b", help="model shape (default 8b)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="where the models run")
     parser.add_argument("--seq", type=int, default=0, help="tokens in the compared sequence (0 = the shape's)")
-    parser.add_argument("--workdir", default="", help="folder for the checkpoints (default: a temporary one, "
-                                                      "deleted afterwards; the 8B needs about 50 GB)")
+    parser.add_argument(
+        "--workdir",
+        default="",
+        help="folder for the checkpoints (default: a temporary one, deleted afterwards; the 8B needs about 50 GB)",
+    )
     parser.add_argument("--no-roundtrip", action="store_true", help="skip the NeMo -> HF conversion back")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -117,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     seq = args.seq or shape["seq"]
     device = torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")
     result: dict = {
-        "shape": args.shape, "seq": seq, "device": args.device,
+        "shape": args.shape,
+        "seq": seq,
+        "device": args.device,
         "card": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
-        "torch": torch.__version__, "timings_s": {},
+        "torch": torch.__version__,
+        "timings_s": {},
     }
     timings = result["timings_s"]
     with tempfile.TemporaryDirectory(dir=args.workdir or None) as tmp:

@@ -51,7 +51,7 @@ def make_file(folder: Path) -> Path:
     lengths[-1] += TOKENS - int(lengths.sum())
     writer = IndexedWriter(folder / f"{VALID}.bin.tmp", np.int32)
     for start in range(0, DOCS, 10_000):
-        chunk = lengths[start:start + 10_000]
+        chunk = lengths[start : start + 10_000]
         writer.add(rng.integers(0, 128_256, size=int(chunk.sum()), dtype=np.int32), chunk)
     writer.finalize(folder / f"{VALID}.idx.tmp")
     os.replace(folder / f"{VALID}.bin.tmp", f"{prefix}.bin")
@@ -69,8 +69,9 @@ def phase(name: str, prefix: str, cache: str, gbs: int, seed: int) -> dict:
     tok = TokenizerInfo(vocab_size=128_256, eod=128_001, path="synthetic")
     imported_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # torch + megatron.core
     t0 = time.perf_counter()
-    ds = build_eval_dataset(prefix, seq_length=SEQ, num_samples=num_samples(gbs), seed=seed, tokenizer=tok,
-                            cache_dir=cache)
+    ds = build_eval_dataset(
+        prefix, seq_length=SEQ, num_samples=num_samples(gbs), seed=seed, tokenizer=tok, cache_dir=cache
+    )
     out = {"phase": name, "open_s": time.perf_counter() - t0}
     if name == "read":
         n = math.ceil(EVAL_SAMPLES / gbs) * gbs
@@ -99,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         prefix = make_file(folder)
-        print(f"validation file: {DOCS:,} documents, {TOKENS:,} tokens ({os.path.getsize(f'{prefix}.bin') / 2**20:.0f} "
-              f"MiB .bin), written in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"validation file: {DOCS:,} documents, {TOKENS:,} tokens ({os.path.getsize(f'{prefix}.bin') / 2**20:.0f} "
+            f"MiB .bin), written in {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
         for gbs in args.gbs:
             cache = folder / f"cache_gbs{gbs}_seed{args.seed}"
             if cache.exists():
@@ -109,17 +113,32 @@ def main(argv: list[str] | None = None) -> int:
                         f.unlink()
             rows = []
             for name in ("build", "reopen", "read"):
-                cmd = [sys.executable, __file__, "--phase", name, "--dir", str(folder), "--cache", str(cache),
-                       "--gbs", str(gbs), "--seed", str(args.seed)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--phase",
+                    name,
+                    "--dir",
+                    str(folder),
+                    "--cache",
+                    str(cache),
+                    "--gbs",
+                    str(gbs),
+                    "--seed",
+                    str(args.seed),
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             size = sum(f.stat().st_size for f in cache.rglob("*.npy"))
             build, reopen, read = rows
-            print(f"GBS {gbs}: {num_samples(gbs):,} samples; first build {build['open_s']:.1f} s "
-                  f"(peak RSS {build['peak_rss_mib']:.0f} MiB, {build['imports_rss_mib']:.0f} of them the imports); "
-                  f"cached reopen {reopen['open_s'] * 1e3:.0f} ms "
-                  f"(peak RSS {reopen['peak_rss_mib']:.0f} MiB); reading {read['windows']:,} windows "
-                  f"{read['read_s']:.2f} s; index files {size / 2**20:.0f} MiB", flush=True)
+            print(
+                f"GBS {gbs}: {num_samples(gbs):,} samples; first build {build['open_s']:.1f} s "
+                f"(peak RSS {build['peak_rss_mib']:.0f} MiB, {build['imports_rss_mib']:.0f} of them the imports); "
+                f"cached reopen {reopen['open_s'] * 1e3:.0f} ms "
+                f"(peak RSS {reopen['peak_rss_mib']:.0f} MiB); reading {read['windows']:,} windows "
+                f"{read['read_s']:.2f} s; index files {size / 2**20:.0f} MiB",
+                flush=True,
+            )
     return 0
 
 

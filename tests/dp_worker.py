@@ -22,14 +22,33 @@ from benchmark.train import run  # noqa: E402
 from tests.helpers import smoke_config  # noqa: E402
 
 # The knobs of the comparison; tests/test_data_parallel.py runs one process with the same ones.
-KNOBS = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
-         "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000", "GBS": "16", "MBS": "4",
-         "EVAL_EVERY": "32", "EVAL_SAMPLES": "16", "MAX_TRAIN_SAMPLES": "96", "TARGET": "0.01", "SEED": "3"}
+KNOBS = {
+    "NUM_LAYERS": "2",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "64",
+    "LOG_EVERY": "1000",
+    "GBS": "16",
+    "MBS": "4",
+    "EVAL_EVERY": "32",
+    "EVAL_SAMPLES": "16",
+    "MAX_TRAIN_SAMPLES": "96",
+    "TARGET": "0.01",
+    "SEED": "3",
+}
 
 
 def summary(result) -> dict:
-    return {"status": result.status, "reason": result.reason, "steps": result.steps, "samples": result.samples,
-            "train_losses": result.train_losses, "eval_curve": [list(p) for p in result.eval_curve]}
+    return {
+        "status": result.status,
+        "reason": result.reason,
+        "steps": result.steps,
+        "samples": result.samples,
+        "train_losses": result.train_losses,
+        "eval_curve": [list(p) for p in result.eval_curve],
+    }
 
 
 def main() -> None:
@@ -40,8 +59,11 @@ def main() -> None:
     # serves one rendezvous per process group, so a second init in the same processes would not meet.
     torch.distributed.init_process_group("gloo")
     results = {}
-    for name, extra in (("whole", {}), ("part1", {"CHECKPOINT_DIR": out / "ckpt", "JOB_SAMPLES": "32"}),
-                        ("part2", {"CHECKPOINT_DIR": out / "ckpt", "JOB_SAMPLES": "0"})):
+    for name, extra in (
+        ("whole", {}),
+        ("part1", {"CHECKPOINT_DIR": out / "ckpt", "JOB_SAMPLES": "32"}),
+        ("part2", {"CHECKPOINT_DIR": out / "ckpt", "JOB_SAMPLES": "0"}),
+    ):
         cfg = smoke_config(data, out, {**KNOBS, **extra})
         results[name] = summary(run(cfg, log_path=out / f"{name}.log", echo=False))
     if rank == 0:

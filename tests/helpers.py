@@ -13,16 +13,24 @@ from benchmark.config import Config, ModelConfig, build_config
 
 def smoke_config(smoke_data, tmp_path, env: dict) -> Config:
     """The smoke preset on the embedded dataset, results under tmp_path, with env's knobs on top."""
-    full = {"PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-            "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path)}
+    full = {
+        "PRESET": "smoke",
+        "DEVICE": "cpu",
+        "PREPROCESSED_PATH": str(smoke_data.data_dir),
+        "TOKENIZER_PATH": str(smoke_data.tokenizer_dir),
+        "RESULT_DIR": str(tmp_path),
+    }
     full.update({k: str(v) for k, v in env.items()})
     return build_config(env=full)
 
 
 def mllog_events(path) -> list[dict]:
     """The JSON of every :::MLLOG line of a log, in order."""
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in Path(path).read_text().splitlines()
-            if line.startswith(":::MLLOG ")]
+    return [
+        json.loads(line.split(":::MLLOG ", 1)[1])
+        for line in Path(path).read_text().splitlines()
+        if line.startswith(":::MLLOG ")
+    ]
 
 
 def hf_llama31(m: ModelConfig, vocab: int, **config_extra):
@@ -31,13 +39,25 @@ def hf_llama31(m: ModelConfig, vocab: int, **config_extra):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
-        num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
-        num_key_value_heads=m.num_query_groups, head_dim=m.head_dim, rms_norm_eps=m.norm_eps,
-        max_position_embeddings=131072, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+        vocab_size=vocab,
+        hidden_size=m.hidden_size,
+        intermediate_size=m.ffn_hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_query_groups,
+        head_dim=m.head_dim,
+        rms_norm_eps=m.norm_eps,
+        max_position_embeddings=131072,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
         rope_parameters={
-            "rope_type": "llama3", "rope_theta": float(m.rotary_base), "factor": m.rope_scaling_factor,
-            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+            "rope_theta": float(m.rotary_base),
+            "factor": m.rope_scaling_factor,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
         },
         **config_extra,
     )

@@ -180,8 +180,10 @@ def test_training_set_smaller_than_one_global_batch(data, tmp_path):
     (folder / f"{EN6}.manifest.json").unlink()
     _write(folder / EN6, [257] * 10, np.arange(257 * 10) % 2000)
     text, events = _run_expecting_error(data, tmp_path)
-    assert text.startswith(f"the training files ({folder / EN6}.bin) hold 10 sequences of SEQ_LENGTH=256, "
-                           f"fewer than one global batch (GBS=16)")
+    assert text.startswith(
+        f"the training files ({folder / EN6}.bin) hold 10 sequences of SEQ_LENGTH=256, "
+        f"fewer than one global batch (GBS=16)"
+    )
     assert "use more training data" in text
     _assert_aborted_with(events, text)
 
@@ -209,10 +211,24 @@ def test_index_reader_names_a_truncated_index(data):
 def _train(data, tmp_path, env: dict) -> subprocess.CompletedProcess:
     folder, tok, _ = data
     keep = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    full = {**keep, "PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(folder),
-            "TOKENIZER_PATH": str(tok), "BENCHMARK_AREA": "en6", "RESULT_DIR": str(tmp_path / "results"), **env}
-    return subprocess.run([sys.executable, "-m", "benchmark.train", "--no-check"], cwd=REPO, env=full,
-                          capture_output=True, text=True, timeout=300)
+    full = {
+        **keep,
+        "PRESET": "smoke",
+        "DEVICE": "cpu",
+        "PREPROCESSED_PATH": str(folder),
+        "TOKENIZER_PATH": str(tok),
+        "BENCHMARK_AREA": "en6",
+        "RESULT_DIR": str(tmp_path / "results"),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark.train", "--no-check"],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("damage", ["missing tokenizer", "truncated index"])

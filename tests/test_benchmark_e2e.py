@@ -38,9 +38,18 @@ def test_8b_hyperparameters_pass_official_checker_except_target(smoke_data, tmp_
     _write_random_tokens(data / "c4-train.en_7_text_document", 150_000, vocab, 2)
     _write_random_tokens(data / "c4-validation-91205-samples.en_text_document", 1024 * 8192 + 1, vocab, 3)
     env = {
-        "PRESET": "llama31_8b", "PREPROCESSED_PATH": str(data), "TOKENIZER_PATH": str(tok_dir),
-        "NUM_LAYERS": "1", "HIDDEN_SIZE": "32", "FFN_HIDDEN_SIZE": "64", "NUM_HEADS": "2", "NUM_KV_GROUPS": "1",
-        "MBS": "8", "EVAL_EVERY": "32", "MAX_TRAIN_SAMPLES": "32", "RESULT_DIR": str(tmp_path),
+        "PRESET": "llama31_8b",
+        "PREPROCESSED_PATH": str(data),
+        "TOKENIZER_PATH": str(tok_dir),
+        "NUM_LAYERS": "1",
+        "HIDDEN_SIZE": "32",
+        "FFN_HIDDEN_SIZE": "64",
+        "NUM_HEADS": "2",
+        "NUM_KV_GROUPS": "1",
+        "MBS": "8",
+        "EVAL_EVERY": "32",
+        "MAX_TRAIN_SAMPLES": "32",
+        "RESULT_DIR": str(tmp_path),
         # An eval every 2 steps over 1.2M max_steps would size the reference eval index at 614M
         # samples; this test is about the log's hyperparameters, so it evaluates the file in order.
         "EVAL_SET": "file-order",

@@ -11,9 +11,22 @@ from benchmark.config import ConfigError
 from benchmark.train import run
 from tests.helpers import mllog_events, smoke_config
 
-TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
-        "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000", "GBS": "16", "MBS": "8",
-        "EVAL_EVERY": "32", "EVAL_SAMPLES": "8", "MAX_TRAIN_SAMPLES": "96", "TARGET": "0.01", "SEED": "3"}
+TINY = {
+    "NUM_LAYERS": "2",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "64",
+    "LOG_EVERY": "1000",
+    "GBS": "16",
+    "MBS": "8",
+    "EVAL_EVERY": "32",
+    "EVAL_SAMPLES": "8",
+    "MAX_TRAIN_SAMPLES": "96",
+    "TARGET": "0.01",
+    "SEED": "3",
+}
 
 
 def configure(smoke_data, tmp_path, **extra):
@@ -25,14 +38,18 @@ def test_pause_and_resume_equals_uninterrupted(smoke_data, tmp_path):
     assert whole.steps == 6 and len(whole.eval_curve) == 3
 
     ckpt = tmp_path / "ckpt"
-    first = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=32),
-                log_path=tmp_path / "part1.log", echo=False)
+    first = run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=32),
+        log_path=tmp_path / "part1.log",
+        echo=False,
+    )
     assert first.status == "aborted" and first.reason.startswith("paused after JOB_SAMPLES=32") and first.paused
     assert first.samples == 32 and (ckpt / "latest").read_text().strip() == "iter_0000002"
     assert not list(ckpt.glob("*.tmp"))
 
-    second = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=0),
-                 log_path=tmp_path / "part2.log", echo=False)
+    second = run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=0), log_path=tmp_path / "part2.log", echo=False
+    )
     # same losses step for step, same evaluation curve, same end
     assert first.train_losses + second.train_losses == whole.train_losses
     assert second.eval_curve == whole.eval_curve
@@ -45,8 +62,11 @@ def test_pause_and_resume_equals_uninterrupted(smoke_data, tmp_path):
 
 def test_save_every_block_and_latest_pointer(smoke_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, SAVE_CKPT=1, MAX_TRAIN_SAMPLES=96),
-        log_path=tmp_path / "save.log", echo=False)
+    run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, SAVE_CKPT=1, MAX_TRAIN_SAMPLES=96),
+        log_path=tmp_path / "save.log",
+        echo=False,
+    )
     # saved after blocks 1 and 2 (the third ends the run); only the newest is kept
     assert sorted(p.name for p in ckpt.iterdir()) == ["iter_0000004", "latest"]
     assert checkpoint.latest_checkpoint(ckpt) == ckpt / "iter_0000004"
@@ -68,9 +88,17 @@ def test_checkpoint_knob_validation(smoke_data, tmp_path):
 def test_paused_job_exits_zero_so_the_chain_goes_on(smoke_data, tmp_path, monkeypatch):
     from benchmark.train import main
 
-    env = {"PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path), **TINY,
-           "MAX_TRAIN_SAMPLES": "64", "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "JOB_SAMPLES": "32"}
+    env = {
+        "PRESET": "smoke",
+        "DEVICE": "cpu",
+        "PREPROCESSED_PATH": str(smoke_data.data_dir),
+        "TOKENIZER_PATH": str(smoke_data.tokenizer_dir),
+        "RESULT_DIR": str(tmp_path),
+        **TINY,
+        "MAX_TRAIN_SAMPLES": "64",
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "JOB_SAMPLES": "32",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     valid = ["--valid-file", Path(smoke_data.valid_prefix).name]
@@ -89,8 +117,7 @@ def test_checkpoint_records_what_it_was_saved_with_and_refuses_another_spec(smok
     from megatron.core import dist_checkpointing
 
     ckpt = tmp_path / "ckpt"
-    run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=32), log_path=tmp_path / "p1.log",
-        echo=False)
+    run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=32), log_path=tmp_path / "p1.log", echo=False)
     saved = dist_checkpointing.load_common_state_dict(str(ckpt / "iter_0000002"))["run"]["saved_with"]
     assert saved == {"layer_spec": "local", "optimizer_format": "torch"}
 
@@ -101,8 +128,11 @@ def test_checkpoint_records_what_it_was_saved_with_and_refuses_another_spec(smok
     checkpoint._check_compatible(path, {"layer_spec": "te", "optimizer_format": "portable"}, engine("local", "fast"))
     checkpoint._check_compatible(path, {"layer_spec": "te", "optimizer_format": "fast"}, engine("te", "portable"))
     checkpoint._check_compatible(path, {}, engine("te", "fast"))  # saved before the record existed
-    with pytest.raises(checkpoint.CheckpointError, match=r"LAYER_SPEC=te with CKPT_FORMAT=fast.*"
-                       r"resume with LAYER_SPEC=te, or save with CKPT_FORMAT=portable"):
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"LAYER_SPEC=te with CKPT_FORMAT=fast.*"
+        r"resume with LAYER_SPEC=te, or save with CKPT_FORMAT=portable",
+    ):
         checkpoint._check_compatible(path, {"layer_spec": "te", "optimizer_format": "fast"}, engine("local", "fast"))
     with pytest.raises(checkpoint.CheckpointError, match="saved by a CPU run and this run is on GPU"):
         checkpoint._check_compatible(path, saved, engine("local", "fast"))

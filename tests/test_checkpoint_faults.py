@@ -25,9 +25,22 @@ from benchmark.train import run
 from tests.helpers import mllog_events, smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
-        "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000", "GBS": "16", "MBS": "8",
-        "EVAL_EVERY": "32", "EVAL_SAMPLES": "8", "MAX_TRAIN_SAMPLES": "64", "TARGET": "0.01", "SEED": "3"}
+TINY = {
+    "NUM_LAYERS": "2",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "64",
+    "LOG_EVERY": "1000",
+    "GBS": "16",
+    "MBS": "8",
+    "EVAL_EVERY": "32",
+    "EVAL_SAMPLES": "8",
+    "MAX_TRAIN_SAMPLES": "64",
+    "TARGET": "0.01",
+    "SEED": "3",
+}
 STEP = "iter_0000002"
 
 
@@ -38,7 +51,12 @@ def saved(smoke_data, tmp_path_factory) -> Path:
     cfg = smoke_config(smoke_data, root, {**TINY, "CHECKPOINT_DIR": root / "ckpt", "JOB_SAMPLES": 32})
     assert run(cfg, log_path=root / "first.log", echo=False).paused
     assert sorted(p.name for p in (root / "ckpt" / STEP).iterdir()) == [
-        ".metadata", "__0_0.distcp", "__0_1.distcp", "common.pt", "metadata.json"]
+        ".metadata",
+        "__0_0.distcp",
+        "__0_1.distcp",
+        "common.pt",
+        "metadata.json",
+    ]
     return root / "ckpt"
 
 
@@ -90,8 +108,10 @@ def test_truncated_shard_named_with_its_length(smoke_data, tmp_path, ckpt):
     size = shard.stat().st_size
     _truncate(shard)
     text, _ = _resume_expecting_error(smoke_data, tmp_path, ckpt)
-    assert (f"checkpoint {ckpt / STEP}: __0_1.distcp is truncated or damaged (it holds {size // 2} bytes of the "
-            f"{size} its index records") in text
+    assert (
+        f"checkpoint {ckpt / STEP}: __0_1.distcp is truncated or damaged (it holds {size // 2} bytes of the "
+        f"{size} its index records"
+    ) in text
     assert text.endswith("to start the run over")
 
 
@@ -105,24 +125,30 @@ def test_truncated_index(smoke_data, tmp_path, ckpt):
 def test_missing_common_state_found_before_the_model_is_built(smoke_data, tmp_path, ckpt, capsys):
     (ckpt / STEP / "common.pt").unlink()
     text, _ = _resume_expecting_error(smoke_data, tmp_path, ckpt)
-    assert text == (f"checkpoint {ckpt / STEP} is incomplete: common.pt missing or empty; delete {ckpt / STEP} "
-                    f"and {ckpt / 'latest'} to start the run over")
+    assert text == (
+        f"checkpoint {ckpt / STEP} is incomplete: common.pt missing or empty; delete {ckpt / STEP} "
+        f"and {ckpt / 'latest'} to start the run over"
+    )
     assert "[model]" not in capsys.readouterr().out  # checked before init went further
 
 
 def test_pointer_to_a_missing_step_offers_the_complete_one(smoke_data, tmp_path, ckpt):
     (ckpt / "latest").write_text("iter_0000099\n")
     text, _ = _resume_expecting_error(smoke_data, tmp_path, ckpt)
-    assert text == (f"{ckpt / 'latest'} names iter_0000099, which does not exist: the checkpoint folder was changed "
-                    f"by hand; delete {ckpt / 'latest'} to start the run over, or point latest at {STEP} (write its "
-                    f"name into {ckpt / 'latest'}) to resume from that one")
+    assert text == (
+        f"{ckpt / 'latest'} names iter_0000099, which does not exist: the checkpoint folder was changed "
+        f"by hand; delete {ckpt / 'latest'} to start the run over, or point latest at {STEP} (write its "
+        f"name into {ckpt / 'latest'}) to resume from that one"
+    )
 
 
 def test_pointer_to_nothing_when_no_checkpoint_is_left(smoke_data, tmp_path, ckpt):
     shutil.rmtree(ckpt / STEP)
     text, _ = _resume_expecting_error(smoke_data, tmp_path, ckpt)
-    assert text.endswith(f"which does not exist: the checkpoint folder was changed by hand; delete {ckpt / 'latest'} "
-                         "to start the run over")
+    assert text.endswith(
+        f"which does not exist: the checkpoint folder was changed by hand; delete {ckpt / 'latest'} "
+        "to start the run over"
+    )
 
 
 @pytest.mark.parametrize("content", ["", "../elsewhere", "iter_2"])
@@ -135,8 +161,10 @@ def test_pointer_that_holds_no_checkpoint_name(smoke_data, tmp_path, ckpt, conte
 
 def test_checkpoint_of_another_model_shape(smoke_data, tmp_path, ckpt):
     text, _ = _resume_expecting_error(smoke_data, tmp_path, ckpt, HIDDEN_SIZE=128)
-    assert text.startswith(f"checkpoint {ckpt / STEP} was saved by a run with other model or parallel knobs "
-                           "(CheckpointingException: Global shape mismatch")
+    assert text.startswith(
+        f"checkpoint {ckpt / STEP} was saved by a run with other model or parallel knobs "
+        "(CheckpointingException: Global shape mismatch"
+    )
     assert text.endswith("or set CHECKPOINT_DIR to a new folder to start over")
 
 
@@ -144,8 +172,10 @@ def test_checkpoint_dir_under_a_file(smoke_data, tmp_path):
     (tmp_path / "a_file").write_text("")
     where = tmp_path / "a_file" / "ckpt"
     text, _ = _resume_expecting_error(smoke_data, tmp_path, where, SAVE_CKPT=1)
-    assert text == (f"CHECKPOINT_DIR={where}: cannot be created (Not a directory): set CHECKPOINT_DIR to a folder "
-                    "this job can write")
+    assert text == (
+        f"CHECKPOINT_DIR={where}: cannot be created (Not a directory): set CHECKPOINT_DIR to a folder "
+        "this job can write"
+    )
 
 
 def test_read_only_checkpoint_dir_found_before_init_stop(smoke_data, tmp_path, read_only):
@@ -159,12 +189,24 @@ def test_read_only_checkpoint_dir_found_before_init_stop(smoke_data, tmp_path, r
 def test_the_entry_point_exits_2_without_a_traceback(smoke_data, tmp_path, ckpt):
     _truncate(ckpt / STEP / "common.pt")
     keep = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env = {**keep, **TINY, "PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path / "results"),
-           "CHECKPOINT_DIR": str(ckpt)}
-    proc = subprocess.run([sys.executable, "-m", "benchmark.train", "--no-check", "--valid-file",
-                           Path(smoke_data.valid_prefix).name], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **keep,
+        **TINY,
+        "PRESET": "smoke",
+        "DEVICE": "cpu",
+        "PREPROCESSED_PATH": str(smoke_data.data_dir),
+        "TOKENIZER_PATH": str(smoke_data.tokenizer_dir),
+        "RESULT_DIR": str(tmp_path / "results"),
+        "CHECKPOINT_DIR": str(ckpt),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.train", "--no-check", "--valid-file", Path(smoke_data.valid_prefix).name],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     expect = f"error: checkpoint {ckpt / STEP}: common.pt is truncated or damaged"
     assert expect in proc.stderr

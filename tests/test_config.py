@@ -23,8 +23,11 @@ def test_llama31_8b_preset_is_spec():
 
 
 def test_8b_values_and_rcp_defaults(tmp_path):
-    for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
-                 "c4-validation-91205-samples.en_text_document"):
+    for name in (
+        "c4-train.en_6_text_document",
+        "c4-train.en_7_text_document",
+        "c4-validation-91205-samples.en_text_document",
+    ):
         (tmp_path / f"{name}.idx").write_bytes(b"")
     env = {"PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
     cfg = cfg_from(env=env, preset="llama31_8b")
@@ -48,8 +51,11 @@ def test_8b_values_and_rcp_defaults(tmp_path):
 
 
 def test_gbs_between_rcps_needs_lr_but_takes_the_interpolated_abort_cap(tmp_path):
-    for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
-                 "c4-validation-91205-samples.en_text_document"):
+    for name in (
+        "c4-train.en_6_text_document",
+        "c4-train.en_7_text_document",
+        "c4-validation-91205-samples.en_text_document",
+    ):
         (tmp_path / f"{name}.idx").write_bytes(b"")
     env = {"PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
     with pytest.raises(ConfigError, match=r"GBS=48 has no reference convergence point of its own.*set LR"):
@@ -120,8 +126,11 @@ def test_world_size_and_accumulation():
 
 
 def test_validation_file_is_found_when_not_named(tmp_path):
-    for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
-                 "c4-validation-269-samples.en_text_document"):
+    for name in (
+        "c4-train.en_6_text_document",
+        "c4-train.en_7_text_document",
+        "c4-validation-269-samples.en_text_document",
+    ):
         (tmp_path / f"{name}.idx").write_bytes(b"")
     env = {"PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path)}
     assert cfg_from(env=env).data.valid_file == "c4-validation-269-samples.en_text_document"

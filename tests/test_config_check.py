@@ -27,8 +27,12 @@ def check(*args: str, stdlib_only: bool = True, **knobs: str) -> subprocess.Comp
     import of PyTorch, mlperf-logging or yaml fails as it would on a bare login node."""
     flags = ["-S"] if stdlib_only else []
     return subprocess.run(
-        [sys.executable, *flags, "-m", "benchmark.config", *args], cwd=REPO, env=_env(**knobs),
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, *flags, "-m", "benchmark.config", *args],
+        cwd=REPO,
+        env=_env(**knobs),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -46,8 +50,16 @@ def test_fp8_on_the_jobs_gpus_is_left_to_the_job_and_the_rest_resolved(tmp_path)
     tok.mkdir()
     for name in ("c4-train.en_6_text_document", "c4-validation-91205-samples.en_text_document"):
         (data / f"{name}.idx").write_bytes(b"")
-    proc = check("--print-config", "--job-device", "cuda", WORLD_SIZE="16", PRESET="llama31_8b", FP8="1",
-                 PREPROCESSED_PATH=str(data), TOKENIZER_PATH=str(tok))
+    proc = check(
+        "--print-config",
+        "--job-device",
+        "cuda",
+        WORLD_SIZE="16",
+        PRESET="llama31_8b",
+        FP8="1",
+        PREPROCESSED_PATH=str(data),
+        TOKENIZER_PATH=str(tok),
+    )
     assert proc.returncode == 0, proc.stderr
     body, _, notes = proc.stdout.partition("\n}\n")
     cfg = json.loads(body + "\n}")
@@ -73,8 +85,11 @@ def test_with_mlperf_logging_the_rcp_defaults_are_filled_in_for_the_job():
         ("cuda", {"FP8": "1", "LAYER_SPEC": "local"}, "but LAYER_SPEC=local was asked for"),
         ("cpu", {"FP8": "1"}, "but the jobs run on CPU (DEVICE=cpu, or GPUS_PER_NODE=0)"),
         ("cuda", {"FP8": "1", "DEVICE": "cpu"}, "but the jobs run on CPU"),
-        ("cuda", {"FP8": "1", "HIDDEN_SIZE": "120", "NUM_HEADS": "4", "NUM_KV_GROUPS": "2"},
-         "FP8=1 needs GEMM sizes divisible by 16"),
+        (
+            "cuda",
+            {"FP8": "1", "HIDDEN_SIZE": "120", "NUM_HEADS": "4", "NUM_KV_GROUPS": "2"},
+            "FP8=1 needs GEMM sizes divisible by 16",
+        ),
         ("cpu", {"LAYER_SPEC": "te"}, "LAYER_SPEC=te runs on GPUs only"),
         ("any", {"CP": "2", "SEQ_LENGTH": "255", "WORLD_SIZE": "2"}, "SEQ_LENGTH=255 is not divisible by 2 x CP"),
         ("any", {"FP8_RECIPE": "mxfp8"}, "FP8_RECIPE='mxfp8' must be one of tensorwise, delayed, blockwise"),
@@ -102,8 +117,14 @@ def test_a_check_on_this_machine_still_looks_for_transformer_engine():
 
 
 def train(*args: str, **knobs: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmark.train", *args], cwd=REPO, env=_env(**knobs),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark.train", *args],
+        cwd=REPO,
+        env=_env(**knobs),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_print_config_without_data_paths_prints_them_as_missing():

@@ -23,11 +23,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 # String knobs that hold free text (paths, names) rather than one of a list of values.
 FREE_TEXT = {
-    "PREPROCESSED_PATH", "--valid-file", "TOKENIZER_PATH", "INDEX_CACHE_DIR", "SMOKE_DATA_DIR", "CHECKPOINT_DIR",
-    "MODEL_CKPT", "RESULT_DIR", "SUBMISSION_ORG", "SUBMISSION_PLATFORM", "TENSORBOARD_DIR", "WANDB_PROJECT",
+    "PREPROCESSED_PATH",
+    "--valid-file",
+    "TOKENIZER_PATH",
+    "INDEX_CACHE_DIR",
+    "SMOKE_DATA_DIR",
+    "CHECKPOINT_DIR",
+    "MODEL_CKPT",
+    "RESULT_DIR",
+    "SUBMISSION_ORG",
+    "SUBMISSION_PLATFORM",
+    "TENSORBOARD_DIR",
+    "WANDB_PROJECT",
     "PROFILE_DIR",
     # not free, but parsed by validate() rather than listed: tests/test_watch.py refuses bad ones
-    "PROFILE_STEPS", "PROFILE_RANKS",
+    "PROFILE_STEPS",
+    "PROFILE_RANKS",
 }
 
 
@@ -68,13 +79,16 @@ def _outside(bounds: cfgmod.Range) -> list[float]:
 
 OUT_OF_RANGE = [
     (f, value)
-    for f in all_fields() if f.type in ("int", "float")
+    for f in all_fields()
+    if f.type in ("int", "float")
     for value in _outside(f.metadata["range"]) + (["nan", "inf", "-inf"] if f.type == "float" else [])
 ]
 
 
 @pytest.mark.parametrize(
-    "f, value", OUT_OF_RANGE, ids=[f"{cfgmod.knob_name(f)}={v}" for f, v in OUT_OF_RANGE],
+    "f, value",
+    OUT_OF_RANGE,
+    ids=[f"{cfgmod.knob_name(f)}={v}" for f, v in OUT_OF_RANGE],
 )
 def test_a_value_past_any_bound_is_refused_by_name(f, value):
     """Through the knob's flag, one value past each bound of its range (and nan/inf for a float)."""
@@ -99,9 +113,11 @@ def test_a_value_past_any_bound_is_refused_by_name(f, value):
         ({"TARGET": "-3.3"}, "TARGET=-3.3 must be greater than 0"),
         ({"SEED": "-1"}, "SEED=-1 must be between 0 and 4294967295 (NumPy seeds are below 2**32)"),
         ({"SEED": "4294967296"}, "SEED=4294967296 must be between 0 and 4294967295"),
-        ({"SEED": "4294967295", "PP": "2"},
-         "SEED=4294967295 with PP=2 seeds the last pipeline stage with 4294967395 (SEED + 100 x (PP - 1)), "
-         "above NumPy's limit of 4294967295: choose a SEED of at most 4294967195"),
+        (
+            {"SEED": "4294967295", "PP": "2"},
+            "SEED=4294967295 with PP=2 seeds the last pipeline stage with 4294967395 (SEED + 100 x (PP - 1)), "
+            "above NumPy's limit of 4294967295: choose a SEED of at most 4294967195",
+        ),
         ({"LOG_EVERY": "0"}, "LOG_EVERY=0 must be 1 or more"),
         ({"GBS": "1e999"}, "GBS='1e999' is not a valid int: give a whole number such as 16 or 1e3"),
         ({"GBS": "1.5"}, "GBS='1.5' is not a valid int"),
@@ -113,9 +129,11 @@ def test_a_value_past_any_bound_is_refused_by_name(f, value):
         ({"LR": "fast"}, "LR='fast' is not a valid float: give a number such as 3.3 or 4e-4"),
         ({"SUBMISSION_STATUS": "bogus"}, "SUBMISSION_STATUS='bogus' must be one of onprem, cloud, preview, research"),
         ({"SUBMISSION_DIVISION": "closed-ish"}, "SUBMISSION_DIVISION='closed-ish' must be one of closed, open"),
-        ({"EVAL_EVERY": "65536"},
-         "EVAL_EVERY=65536 is larger than MAX_TRAIN_SAMPLES=32768: the run would stop before its first "
-         "evaluation; lower EVAL_EVERY or raise MAX_TRAIN_SAMPLES"),
+        (
+            {"EVAL_EVERY": "65536"},
+            "EVAL_EVERY=65536 is larger than MAX_TRAIN_SAMPLES=32768: the run would stop before its first "
+            "evaluation; lower EVAL_EVERY or raise MAX_TRAIN_SAMPLES",
+        ),
         ({"DEVICE": "gpu"}, "DEVICE='gpu' must be one of auto, cuda, cpu"),
         ({"PRECISION": "fp16"}, "PRECISION='fp16' must be one of auto, bf16, fp32"),
         ({"FUSIONS": "maybe"}, "FUSIONS='maybe' must be one of auto, on, off"),
@@ -213,8 +231,12 @@ def test_world_size_from_the_launcher_is_checked(world_size, monkeypatch):
 def test_the_entry_point_exits_2_without_a_traceback(env, message):
     base = {k: v for k, v in os.environ.items() if k not in ("LR", "GBS", "PRESET", "WORLD_SIZE")}
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmark.train", "--print-config"], cwd=REPO,
-        env={**base, "PRESET": "smoke", **env}, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "benchmark.train", "--print-config"],
+        cwd=REPO,
+        env={**base, "PRESET": "smoke", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
@@ -226,7 +248,10 @@ def test_help_states_each_range():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     text = " ".join(parser.format_help().split())
-    for part in ("between 0 and 4294967295 (env SEED)", "print training metrics every this many steps; 1 or more "
-                 "(env LOG_EVERY)", "AdamW beta2; 0 or more and less than 1", "0 = the RCP value for the GBS; 0 or "
-                 "more (env LR)"):
+    for part in (
+        "between 0 and 4294967295 (env SEED)",
+        "print training metrics every this many steps; 1 or more (env LOG_EVERY)",
+        "AdamW beta2; 0 or more and less than 1",
+        "0 = the RCP value for the GBS; 0 or more (env LR)",
+    ):
         assert part in text

@@ -43,7 +43,7 @@ def expand(word: str, values: dict[str, str]) -> str:
         name, i = m.group(0), i + m.end()
         if text[i] == "}":
             return values.get(name, ""), i + 1
-        op, i = text[i:i + 2], i + 2
+        op, i = text[i : i + 2], i + 2
         alternative = ""
         while text[i] != "}":
             if text.startswith("${", i):
@@ -129,9 +129,14 @@ def test_base_torch_and_transformer_engine_are_protected_by_a_constraint(parsed)
     # The names the constraint keeps: torch's family and TransformerEngine's packages, nothing else.
     pattern = re.search(r"grep -iE '([^']+)'", runs[make]).group(1)
     pip_list = [
-        "torch==2.10.0a0+b4e4ee81d3.nv25.11", "torchvision==0.25.0a0", "pytorch-triton==3.5.0",
-        "transformer_engine==2.12.0+5671fd36", "transformer-engine-torch==2.12.0", "numpy==1.26.4",
-        "transformers==4.57.3", "megatron-core==0.16.0",
+        "torch==2.10.0a0+b4e4ee81d3.nv25.11",
+        "torchvision==0.25.0a0",
+        "pytorch-triton==3.5.0",
+        "transformer_engine==2.12.0+5671fd36",
+        "transformer-engine-torch==2.12.0",
+        "numpy==1.26.4",
+        "transformers==4.57.3",
+        "megatron-core==0.16.0",
     ]
     kept = [line for line in pip_list if re.search(pattern, line, re.I)]
     assert kept == pip_list[:5]
@@ -172,9 +177,10 @@ def run_docker(*args: str, knobs: dict[str, str] | None = None, config: bool = F
     names = set(re.findall(r"^export ([A-Z][A-Z0-9_]*)=", (REPO / "config.sh").read_text(), re.M))
     env = {k: v for k, v in os.environ.items() if k not in names}
     env.update(knobs or {})
-    script = ('source config.sh && ' if config else "") + 'bash dev/run_docker.sh --dry-run "$@"'
-    proc = subprocess.run(["bash", "-c", script, "run_docker", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, check=True)
+    script = ("source config.sh && " if config else "") + 'bash dev/run_docker.sh --dry-run "$@"'
+    proc = subprocess.run(
+        ["bash", "-c", script, "run_docker", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
     (line,) = proc.stdout.splitlines()
     return shlex.split(line)
 
@@ -195,9 +201,14 @@ def test_run_docker_dry_run_defaults_to_an_interactive_shell_with_gpus():
 
 def test_run_docker_mounts_the_configured_paths_and_runs_a_command(tmp_path):
     knobs = {
-        "PREPROCESSED_PATH": str(tmp_path / "c4"), "TOKENIZER_PATH": str(tmp_path / "tok"),
-        "JOB_DIR": str(tmp_path / "jobs"), "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-        "DOCKER_IMAGE": "registry.example/llama31:7", "GBS": "32", "SEEDS": "1 2", "NEXP": "2",
+        "PREPROCESSED_PATH": str(tmp_path / "c4"),
+        "TOKENIZER_PATH": str(tmp_path / "tok"),
+        "JOB_DIR": str(tmp_path / "jobs"),
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "DOCKER_IMAGE": "registry.example/llama31:7",
+        "GBS": "32",
+        "SEEDS": "1 2",
+        "NEXP": "2",
     }
     cmd = run_docker("bash", "run_llama31.sh", "--log-every", "5", knobs=knobs, config=True)
     joined = " ".join(cmd)

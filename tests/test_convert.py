@@ -71,21 +71,27 @@ def hf_tensors(hf_dir: Path) -> dict[str, torch.Tensor]:
 
 def nemo_tensors(nemo_dir: Path) -> dict[str, torch.Tensor]:
     weights = hf_weights.NemoWeights(nemo_dir)
-    return {k[len(weights.prefix):]: weights.load(k[len(weights.prefix):])
-            for k in weights.meta if not k.startswith("optimizer.")}
+    return {
+        k[len(weights.prefix) :]: weights.load(k[len(weights.prefix) :])
+        for k in weights.meta
+        if not k.startswith("optimizer.")
+    }
 
 
 def test_nemo_layout(work):
     weights = work["nemo_dir"] / "weights"
     # What NeMo's MegatronCheckpointIO writes (torch_dist, two writer threads on one rank).
     assert sorted(p.name for p in weights.iterdir()) == sorted(
-        ["__0_0.distcp", "__0_1.distcp", ".metadata", "common.pt", "metadata.json"])
+        ["__0_0.distcp", "__0_1.distcp", ".metadata", "common.pt", "metadata.json"]
+    )
     assert json.loads((weights / "metadata.json").read_text())["sharded_backend"] == "torch_dist"
     model_yaml = yaml.safe_load((work["nemo_dir"] / "context" / "model.yaml").read_text())
     assert model_yaml["config"]["_target_"].endswith("Llama31Config")
     assert model_yaml["config"]["num_query_groups"] == 2
     assert sorted(p.name for p in (work["nemo_dir"] / "context" / "nemo_tokenizer").iterdir()) == [
-        "tokenizer.json", "tokenizer_config.json"]
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     meta = hf_weights.NemoWeights(work["nemo_dir"]).meta
     cfg = work["cfg"]
     assert meta["module.decoder.layers.self_attention.linear_qkv.weight"].global_shape == (2, (4 + 2 * 2) * 16, 64)
@@ -99,8 +105,7 @@ def test_nemo_layout(work):
         model, _ = build_model(cfg, VOCAB, bf16=False, use_cpu_initialization=True)
         wanted = model.sharded_state_dict(prefix="module.")
         saved = TorchDistLoadShardedStrategy().load_sharded_metadata(weights)
-    tensors = {v.key: hf_weights._global_shape(v) for v in wanted.values()
-               if not isinstance(v, ShardedObject)}
+    tensors = {v.key: hf_weights._global_shape(v) for v in wanted.values() if not isinstance(v, ShardedObject)}
     assert tensors == {k: tuple(v.global_shape) for k, v in meta.items()}
     assert not any(isinstance(v, ShardedTensorFactory) for v in saved.values())
     objects = {v.unique_key for v in wanted.values() if isinstance(v, ShardedObject)}
@@ -310,12 +315,16 @@ def test_tensor_parallel_load_matches_transformers(work, kind, tmp_path):
     repo = Path(__file__).resolve().parent.parent
     path = work["nemo_dir"] if kind == "nemo" else work["hf_dir"]
     out = tmp_path / "logits.pt"
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(hf_weights._free_port()),
-           "WORLD_SIZE": "2"}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(hf_weights._free_port()), "WORLD_SIZE": "2"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", TP_WORKER, kind, str(path), str(out)], cwd=repo,
-                         env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", TP_WORKER, kind, str(path), str(out)],
+            cwd=repo,
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for r in range(2)
     ]
     logs = [p.communicate(timeout=300)[0] for p in procs]

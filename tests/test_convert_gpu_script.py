@@ -17,9 +17,22 @@ REPO = Path(__file__).resolve().parent.parent
 def test_check_script_cpu_path(tmp_path):
     out = tmp_path / "figures.json"
     subprocess.run(
-        [sys.executable, "dev/check_convert_gpu.py", "--shape", "small", "--device", "cpu", "--out", str(out),
-         "--workdir", str(tmp_path)],
-        cwd=REPO, check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "dev/check_convert_gpu.py",
+            "--shape",
+            "small",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     figures = json.loads(out.read_text())
     assert figures["pass"] is True

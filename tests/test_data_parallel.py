@@ -40,8 +40,20 @@ def torchrun_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def two_processes(smoke_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("dp2")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc-per-node", "2",
-           str(REPO / "tests" / "dp_worker.py"), str(out), str(smoke_data.data_dir), str(smoke_data.tokenizer_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        str(REPO / "tests" / "dp_worker.py"),
+        str(out),
+        str(smoke_data.data_dir),
+        str(smoke_data.tokenizer_dir),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=torchrun_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return out, json.loads((out / "result.json").read_text()), proc.stdout

@@ -10,8 +10,17 @@ import torch
 
 from tests.helpers import smoke_config
 
-TINY = {"NUM_LAYERS": "1", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
-        "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "32", "MBS": "4", "GBS": "4", "DEVICE": "cpu"}
+TINY = {
+    "NUM_LAYERS": "1",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "32",
+    "MBS": "4",
+    "GBS": "4",
+    "DEVICE": "cpu",
+}
 
 
 def test_both_engines_have_the_interfaces_methods():

@@ -44,12 +44,22 @@ def valid_file(tmp_path_factory):
 
 
 def _config(gbs: int, seed: int, eval_set: str = "reference", eval_samples: int = 1024):
-    return build_config(env={
-        "PRESET": "smoke", "DEVICE": "cpu", "SEQ_LENGTH": str(SEQ), "GBS": str(gbs), "MBS": "8",
-        "MAX_STEPS": str(MAX_STEPS), "EVAL_EVERY": str(STEPS_PER_EVAL * gbs), "EVAL_SAMPLES": str(eval_samples),
-        "MAX_TRAIN_SAMPLES": str(EVALS * STEPS_PER_EVAL * gbs), "WARMUP_SAMPLES": "0", "SEED": str(seed),
-        "EVAL_SET": eval_set,
-    })
+    return build_config(
+        env={
+            "PRESET": "smoke",
+            "DEVICE": "cpu",
+            "SEQ_LENGTH": str(SEQ),
+            "GBS": str(gbs),
+            "MBS": "8",
+            "MAX_STEPS": str(MAX_STEPS),
+            "EVAL_EVERY": str(STEPS_PER_EVAL * gbs),
+            "EVAL_SAMPLES": str(eval_samples),
+            "MAX_TRAIN_SAMPLES": str(EVALS * STEPS_PER_EVAL * gbs),
+            "WARMUP_SAMPLES": "0",
+            "SEED": str(seed),
+            "EVAL_SET": eval_set,
+        }
+    )
 
 
 class _RecordingEngine:
@@ -78,8 +88,14 @@ def _evaluated(cfg, valid_ds, dp: int) -> list[list[np.ndarray]]:
     per_rank = []
     for rank in range(dp):
         engine = _RecordingEngine()
-        ctx = RunContext(train_ds=_Zeros(), valid_ds=valid_ds, shard=DataShard(rank, dp), world_size=dp, vocab=VOCAB,
-                         log=MLPerfLog(None, echo=False))
+        ctx = RunContext(
+            train_ds=_Zeros(),
+            valid_ds=valid_ds,
+            shard=DataShard(rank, dp),
+            world_size=dp,
+            vocab=VOCAB,
+            log=MLPerfLog(None, echo=False),
+        )
         status = _train_loop(cfg, engine, ctx, Position()).status
         assert status == "aborted" and len(engine.evals) == EVALS
         per_rank.append(engine.evals)
@@ -101,9 +117,17 @@ def _reference_windows(prefix: str, seed: int, gbs: int, cache: str) -> list[np.
     limit_val_batches = math.ceil(1024 / gbs)
     num_samples = (MAX_STEPS // val_check_interval + 1) * limit_val_batches * gbs
     config = GPTDatasetConfig(
-        random_seed=seed, sequence_length=SEQ, blend_per_split=[None, ([prefix], None), None], path_to_cache=cache,
-        tokenizer=TOK, reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False,
-        create_attention_mask=False, mmap_bin_files=True, add_extra_token_to_sequence=True,
+        random_seed=seed,
+        sequence_length=SEQ,
+        blend_per_split=[None, ([prefix], None), None],
+        path_to_cache=cache,
+        tokenizer=TOK,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+        mmap_bin_files=True,
+        add_extra_token_to_sequence=True,
     )
     low = GPTDataset.build_low_level_dataset(prefix, config)
     documents = np.arange(GPTDataset.numel_low_level_dataset(low), dtype=np.int32)
@@ -140,7 +164,7 @@ def test_file_order_evaluates_the_first_windows_in_order(valid_file, tmp_path):
     folder, tokens = valid_file
     cfg = _config(16, 1234, eval_set="file-order", eval_samples=40)
     valid_ds = _project_valid(cfg, folder, tmp_path)
-    want = [tokens[i * SEQ:(i + 1) * SEQ] for i in range(40)]
+    want = [tokens[i * SEQ : (i + 1) * SEQ] for i in range(40)]
     for dp in (1, 2):
         for windows in _evaluated(cfg, valid_ds, dp):
             assert len(windows) == 40

@@ -35,14 +35,24 @@ def _nemo_windows(prefix: str, seed: int, gbs: int, cache: str) -> list[np.ndarr
 
     dm = PreTrainingDataModule(
         paths={"train": [prefix], "validation": [prefix], "test": [prefix]},
-        seq_length=SEQ, tokenizer=TOK, micro_batch_size=8, global_batch_size=gbs, num_workers=0,
-        index_mapping_dir=cache, seed=seed, reset_position_ids=False, reset_attention_mask=False,
-        eod_mask_loss=False, rampup_batch_size=None,
+        seq_length=SEQ,
+        tokenizer=TOK,
+        micro_batch_size=8,
+        global_batch_size=gbs,
+        num_workers=0,
+        index_mapping_dir=cache,
+        seed=seed,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        rampup_batch_size=None,
     )
     limit_val_batches = math.ceil(1024 / gbs)
     dm.build(
-        trainer_max_steps=MAX_STEPS, trainer_val_check_interval=STEPS_PER_EVAL,
-        trainer_limit_val_batches=limit_val_batches, trainer_limit_test_batches=1,
+        trainer_max_steps=MAX_STEPS,
+        trainer_val_check_interval=STEPS_PER_EVAL,
+        trainer_limit_val_batches=limit_val_batches,
+        trainer_limit_test_batches=1,
     )
     # NeMo's validation sampler starts every evaluation at consumed_samples=0
     return [dm._validation_ds[i]["tokens"].numpy() for i in range(limit_val_batches * gbs)]

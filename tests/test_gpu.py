@@ -36,10 +36,14 @@ def test_pause_and_resume_on_gpu(smoke_data, tmp_path):
     small = dict(EVAL_EVERY=256, MAX_TRAIN_SAMPLES=768, TARGET=0.01, EVAL_SAMPLES=64)
     whole = run(configure(smoke_data, tmp_path, **small), log_path=tmp_path / "w.log", echo=False)
     ckpt = tmp_path / "ckpt"
-    first = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256, **small),
-                log_path=tmp_path / "p1.log", echo=False)
-    second = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, **small),
-                 log_path=tmp_path / "p2.log", echo=False)
+    first = run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256, **small),
+        log_path=tmp_path / "p1.log",
+        echo=False,
+    )
+    second = run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, **small), log_path=tmp_path / "p2.log", echo=False
+    )
     assert first.samples == 256 and second.samples == 768
     resumed = first.train_losses + second.train_losses
     assert len(resumed) == len(whole.train_losses) == 48
@@ -59,12 +63,16 @@ def test_early_stop_mid_block_and_resume_on_gpu(smoke_data, tmp_path, monkeypatc
     ticks = iter(range(1000))
     monkeypatch.setattr(preempt, "clock", lambda: float(next(ticks)))
     ckpt = tmp_path / "ckpt"
-    first = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, EXIT_DURATION_MINS=0.1, **small),
-                log_path=tmp_path / "p1.log", echo=False)
+    first = run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, EXIT_DURATION_MINS=0.1, **small),
+        log_path=tmp_path / "p1.log",
+        echo=False,
+    )
     monkeypatch.setattr(preempt, "clock", preempt.time.monotonic)
     assert (first.stopped, first.steps, first.checkpoint) == (True, 5, str(ckpt / "iter_0000005"))
-    second = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, **small),
-                 log_path=tmp_path / "p2.log", echo=False)
+    second = run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, **small), log_path=tmp_path / "p2.log", echo=False
+    )
     assert first.train_losses + second.train_losses == whole.train_losses
     assert second.eval_curve == whole.eval_curve and [s for s, _ in whole.eval_curve] == [128, 256]
 
@@ -95,15 +103,27 @@ def test_watching_a_gpu_run_profiles_kernels_and_memory(smoke_data, tmp_path):
 
     tb = importlib.util.find_spec("tensorboard") is not None
     extra = {"TENSORBOARD_DIR": tmp_path / "tb"} if tb else {}
-    cfg = configure(smoke_data, tmp_path, EVAL_EVERY=256, MAX_TRAIN_SAMPLES=256, TARGET=0.01, EVAL_SAMPLES=64,
-                    PROFILE_STEPS="3:5", PROFILE_MEMORY=1, SEED=9, **extra)
+    cfg = configure(
+        smoke_data,
+        tmp_path,
+        EVAL_EVERY=256,
+        MAX_TRAIN_SAMPLES=256,
+        TARGET=0.01,
+        EVAL_SAMPLES=64,
+        PROFILE_STEPS="3:5",
+        PROFILE_MEMORY=1,
+        SEED=9,
+        **extra,
+    )
     result = run(cfg, log_path=tmp_path / "run.log", echo=False)
     assert result.steps == 16
     folder = tmp_path / "profile"
     (trace,) = folder.glob("*.chrome_trace.json")
     events = json.loads(trace.read_text())["traceEvents"]
     assert sorted({e["name"] for e in events if e.get("name", "").startswith("ProfilerStep#")}) == [
-        "ProfilerStep#3", "ProfilerStep#4"]
+        "ProfilerStep#3",
+        "ProfilerStep#4",
+    ]
     kernels = [e for e in events if e.get("cat") == "kernel"]
     assert len(kernels) > 20  # the GPU's own kernels, not only the CPU-side ops
     (snapshot,) = folder.glob("*.memory_snapshot.pickle")
@@ -118,5 +138,7 @@ def test_watching_a_gpu_run_profiles_kernels_and_memory(smoke_data, tmp_path):
         mem = [v for _, v in scalars["train/max_memory_allocated_gib"]]
         assert len(mfu) == len(mem) == 16
         assert all(0 < v < 1 for v in mfu) and all(v > 0 for v in mem)
-    print(f"[watch] {len(kernels)} kernels in the window, snapshot segments {len(memory['segments'])}, "
-          f"tensorboard {'checked' if tb else 'not installed here'}")
+    print(
+        f"[watch] {len(kernels)} kernels in the window, snapshot segments {len(memory['segments'])}, "
+        f"tensorboard {'checked' if tb else 'not installed here'}"
+    )

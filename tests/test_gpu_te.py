@@ -74,20 +74,25 @@ def test_te_spec_equals_local_spec_and_transformers(smoke_data, tmp_path, source
         def load(model):
             load_nemo_weights_into(model, tmp_path / "nemo")
     else:
+
         def load(model):
             load_hf_weights_into(model, tmp_path / "hf")
+
     tokens = torch.randint(0, vocab, (2, m.seq_length), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = hf.float()(tokens).logits.float()
         ref_loss = torch.nn.functional.cross_entropy(
-            ref.reshape(-1, vocab), torch.roll(tokens, -1, dims=1).reshape(-1)).item()
+            ref.reshape(-1, vocab), torch.roll(tokens, -1, dims=1).reshape(-1)
+        ).item()
     te_logits, te_loss, te_name = _logits(cfg_te, vocab, load, tokens, bf16=True)
     local_logits, local_loss, _ = _logits(cfg_local, vocab, load, tokens, bf16=True)
     assert "TransformerEngine" in te_name
     rel_local = ((te_logits - local_logits).norm() / local_logits.norm()).item()
     rel_hf = ((te_logits - ref).norm() / ref.norm()).item()
-    print(f"[te-vs-local] logits rel {rel_local:.2e}; vs transformers fp32 rel {rel_hf:.2e}; "
-          f"loss te {te_loss:.5f} local {local_loss:.5f} hf-fp32 {ref_loss:.5f}")
+    print(
+        f"[te-vs-local] logits rel {rel_local:.2e}; vs transformers fp32 rel {rel_hf:.2e}; "
+        f"loss te {te_loss:.5f} local {local_loss:.5f} hf-fp32 {ref_loss:.5f}"
+    )
     assert rel_local < 2e-2 and rel_hf < 2e-2  # bf16 keeps 8 bits of mantissa: ~4e-3 per rounding
     assert abs(te_loss - ref_loss) / ref_loss < 5e-3
     assert abs(te_loss - local_loss) / local_loss < 5e-3
@@ -96,32 +101,50 @@ def test_te_spec_equals_local_spec_and_transformers(smoke_data, tmp_path, source
 @needs_te
 @pytest.mark.parametrize("recipe", ["tensorwise", "delayed", "blockwise"])
 def test_fp8_first_step_loss_is_bf16s(smoke_data, tmp_path, recipe):
-    bf16 = run(configure(smoke_data, tmp_path, LAYER_SPEC="te", **SMALL), log_path=tmp_path / "b.log",
-               echo=False, stop_after_steps=3)
-    fp8 = run(configure(smoke_data, tmp_path, LAYER_SPEC="te", FP8=1, FP8_RECIPE=recipe, **SMALL),
-              log_path=tmp_path / "f.log", echo=False, stop_after_steps=3)
+    bf16 = run(
+        configure(smoke_data, tmp_path, LAYER_SPEC="te", **SMALL),
+        log_path=tmp_path / "b.log",
+        echo=False,
+        stop_after_steps=3,
+    )
+    fp8 = run(
+        configure(smoke_data, tmp_path, LAYER_SPEC="te", FP8=1, FP8_RECIPE=recipe, **SMALL),
+        log_path=tmp_path / "f.log",
+        echo=False,
+        stop_after_steps=3,
+    )
     print(f"[fp8-{recipe}] first losses bf16 {bf16.train_losses} fp8 {fp8.train_losses}")
     assert abs(fp8.train_losses[0] - bf16.train_losses[0]) / bf16.train_losses[0] < 0.01
 
 
 @needs_te
-@pytest.mark.parametrize("extra", [
-    {}, {"CKPT_FORMAT": "portable"}, {"FP8": 1},
-    {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
-], ids=["bf16", "bf16-portable", "fp8-tensorwise", "fp8-delayed"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"CKPT_FORMAT": "portable"},
+        {"FP8": 1},
+        {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
+    ],
+    ids=["bf16", "bf16-portable", "fp8-tensorwise", "fp8-delayed"],
+)
 def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
     env = {"LAYER_SPEC": "te", **SMALL, **extra}
     whole = run(configure(smoke_data, tmp_path, **env), log_path=tmp_path / "w.log", echo=False)
     ckpt = tmp_path / "ckpt"
-    first = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256, **env),
-                log_path=tmp_path / "p1.log", echo=False)
-    second = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, **env), log_path=tmp_path / "p2.log",
-                 echo=False)
+    first = run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256, **env),
+        log_path=tmp_path / "p1.log",
+        echo=False,
+    )
+    second = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, **env), log_path=tmp_path / "p2.log", echo=False)
     resumed = first.train_losses + second.train_losses
     assert first.samples == 256 and second.samples == 768 and len(resumed) == len(whole.train_losses) == 48
     diff = max(abs(a - b) for a, b in zip(resumed, whole.train_losses, strict=True))
-    print(f"[resume {extra}] largest loss difference after the resume {diff:.3e}; "
-          f"bit for bit: {resumed == whole.train_losses}")
+    print(
+        f"[resume {extra}] largest loss difference after the resume {diff:.3e}; "
+        f"bit for bit: {resumed == whole.train_losses}"
+    )
     assert resumed == whole.train_losses
     assert second.eval_curve == whole.eval_curve
 
@@ -133,18 +156,39 @@ def test_checkpoint_of_one_spec_resumes_under_the_other(smoke_data, tmp_path, fi
     from benchmark.checkpoint import CheckpointError
 
     fast = tmp_path / "fast"
-    run(configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, CHECKPOINT_DIR=fast, JOB_SAMPLES=256, **SMALL),
-        log_path=tmp_path / "f1.log", echo=False)
+    run(
+        configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, CHECKPOINT_DIR=fast, JOB_SAMPLES=256, **SMALL),
+        log_path=tmp_path / "f1.log",
+        echo=False,
+    )
     with pytest.raises(CheckpointError, match=f"saved under LAYER_SPEC={first_spec} with CKPT_FORMAT=fast"):
-        run(configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, CHECKPOINT_DIR=fast, **SMALL),
-            log_path=tmp_path / "f2.log", echo=False)
-    whole = run(configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, **SMALL), log_path=tmp_path / "w.log",
-                echo=False)
+        run(
+            configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, CHECKPOINT_DIR=fast, **SMALL),
+            log_path=tmp_path / "f2.log",
+            echo=False,
+        )
+    whole = run(
+        configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, **SMALL), log_path=tmp_path / "w.log", echo=False
+    )
     ckpt = tmp_path / "ckpt"
-    run(configure(smoke_data, tmp_path, LAYER_SPEC=first_spec, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256,
-                  CKPT_FORMAT="portable", **SMALL), log_path=tmp_path / "p1.log", echo=False)
-    second = run(configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, CHECKPOINT_DIR=ckpt, **SMALL),
-                 log_path=tmp_path / "p2.log", echo=False)
+    run(
+        configure(
+            smoke_data,
+            tmp_path,
+            LAYER_SPEC=first_spec,
+            CHECKPOINT_DIR=ckpt,
+            JOB_SAMPLES=256,
+            CKPT_FORMAT="portable",
+            **SMALL,
+        ),
+        log_path=tmp_path / "p1.log",
+        echo=False,
+    )
+    second = run(
+        configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, CHECKPOINT_DIR=ckpt, **SMALL),
+        log_path=tmp_path / "p2.log",
+        echo=False,
+    )
     assert second.resumed_samples == 256 and second.samples == 768
     # Different kernels, same weights and optimizer state: the next step's loss agrees to bf16 rounding.
     first_after = second.train_losses[0]
@@ -153,8 +197,9 @@ def test_checkpoint_of_one_spec_resumes_under_the_other(smoke_data, tmp_path, fi
     assert abs(first_after - want) / want < 5e-3
     # 32 further bf16 steps through other kernels drift as far as the two specs drift from each other
     # over the whole run, and no further: the uninterrupted run of the second spec sets the scale.
-    other = run(configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, **SMALL), log_path=tmp_path / "o.log",
-                echo=False)
+    other = run(
+        configure(smoke_data, tmp_path, LAYER_SPEC=second_spec, **SMALL), log_path=tmp_path / "o.log", echo=False
+    )
     spread = abs(other.eval_curve[-1][1] - whole.eval_curve[-1][1])
     drift = abs(second.eval_curve[-1][1] - whole.eval_curve[-1][1])
     print(f"[{first_spec}->{second_spec}] final eval drift {drift:.4f}, spread between the specs {spread:.4f}")

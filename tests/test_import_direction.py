@@ -23,8 +23,10 @@ def utils_imports(path: Path) -> list[str]:
 
 def test_the_scan_finds_both_forms(tmp_path):
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\nimport utils.c4\ndef f():\n    from utils import smoke\n"
-                      "from benchmark import utils_like\nimport utilsx\n")
+    sample.write_text(
+        "import os\nimport utils.c4\ndef f():\n    from utils import smoke\n"
+        "from benchmark import utils_like\nimport utilsx\n"
+    )
     assert utils_imports(sample) == ["sample.py:2: utils.c4", "sample.py:4: utils"]
 
 
@@ -33,4 +35,5 @@ def test_benchmark_imports_nothing_from_utils():
     assert len(files) > 10 and BENCHMARK / "train.py" in files
     offenders = [hit for f in files for hit in utils_imports(f)]
     assert offenders == [], "benchmark/ must not import utils/ (move what it needs into benchmark/):\n" + (
-        "\n".join(offenders))
+        "\n".join(offenders)
+    )

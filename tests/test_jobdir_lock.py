@@ -46,8 +46,12 @@ class Stand:
 
     def env(self, **knobs: str) -> dict[str, str]:
         return clean_env(
-            LLAMA31_CONTAINER="1", PYTHON=str(self.bin / "gated-python"), FAKE_GATE=str(self.gate),
-            FAKE_RECORD=str(self.record), FAKE_COUNTER=str(self.counter), **knobs,
+            LLAMA31_CONTAINER="1",
+            PYTHON=str(self.bin / "gated-python"),
+            FAKE_GATE=str(self.gate),
+            FAKE_RECORD=str(self.record),
+            FAKE_COUNTER=str(self.counter),
+            **knobs,
         )
 
     def calls(self) -> list[str]:
@@ -55,8 +59,9 @@ class Stand:
 
     def start(self, env: dict[str, str]) -> subprocess.Popen:
         """A launch whose training is held at the gate, returned once that training runs."""
-        proc = subprocess.Popen(["bash", str(LAUNCHER)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            ["bash", str(LAUNCHER)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         started = Path(f"{self.gate}.started")
         deadline = time.monotonic() + 60
         while not started.exists():
@@ -162,8 +167,13 @@ def test_a_dry_run_neither_takes_nor_needs_the_lock(stand, tmp_path):
     jobs = tmp_path / "jobs"
     first = stand.start(stand.env(SEEDS="5", JOB_DIR=str(jobs)))
     try:
-        dry = subprocess.run(["bash", str(LAUNCHER), "--dry-run"], env=stand.env(SEEDS="6", JOB_DIR=str(jobs)),
-                             capture_output=True, text=True, timeout=60)
+        dry = subprocess.run(
+            ["bash", str(LAUNCHER), "--dry-run"],
+            env=stand.env(SEEDS="6", JOB_DIR=str(jobs)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert (jobs / ".launch.lock").read_text().startswith(f"pid={first.pid} ")
     finally:
@@ -208,11 +218,14 @@ def _jobs_dir(tmp_path: Path) -> Path:
 
 def test_slurm_launch_refuses_a_job_dir_with_queued_or_running_jobs(stand, tmp_path):
     jobs = _jobs_dir(tmp_path)
-    bin_dir, submitted = _slurm(tmp_path, {
-        "4242": "4242 RUNNING llama31_run01_seed5_p1",
-        "4243": "4243 PENDING llama31_run01_seed5_p2",
-        "4244": "4244 PENDING someone_elses_job",  # a reused id: not this project's job
-    })
+    bin_dir, submitted = _slurm(
+        tmp_path,
+        {
+            "4242": "4242 RUNNING llama31_run01_seed5_p1",
+            "4243": "4243 PENDING llama31_run01_seed5_p2",
+            "4244": "4244 PENDING someone_elses_job",  # a reused id: not this project's job
+        },
+    )
     env = stand.env(MODE="slurm", SEEDS="6", JOB_DIR=str(jobs), PATH=f"{bin_dir}:{os.environ['PATH']}")
     proc = launch(env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -230,11 +243,14 @@ def test_slurm_launch_refuses_a_job_dir_with_queued_or_running_jobs(stand, tmp_p
 
 def test_slurm_launch_goes_ahead_once_the_earlier_jobs_have_ended(stand, tmp_path):
     jobs = _jobs_dir(tmp_path)
-    bin_dir, submitted = _slurm(tmp_path, {
-        "4242": "4242 COMPLETED llama31_run01_seed5_p1",
-        "4243": "4243 CANCELLED llama31_run01_seed5_p2",
-        # 4244: forgotten by Slurm (Invalid job id), so ended
-    })
+    bin_dir, submitted = _slurm(
+        tmp_path,
+        {
+            "4242": "4242 COMPLETED llama31_run01_seed5_p1",
+            "4243": "4243 CANCELLED llama31_run01_seed5_p2",
+            # 4244: forgotten by Slurm (Invalid job id), so ended
+        },
+    )
     env = stand.env(MODE="slurm", SEEDS="6", JOB_DIR=str(jobs), PATH=f"{bin_dir}:{os.environ['PATH']}")
     proc = launch(env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -260,8 +276,13 @@ log.close()
 
 
 def _holder(log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(log)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(log)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.stdout.readline() == "open\n"
     return proc
 

@@ -29,8 +29,19 @@ EXPORT_RE = re.compile(r"^export ([A-Z][A-Z0-9_]*)=", re.M)
 
 # Knobs that the launchers consume themselves; every other config.sh knob is read by the training entry.
 LAUNCHER_KNOBS = {
-    "MODE", "GPUS_PER_NODE", "ACCOUNT", "PARTITION", "NNODES", "TIME", "MAX_RETRIES", "IMAGE",
-    "DOCKER_IMAGE", "JOB_DIR", "NEXP", "SEEDS", "NPAR",
+    "MODE",
+    "GPUS_PER_NODE",
+    "ACCOUNT",
+    "PARTITION",
+    "NNODES",
+    "TIME",
+    "MAX_RETRIES",
+    "IMAGE",
+    "DOCKER_IMAGE",
+    "JOB_DIR",
+    "NEXP",
+    "SEEDS",
+    "NPAR",
 }
 # Set by the launcher for each run, so config.sh does not export them.
 PER_RUN = {"SEED", "RESULT_DIR"}
@@ -87,8 +98,11 @@ def fake(tmp_path):
 
         def env(self, **knobs: str) -> dict[str, str]:
             return clean_env(
-                LLAMA31_CONTAINER="1", PYTHON=str(self.python), FAKE_RECORD=str(self.record),
-                FAKE_COUNTER=str(self.counter), **knobs,
+                LLAMA31_CONTAINER="1",
+                PYTHON=str(self.python),
+                FAKE_RECORD=str(self.record),
+                FAKE_COUNTER=str(self.counter),
+                **knobs,
             )
 
         def calls(self) -> list[str]:
@@ -115,21 +129,54 @@ def test_config_sh_names_every_knob_once_with_default_and_comment():
         if line.startswith("export "):
             name = EXPORT_RE.match(line).group(1)
             assert re.match(rf'^export {name}="\$\{{{name}:-[^"]*\}}"\s+# \S', line), (
-                f"config.sh: {line!r} should read export {name}=\"${{{name}:-DEFAULT}}\"  # what it does"
+                f'config.sh: {line!r} should read export {name}="${{{name}:-DEFAULT}}"  # what it does'
             )
     for group in ("Slurm", "Paths", "Model and schedule", "Experiment"):
         assert f"# --- {group}" in CONFIG_SH.read_text()
-    for name in ("ACCOUNT", "PARTITION", "NNODES", "GPUS_PER_NODE", "TIME", "MAX_RETRIES", "IMAGE",
-                 "PREPROCESSED_PATH", "TOKENIZER_PATH", "JOB_DIR", "CHECKPOINT_DIR", "INDEX_CACHE_DIR",
-                 "PRESET", "GBS", "MBS", "LR", "WARMUP_SAMPLES", "TP", "PP", "CP", "FP8", "EVAL_EVERY",
-                 "TARGET", "SEEDS", "NEXP", "NPAR", "SAVE_CKPT", "USE_CKPT", "FROM_HF", "MODEL_CKPT"):
+    for name in (
+        "ACCOUNT",
+        "PARTITION",
+        "NNODES",
+        "GPUS_PER_NODE",
+        "TIME",
+        "MAX_RETRIES",
+        "IMAGE",
+        "PREPROCESSED_PATH",
+        "TOKENIZER_PATH",
+        "JOB_DIR",
+        "CHECKPOINT_DIR",
+        "INDEX_CACHE_DIR",
+        "PRESET",
+        "GBS",
+        "MBS",
+        "LR",
+        "WARMUP_SAMPLES",
+        "TP",
+        "PP",
+        "CP",
+        "FP8",
+        "EVAL_EVERY",
+        "TARGET",
+        "SEEDS",
+        "NEXP",
+        "NPAR",
+        "SAVE_CKPT",
+        "USE_CKPT",
+        "FROM_HF",
+        "MODEL_CKPT",
+    ):
         assert name in names
 
 
 def test_path_knobs_of_dev_lib_are_config_sh_knobs():
     """dev/lib.sh's LLAMA31_PATH_KNOBS (made absolute, mounted into containers) names config.sh's path knobs."""
-    proc = subprocess.run(["bash", "-c", 'source dev/lib.sh && printf "%s\\n" "${LLAMA31_PATH_KNOBS[@]}"'], cwd=REPO,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        ["bash", "-c", 'source dev/lib.sh && printf "%s\\n" "${LLAMA31_PATH_KNOBS[@]}"'],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     names = proc.stdout.split()
     assert set(names) <= set(config_knobs()) and len(set(names)) == len(names)
     assert {"PREPROCESSED_PATH", "TOKENIZER_PATH", "JOB_DIR", "CHECKPOINT_DIR", "MODEL_CKPT"} <= set(names)
@@ -164,7 +211,11 @@ def entry_env_names() -> frozenset[str]:
     python = REPO / ".venv/bin/python"
     help_text = subprocess.run(
         [str(python) if python.exists() else "python", "-m", "benchmark.train", "--help"],
-        cwd=REPO, env=clean_env(COLUMNS="200"), capture_output=True, text=True, check=True,
+        cwd=REPO,
+        env=clean_env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return frozenset(re.findall(r"\(env\s+([A-Z][A-Z0-9_]*)\)", help_text))
 
@@ -185,36 +236,88 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
     """A non-default, mutually valid value for every config.sh knob (training knobs on the smoke preset)."""
     data = tmp_path / "data"
     data.mkdir()
-    for name in ("c4-train.en_6_text_document", "c4-train.en_7_text_document",
-                 "c4-validation-91205-samples.en_text_document"):
+    for name in (
+        "c4-train.en_6_text_document",
+        "c4-train.en_7_text_document",
+        "c4-validation-91205-samples.en_text_document",
+    ):
         (data / f"{name}.idx").write_bytes(b"")
     for d in ("tok", "model/weights", "model/context", "jobs", "ckpt", "cache"):
         (tmp_path / d).mkdir(parents=True)
     (tmp_path / "model" / "config.json").write_text("{}")  # FROM_HF=1 reads a Hugging Face folder
     return {
-        "MODE": "slurm", "GPUS_PER_NODE": "4", "ACCOUNT": "acct-sentinel", "PARTITION": "part-sentinel",
-        "NNODES": "2", "TIME": "01:23:45", "MAX_RETRIES": "3", "SIGNAL_MINUTES": "7", "IMAGE": "",
+        "MODE": "slurm",
+        "GPUS_PER_NODE": "4",
+        "ACCOUNT": "acct-sentinel",
+        "PARTITION": "part-sentinel",
+        "NNODES": "2",
+        "TIME": "01:23:45",
+        "MAX_RETRIES": "3",
+        "SIGNAL_MINUTES": "7",
+        "IMAGE": "",
         "DOCKER_IMAGE": "docker-sentinel",
-        "PREPROCESSED_PATH": str(data), "TOKENIZER_PATH": str(tmp_path / "tok"), "JOB_DIR": str(tmp_path / "jobs"),
-        "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "INDEX_CACHE_DIR": str(tmp_path / "cache"),
+        "PREPROCESSED_PATH": str(data),
+        "TOKENIZER_PATH": str(tmp_path / "tok"),
+        "JOB_DIR": str(tmp_path / "jobs"),
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "INDEX_CACHE_DIR": str(tmp_path / "cache"),
         "SMOKE_DATA_DIR": str(tmp_path / "smoke"),
-        "PRESET": "smoke", "BENCHMARK_AREA": "en6",
-        "GBS": "32", "MBS": "2", "LR": "0.00123", "WARMUP_SAMPLES": "96", "MAX_STEPS": "999",
-        "TP": "2", "PP": "2", "CP": "2", "PRECISION": "bf16", "FP8": "1", "RECOMPUTE": "1", "RECOMPUTE_LAYERS": "2",
-        "DEVICE": "cuda", "LAYER_SPEC": "te", "SEQUENCE_PARALLEL": "on", "FP8_RECIPE": "delayed",
-        "FP8_AMAX_HISTORY": "16", "FP8_AMAX_ALGO": "max", "FP8_PARAM_GATHER": "on",
-        "FUSIONS": "off", "COMPILE": "1",
-        "EVAL_EVERY": "64", "EVAL_SAMPLES": "6", "EVAL_SET": "file-order", "TARGET": "4.25", "MAX_TRAIN_SAMPLES": "640",
+        "PRESET": "smoke",
+        "BENCHMARK_AREA": "en6",
+        "GBS": "32",
+        "MBS": "2",
+        "LR": "0.00123",
+        "WARMUP_SAMPLES": "96",
+        "MAX_STEPS": "999",
+        "TP": "2",
+        "PP": "2",
+        "CP": "2",
+        "PRECISION": "bf16",
+        "FP8": "1",
+        "RECOMPUTE": "1",
+        "RECOMPUTE_LAYERS": "2",
+        "DEVICE": "cuda",
+        "LAYER_SPEC": "te",
+        "SEQUENCE_PARALLEL": "on",
+        "FP8_RECIPE": "delayed",
+        "FP8_AMAX_HISTORY": "16",
+        "FP8_AMAX_ALGO": "max",
+        "FP8_PARAM_GATHER": "on",
+        "FUSIONS": "off",
+        "COMPILE": "1",
+        "EVAL_EVERY": "64",
+        "EVAL_SAMPLES": "6",
+        "EVAL_SET": "file-order",
+        "TARGET": "4.25",
+        "MAX_TRAIN_SAMPLES": "640",
         "LOG_EVERY": "7",
-        "NUM_LAYERS": "6", "HIDDEN_SIZE": "192", "FFN_HIDDEN_SIZE": "320", "NUM_HEADS": "6", "NUM_KV_GROUPS": "2",
-        "SEQ_LENGTH": "128", "VOCAB_SIZE": "512",
-        "NEXP": "2", "SEEDS": "101 202", "NPAR": "2", "JOB_SAMPLES": "128", "SAVE_CKPT": "1", "USE_CKPT": "1",
-        "FROM_HF": "1", "EXIT_DURATION_MINS": "2.5", "CKPT_FORMAT": "portable",
+        "NUM_LAYERS": "6",
+        "HIDDEN_SIZE": "192",
+        "FFN_HIDDEN_SIZE": "320",
+        "NUM_HEADS": "6",
+        "NUM_KV_GROUPS": "2",
+        "SEQ_LENGTH": "128",
+        "VOCAB_SIZE": "512",
+        "NEXP": "2",
+        "SEEDS": "101 202",
+        "NPAR": "2",
+        "JOB_SAMPLES": "128",
+        "SAVE_CKPT": "1",
+        "USE_CKPT": "1",
+        "FROM_HF": "1",
+        "EXIT_DURATION_MINS": "2.5",
+        "CKPT_FORMAT": "portable",
         "MODEL_CKPT": str(tmp_path / "model"),
-        "SUBMISSION_ORG": "org-sentinel", "SUBMISSION_PLATFORM": "platform-sentinel",
-        "SUBMISSION_DIVISION": "open", "SUBMISSION_STATUS": "cloud",
-        "TENSORBOARD_DIR": str(tmp_path / "tb"), "WANDB_PROJECT": "wandb-sentinel", "PROFILE_STEPS": "3:5",
-        "PROFILE_DIR": str(tmp_path / "profile"), "PROFILE_RANKS": "0,3", "PROFILE_MEMORY": "1",
+        "SUBMISSION_ORG": "org-sentinel",
+        "SUBMISSION_PLATFORM": "platform-sentinel",
+        "SUBMISSION_DIVISION": "open",
+        "SUBMISSION_STATUS": "cloud",
+        "TENSORBOARD_DIR": str(tmp_path / "tb"),
+        "WANDB_PROJECT": "wandb-sentinel",
+        "PROFILE_STEPS": "3:5",
+        "PROFILE_DIR": str(tmp_path / "profile"),
+        "PROFILE_RANKS": "0,3",
+        "PROFILE_MEMORY": "1",
     }
 
 
@@ -254,7 +357,7 @@ def knob_reach(tmp_path_factory) -> tuple[list[str], str]:
     (fake_te.parent / "wandb" / "__init__.py").write_text("")
     proc = launch("--dry-run", env=clean_env(**values, PYTHONPATH=str(fake_te.parent)), check=True)
     out = proc.stdout
-    resolved = json.loads(out[out.index("\n{") + 1: out.index("\n}") + 2])
+    resolved = json.loads(out[out.index("\n{") + 1 : out.index("\n}") + 2])
     jobs = sbatch_lines(out)
 
     seen: dict[str, bool] = {}
@@ -267,16 +370,17 @@ def knob_reach(tmp_path_factory) -> tuple[list[str], str]:
     seen["SIGNAL_MINUTES"] = all("--signal=B:USR1@420 " in j for j in jobs)  # seconds, to the batch shell
     seen["MAX_RETRIES"] = "export MAX_RETRIES=3" in out and all("--requeue" in j for j in jobs)
     seen["JOB_DIR"] = all(f"--output={values['JOB_DIR']}/run0" in j for j in jobs)
-    seen["NEXP"] = seen["SEEDS"] = (
-        sum("SEED=101 " in j for j in jobs) == 2 and sum("SEED=202 " in j for j in jobs) == 2
-    )
+    seen["NEXP"] = seen["SEEDS"] = sum("SEED=101 " in j for j in jobs) == 2 and sum("SEED=202 " in j for j in jobs) == 2
     seen["NPAR"] = sum("--dependency=afterok:" in j for j in jobs) == 2
     seen["CHECKPOINT_DIR"] = all(f"CHECKPOINT_DIR={values['CHECKPOINT_DIR']}/run0" in j for j in jobs)
     image_out = launch("--dry-run", env=clean_env(**{**values, "IMAGE": "image-sentinel"}), check=True).stdout
     seen["IMAGE"] = all("--container-image=image-sentinel" in j for j in sbatch_lines(image_out))
     docker = subprocess.run(
         ["bash", "-c", f'source "{CONFIG_SH}" && bash "{REPO}/dev/run_docker.sh" --dry-run true'],
-        env=clean_env(**values), capture_output=True, text=True, check=True,
+        env=clean_env(**values),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     seen["DOCKER_IMAGE"] = " docker-sentinel true" in docker
     # The smoke preset trains on en6+en7; the sentinel's en6 must also narrow the file list.
@@ -323,7 +427,6 @@ def test_checkpoint_knobs_reach_the_run(knob_reach):
     assert not [n for n in unseen if n in CHECKPOINT_KNOBS], out
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Validation
 
@@ -333,15 +436,24 @@ def test_missing_values_are_reported_together_before_anything_is_submitted(tmp_p
     (fake_bin / "sbatch").write_text(f'#!/bin/sh\necho called >> "{tmp_path}/sbatch-called"\necho 1\n')
     (fake_bin / "sbatch").chmod(0o755)
     env = fake.env(
-        MODE="slurm", USE_CKPT="1", NPAR="2", SEEDS="5 5", JOB_DIR=str(tmp_path / "jobs"),
+        MODE="slurm",
+        USE_CKPT="1",
+        NPAR="2",
+        SEEDS="5 5",
+        JOB_DIR=str(tmp_path / "jobs"),
         PATH=f"{fake_bin}:{os.environ['PATH']}",
     )
     proc = launch(env=env)
     assert proc.returncode == 2
     err = proc.stderr
     assert "nothing was started or submitted" in err
-    for text in ("PREPROCESSED_PATH is not set", "TOKENIZER_PATH is not set", "MODEL_CKPT is not set",
-                 "set JOB_SAMPLES", "repeats a seed"):
+    for text in (
+        "PREPROCESSED_PATH is not set",
+        "TOKENIZER_PATH is not set",
+        "MODEL_CKPT is not set",
+        "set JOB_SAMPLES",
+        "repeats a seed",
+    ):
         assert text in err, err
     assert not (tmp_path / "sbatch-called").exists()
     assert not (tmp_path / "jobs").exists()
@@ -360,8 +472,10 @@ def test_missing_values_are_reported_together_before_anything_is_submitted(tmp_p
         ({"NNODES": "2"}, "MODE=local runs on this machine only"),
         ({"FROM_HF": "yes"}, "FROM_HF=yes must be 0 or 1"),
         ({"MODE": "slurm", "SIGNAL_MINUTES": "5m"}, "SIGNAL_MINUTES=5m must be a whole number (0 or more)"),
-        ({"PRESET": "llama31_8b", "PREPROCESSED_PATH": "/nonexistent/c4", "TOKENIZER_PATH": "/nonexistent/tok"},
-         "PREPROCESSED_PATH=/nonexistent/c4 is not a folder"),
+        (
+            {"PRESET": "llama31_8b", "PREPROCESSED_PATH": "/nonexistent/c4", "TOKENIZER_PATH": "/nonexistent/tok"},
+            "PREPROCESSED_PATH=/nonexistent/c4 is not a folder",
+        ),
         ({"MODE": "slurm", "IMAGE": "img.sqsh", "JOB_DIR": "/tmp/a,b"}, "cannot hold"),
     ],
 )
@@ -379,8 +493,9 @@ def test_seeds_at_the_top_of_the_range_are_taken(fake):
 def test_a_bad_training_knob_stops_a_local_launch_before_anything_runs(tmp_path):
     """The real entry checks the knobs of a local run (here the largest seed's) before folders are made."""
     jobs = tmp_path / "jobs"
-    env = clean_env(MODE="local", GPUS_PER_NODE="0", PRESET="smoke", NEXP="2", SEEDS="7 4294967295", PP="2",
-                    JOB_DIR=str(jobs))
+    env = clean_env(
+        MODE="local", GPUS_PER_NODE="0", PRESET="smoke", NEXP="2", SEEDS="7 4294967295", PP="2", JOB_DIR=str(jobs)
+    )
     proc = launch(env=env, config=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "error: SEED=4294967295 with PP=2 seeds the last pipeline stage with 4294967395" in proc.stderr
@@ -405,15 +520,21 @@ def test_sbatch_failure_is_reported_in_words_and_earlier_jobs_cancelled(fake, tm
     (bin_dir / "sbatch").write_text(
         "#!/bin/bash\n"
         f'n=$(( $(cat "{tmp_path}/n" 2>/dev/null || echo 0) + 1 )); echo $n > "{tmp_path}/n"\n'
-        'if (( n == 1 )); then echo 4242; exit 0; fi\n'
+        "if (( n == 1 )); then echo 4242; exit 0; fi\n"
         'echo "sbatch: error: Batch job submission failed: Invalid account or account/partition combination '
         'specified" >&2; exit 1\n'
     )
     (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/scancelled"\n')
     for tool in ("sbatch", "scancel"):
         (bin_dir / tool).chmod(0o755)
-    env = fake.env(MODE="slurm", PRESET="smoke", NEXP="2", ACCOUNT="nope", JOB_DIR=str(tmp_path / "jobs"),
-                   PATH=f"{bin_dir}:{os.environ['PATH']}")
+    env = fake.env(
+        MODE="slurm",
+        PRESET="smoke",
+        NEXP="2",
+        ACCOUNT="nope",
+        JOB_DIR=str(tmp_path / "jobs"),
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+    )
     proc = launch(env=env, config=False)
     assert proc.returncode == 1
     assert "sbatch could not submit run02_seed" in proc.stderr
@@ -464,8 +585,16 @@ def test_dry_run_generates_distinct_logged_seeds(fake):
 
 
 def test_dry_run_chains_npar_jobs_on_one_checkpoint_folder(fake, tmp_path):
-    env = fake.env(MODE="slurm", PRESET="smoke", NPAR="3", JOB_SAMPLES="1024", SEEDS="7", MAX_RETRIES="2",
-                   JOB_DIR=str(tmp_path / "jobs"), PARTITION="gpu")
+    env = fake.env(
+        MODE="slurm",
+        PRESET="smoke",
+        NPAR="3",
+        JOB_SAMPLES="1024",
+        SEEDS="7",
+        MAX_RETRIES="2",
+        JOB_DIR=str(tmp_path / "jobs"),
+        PARTITION="gpu",
+    )
     out = launch("--dry-run", env=env, config=False, check=True).stdout
     jobs = sbatch_lines(out)
     assert len(jobs) == 3
@@ -487,8 +616,9 @@ def test_dry_run_chains_npar_jobs_on_one_checkpoint_folder(fake, tmp_path):
 
 def test_dry_run_cpu_nodes_get_one_task_each(fake, tmp_path):
     # GPUS_PER_NODE=0 on several nodes: one CPU process per node, data-parallel over gloo.
-    env = fake.env(MODE="slurm", PRESET="smoke", NNODES="3", GPUS_PER_NODE="0", SEEDS="7",
-                   JOB_DIR=str(tmp_path / "jobs"))
+    env = fake.env(
+        MODE="slurm", PRESET="smoke", NNODES="3", GPUS_PER_NODE="0", SEEDS="7", JOB_DIR=str(tmp_path / "jobs")
+    )
     proc = launch("--dry-run", env=env, config=False, check=True)
     (job,) = sbatch_lines(proc.stdout)
     assert " sbatch --nodes=3 --ntasks-per-node=1 " in job
@@ -505,10 +635,19 @@ def test_dry_run_container_mounts_every_configured_path(fake, tmp_path):
     (paths["MODEL_CKPT"] / "weights").mkdir()
     for name in ("c4-train.en_6_text_document", "c4-validation-91205-samples.en_text_document"):
         (paths["PREPROCESSED_PATH"] / f"{name}.idx").write_bytes(b"")
-    env = fake.env(MODE="slurm", PRESET="llama31_8b", IMAGE="/images/llama31.sqsh", SEEDS="3",
-                   JOB_DIR=str(tmp_path / "jobs"), CHECKPOINT_DIR=str(tmp_path / "ckpt"),
-                   INDEX_CACHE_DIR=str(tmp_path / "cache"), USE_CKPT="1", GPUS_PER_NODE="8", NNODES="2",
-                   **{k: str(v) for k, v in paths.items()})
+    env = fake.env(
+        MODE="slurm",
+        PRESET="llama31_8b",
+        IMAGE="/images/llama31.sqsh",
+        SEEDS="3",
+        JOB_DIR=str(tmp_path / "jobs"),
+        CHECKPOINT_DIR=str(tmp_path / "ckpt"),
+        INDEX_CACHE_DIR=str(tmp_path / "cache"),
+        USE_CKPT="1",
+        GPUS_PER_NODE="8",
+        NNODES="2",
+        **{k: str(v) for k, v in paths.items()},
+    )
     out = launch("--dry-run", env=env, config=False, check=True).stdout
     (job,) = sbatch_lines(out)
     (mount_arg,) = [a for a in shlex.split(job) if a.startswith("--container-mounts=")]
@@ -543,8 +682,11 @@ BAD_LAYOUT = {"MODE": "slurm", "PRESET": "smoke", "NNODES": "4", "GPUS_PER_NODE"
 BAD_LAYOUT_ERROR = "error: GBS=16 is not divisible by MBS x data-parallel size = 8 x 32"
 
 
-@pytest.mark.parametrize("knobs", [{"IMAGE": "/images/llama31.sqsh"}, {"FP8": "1"},
-                                   {"IMAGE": "/images/llama31.sqsh", "FP8": "1"}], ids=["image", "fp8", "both"])
+@pytest.mark.parametrize(
+    "knobs",
+    [{"IMAGE": "/images/llama31.sqsh"}, {"FP8": "1"}, {"IMAGE": "/images/llama31.sqsh", "FP8": "1"}],
+    ids=["image", "fp8", "both"],
+)
 def test_a_layout_the_trainer_rejects_stops_slurm_at_dry_run_and_submission(tmp_path, knobs):
     bin_dir = tmp_path / "bin"
     _bare_host_python(bin_dir)
@@ -568,10 +710,19 @@ def test_fp8_for_the_nodes_is_checked_here_without_the_login_nodes_hardware(tmp_
     bin_dir = tmp_path / "bin"
     _bare_host_python(bin_dir)
     _recording_sbatch(bin_dir, tmp_path / "sbatch-called")
-    env = clean_env(MODE="slurm", PRESET="smoke", NNODES="1", GPUS_PER_NODE="2", IMAGE=image, FP8="1",
-                    SEEDS="11", JOB_DIR=str(tmp_path / "jobs"), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    env = clean_env(
+        MODE="slurm",
+        PRESET="smoke",
+        NNODES="1",
+        GPUS_PER_NODE="2",
+        IMAGE=image,
+        FP8="1",
+        SEEDS="11",
+        JOB_DIR=str(tmp_path / "jobs"),
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+    )
     out = launch("--dry-run", env=env, check=True).stdout
-    resolved = json.loads(out[out.index("\n{") + 1: out.index("\n}") + 2])
+    resolved = json.loads(out[out.index("\n{") + 1 : out.index("\n}") + 2])
     assert (resolved["parallel"]["fp8"], resolved["parallel"]["device"]) == (True, "cuda")
     assert "# left to the job: LAYER_SPEC=auto: whether TransformerEngine imports on the job's node" in out
     assert len(sbatch_lines(out)) == 1
@@ -728,8 +879,9 @@ def test_launcher_arguments_do_not_reach_venv_setup(fake_venv, tmp_path, arg):
 def test_venv_setup_refuses_an_unknown_requirements_set(fake_venv, tmp_path):
     record = tmp_path / "calls.txt"
     env = clean_env(LLAMA31_VENV=str(fake_venv), FAKE_RECORD=str(record))
-    proc = subprocess.run(["bash", "-c", 'source dev/venv.sh --help'], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", "-c", "source dev/venv.sh --help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert "dev/venv.sh takes no argument or 'dev', not '--help'" in proc.stderr
     assert not record.exists() and not (fake_venv / ".requirements---help.sha256").exists()

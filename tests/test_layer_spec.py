@@ -126,22 +126,38 @@ def test_te_and_fp8_reach_transformer_config(gpu_with_te, monkeypatch):
     assert describe_precision(on, True) == "FP8 hybrid, tensorwise scaling, FP8 weights, bf16 elsewhere"
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert transformer_config(cfg_from({"FP8": "1"}), bf16=True, use_cpu_initialization=False).fp8_param is True
-    assert transformer_config(cfg_from({"FP8": "1", "TP": "2"}), bf16=True,
-                              use_cpu_initialization=False).fp8_param is False  # DP 1 again
+    assert (
+        transformer_config(cfg_from({"FP8": "1", "TP": "2"}), bf16=True, use_cpu_initialization=False).fp8_param
+        is False
+    )  # DP 1 again
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert (tc.apply_rope_fusion, tc.cross_entropy_loss_fusion, tc.cross_entropy_fusion_impl) == (True, True, "te")
     assert tc.bf16 and not tc.sequence_parallel
-    delayed = cfg_from({"FP8": "1", "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": "1024", "FP8_AMAX_ALGO": "max",
-                        "FP8_PARAM_GATHER": "off"})
+    delayed = cfg_from(
+        {
+            "FP8": "1",
+            "FP8_RECIPE": "delayed",
+            "FP8_AMAX_HISTORY": "1024",
+            "FP8_AMAX_ALGO": "max",
+            "FP8_PARAM_GATHER": "off",
+        }
+    )
     tc = transformer_config(delayed, bf16=True, use_cpu_initialization=False)
     assert (tc.fp8_recipe, tc.fp8_amax_history_len, tc.fp8_amax_compute_algo, tc.fp8_param) == (
-        "delayed", 1024, "max", False)
+        "delayed",
+        1024,
+        "max",
+        False,
+    )
     assert describe_precision(delayed, True) == "FP8 hybrid, delayed scaling (amax history 1024, max), bf16 elsewhere"
     bf16 = transformer_config(cfg_from(), bf16=True, use_cpu_initialization=False)
     assert bf16.fp8 is None and bf16.cross_entropy_fusion_impl == "te"
     off = transformer_config(cfg_from({"FUSIONS": "off"}), bf16=True, use_cpu_initialization=False)
     assert (off.apply_rope_fusion, off.cross_entropy_loss_fusion, off.cross_entropy_fusion_impl) == (
-        False, False, "native")
+        False,
+        False,
+        "native",
+    )
     local = transformer_config(cfg_from({"LAYER_SPEC": "local"}), bf16=True, use_cpu_initialization=False)
     assert (local.apply_rope_fusion, local.cross_entropy_fusion_impl) == (False, "native")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -163,19 +179,27 @@ def test_checkpoint_names_are_the_same_under_both_specs(smoke_data, tmp_path):
     layer = "decoder.layers.self_attention.linear_qkv.layer_norm_weight"
     assert layer in keys and "decoder.layers.mlp.linear_fc1.layer_norm_weight" in keys
     assert not any("input_layernorm" in k or "pre_mlp_layernorm" in k for k in keys)
-    assert {"decoder.layers.self_attention.linear_qkv.weight", "decoder.layers.mlp.linear_fc2.weight",
-            "embedding.word_embeddings.weight", "output_layer.weight", "decoder.final_layernorm.weight"} <= keys
+    assert {
+        "decoder.layers.self_attention.linear_qkv.weight",
+        "decoder.layers.mlp.linear_fc2.weight",
+        "embedding.word_embeddings.weight",
+        "output_layer.weight",
+        "decoder.final_layernorm.weight",
+    } <= keys
 
 
 # Every documented value of the parallel knobs either builds and runs a tiny model here, or is refused
 # with a message that names the knob: an advertised value that can do neither fails this test.
-DOCUMENTED = [
-    ("LAYER_SPEC", v) for v in ("auto", "te", "local")
-] + [("FP8", v) for v in ("0", "1")] + [("CP", v) for v in ("1", "2")] + [
-    ("PRECISION", v) for v in ("auto", "bf16", "fp32")
-] + [("FUSIONS", v) for v in ("auto", "on", "off")] + [("DEVICE", v) for v in ("auto", "cpu", "cuda")] + [
-    ("FP8_RECIPE", v) for v in cfgmod.FP8_RECIPES
-] + [("SEQUENCE_PARALLEL", v) for v in ("auto", "on", "off")]
+DOCUMENTED = (
+    [("LAYER_SPEC", v) for v in ("auto", "te", "local")]
+    + [("FP8", v) for v in ("0", "1")]
+    + [("CP", v) for v in ("1", "2")]
+    + [("PRECISION", v) for v in ("auto", "bf16", "fp32")]
+    + [("FUSIONS", v) for v in ("auto", "on", "off")]
+    + [("DEVICE", v) for v in ("auto", "cpu", "cuda")]
+    + [("FP8_RECIPE", v) for v in cfgmod.FP8_RECIPES]
+    + [("SEQUENCE_PARALLEL", v) for v in ("auto", "on", "off")]
+)
 
 
 @pytest.mark.parametrize("name, value", DOCUMENTED, ids=[f"{n}={v}" for n, v in DOCUMENTED])

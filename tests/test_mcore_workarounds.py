@@ -61,7 +61,9 @@ class _StubOptimizer:
 
     def __init__(self, norm: float):
         self.config = types.SimpleNamespace(
-            clip_grad=1.0, log_num_zeros_in_grad=False, use_precision_aware_optimizer_no_fp8_or_ds_fp8=False,
+            clip_grad=1.0,
+            log_num_zeros_in_grad=False,
+            use_precision_aware_optimizer_no_fp8_or_ds_fp8=False,
             overlap_param_gather_with_optimizer_step=False,
         )
         self.param = torch.nn.Parameter(torch.ones(3))
@@ -120,12 +122,14 @@ def _dist_optimizer_stand_in(precision_aware: bool):
             value = value.float()
         written[key] = value.clone()
 
-    optimizer = types.SimpleNamespace(param_groups=[{"params": [master]}], state={master: {}},
-                                      set_scaled_state=set_scaled_state)
+    optimizer = types.SimpleNamespace(
+        param_groups=[{"params": [master]}], state={master: {}}, set_scaled_state=set_scaled_state
+    )
     if not precision_aware:
         optimizer.state[master] = {"exp_avg": torch.zeros(4), "exp_avg_sq": torch.zeros(4)}
     stand_in = types.SimpleNamespace(
-        model_param_group_index_map={param: (0, 0)}, optimizer=optimizer,
+        model_param_group_index_map={param: (0, 0)},
+        optimizer=optimizer,
         config=types.SimpleNamespace(use_precision_aware_optimizer_no_fp8_or_ds_fp8=precision_aware),
     )
     return stand_in, param, master, written
@@ -135,8 +139,14 @@ def test_precision_aware_load_skips_plain_entries():
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
     # One parameter's entry of a dp_reshardable state, as the fast checkpoint format stores it.
-    entry = {"param": torch.full((4,), 2.0), "exp_avg": torch.full((4,), 3.0), "exp_avg_sq": torch.full((4,), 4.0),
-             "padding": False, "gbuf_local_start": 0, "gbuf_local_end": 4}
+    entry = {
+        "param": torch.full((4,), 2.0),
+        "exp_avg": torch.full((4,), 3.0),
+        "exp_avg_sq": torch.full((4,), 4.0),
+        "padding": False,
+        "gbuf_local_start": 0,
+        "gbuf_local_end": 4,
+    }
     original = DistributedOptimizer._set_main_param_and_optimizer_states
     original = getattr(original, "__wrapped__", original)
     stand_in, param, _, _ = _dist_optimizer_stand_in(precision_aware=True)

@@ -22,8 +22,9 @@ def test_logits_match_transformers(smoke_cfg):
     cfg = smoke_cfg
     vocab = padded_vocab_size(2000, 1)
     assert vocab == 2048
-    shape = LlamaShape(cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_attention_heads,
-                       cfg.model.num_query_groups)
+    shape = LlamaShape(
+        cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_attention_heads, cfg.model.num_query_groups
+    )
     assert shape.heads_per_group == 2  # GQA with fewer KV groups than heads
     with distributed(cfg) as device:
         seed_everything(3, device)
@@ -54,8 +55,9 @@ def test_logits_match_transformers(smoke_cfg):
 
 def test_key_map_round_trip(smoke_cfg):
     cfg = smoke_cfg
-    shape = LlamaShape(cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_attention_heads,
-                       cfg.model.num_query_groups)
+    shape = LlamaShape(
+        cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_attention_heads, cfg.model.num_query_groups
+    )
     with distributed(cfg) as device:
         seed_everything(4, device)
         model, _ = build_model(cfg, 2048, bf16=False, use_cpu_initialization=True)

@@ -22,8 +22,16 @@ REPO = Path(__file__).resolve().parents[1]
 KNOBS_RE = re.compile(r"^export ([A-Z][A-Z0-9_]*)=", re.M)
 # The shrunk embedded default of tests/test_slurm.py: an evaluation every 4 steps on 16 sequences,
 # a target the smoke model passes at its first evaluation (eval loss about 6.88 after 64 samples).
-SHRUNK = {"PRESET": "smoke", "EVAL_EVERY": "64", "EVAL_SAMPLES": "16", "TARGET": "7.3",
-          "WARMUP_SAMPLES": "32", "MAX_TRAIN_SAMPLES": "256", "LOG_EVERY": "2", "DEVICE": "cpu"}
+SHRUNK = {
+    "PRESET": "smoke",
+    "EVAL_EVERY": "64",
+    "EVAL_SAMPLES": "16",
+    "TARGET": "7.3",
+    "WARMUP_SAMPLES": "32",
+    "MAX_TRAIN_SAMPLES": "256",
+    "LOG_EVERY": "2",
+    "DEVICE": "cpu",
+}
 
 
 def _free_port() -> int:
@@ -44,16 +52,36 @@ def clean_env(**knobs: str) -> dict[str, str]:
 def test_two_torchrun_agents_on_two_node_ranks_train_one_run(smoke_data, tmp_path):
     endpoint = f"127.0.0.1:{_free_port()}"
     log = tmp_path / "run" / "mlperf.log"
-    env = clean_env(SEED="21", RESULT_DIR=str(tmp_path / "run"), SMOKE_DATA_DIR=str(Path(smoke_data.data_dir).parent),
-                    **SHRUNK)
+    env = clean_env(
+        SEED="21", RESULT_DIR=str(tmp_path / "run"), SMOKE_DATA_DIR=str(Path(smoke_data.data_dir).parent), **SHRUNK
+    )
     agents = []
     for node_rank in (0, 1):
         # The recipe of docs/CLUSTER.md; is_host names the agent that serves the rendezvous store
         # (both addresses are this machine's here, so each would otherwise try to).
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-               "--node-rank", str(node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
-               "--rdzv-id", "llama31-test", "--rdzv-conf", f"is_host={int(node_rank == 0)},join_timeout=120",
-               "-m", "benchmark.train", "--log-file", str(log)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--nproc-per-node",
+            "1",
+            "--node-rank",
+            str(node_rank),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            endpoint,
+            "--rdzv-id",
+            "llama31-test",
+            "--rdzv-conf",
+            f"is_host={int(node_rank == 0)},join_timeout=120",
+            "-m",
+            "benchmark.train",
+            "--log-file",
+            str(log),
+        ]
         out = open(tmp_path / f"node{node_rank}.out", "w")  # noqa: SIM115 - closed below
         agents.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT), out))
     codes = []

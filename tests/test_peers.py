@@ -20,29 +20,57 @@ from benchmark.peers import common, hf_llama
 from benchmark.train import distributed, seed_everything
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--device", "cpu", "--hidden", "64", "--ffn", "128", "--heads", "4", "--kv-heads", "2",
-        "--vocab", "256", "--layers", "2", "--seq", "64", "--steps", "2", "--warmup", "1"]
+TINY = [
+    "--device",
+    "cpu",
+    "--hidden",
+    "64",
+    "--ffn",
+    "128",
+    "--heads",
+    "4",
+    "--kv-heads",
+    "2",
+    "--vocab",
+    "256",
+    "--layers",
+    "2",
+    "--seq",
+    "64",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+]
 # The same shape as benchmark.config's ModelConfig.
-TINY_MODEL = dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4,
-                  num_query_groups=2, seq_length=64)
+TINY_MODEL = dict(
+    num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4, num_query_groups=2, seq_length=64
+)
 # The peers' own fields besides benchmark.perf's: the model shape, which benchmark.perf fixes at 8B.
 SHAPE_FIELDS = {"hidden", "ffn", "heads", "kv_heads", "vocab"}
 
 
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
     # Not the distributed variables an earlier test in this process may have left set.
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                            "MASTER_PORT")}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=env)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def _perf_fields() -> list[str]:
     """The keys of the `record` dict that benchmark/perf.py prints, read from its source."""
     tree = ast.parse((REPO / "benchmark" / "perf.py").read_text())
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
-                and any(isinstance(t, ast.Name) and t.id == "record" for t in node.targets)):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Dict)
+            and any(isinstance(t, ast.Name) and t.id == "record" for t in node.targets)
+        ):
             return [k.value for k in node.value.keys]
     raise AssertionError("benchmark/perf.py has no `record = {...}`")
 
@@ -98,15 +126,18 @@ def test_fsdp_peer_world_size_one_on_gloo():
 
 
 @pytest.mark.parametrize("module", ["benchmark.peers.hf_llama", "benchmark.peers.hf_llama_fsdp"])
-@pytest.mark.parametrize("args, message", [
-    (["--layers", "0"], "--layers: 0: must be at least 1"),
-    (["--steps", "two"], "--steps: invalid positive_int value: 'two'"),
-    (["--warmup", "-1"], "--warmup: -1: must be 0 or more"),
-    (["--hidden", "66"], "--hidden 66 is not a multiple of --heads 4"),
-    (["--kv-heads", "3"], "--heads 4 is not a multiple of --kv-heads 3"),
-    (["--hidden", "24", "--heads", "8", "--kv-heads", "8"], "head size 3 (--hidden / --heads) must be even"),
-    (["--device", "tpu"], "--device: invalid choice: 'tpu'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layers", "0"], "--layers: 0: must be at least 1"),
+        (["--steps", "two"], "--steps: invalid positive_int value: 'two'"),
+        (["--warmup", "-1"], "--warmup: -1: must be 0 or more"),
+        (["--hidden", "66"], "--hidden 66 is not a multiple of --heads 4"),
+        (["--kv-heads", "3"], "--heads 4 is not a multiple of --kv-heads 3"),
+        (["--hidden", "24", "--heads", "8", "--kv-heads", "8"], "head size 3 (--hidden / --heads) must be even"),
+        (["--device", "tpu"], "--device: invalid choice: 'tpu'"),
+    ],
+)
 def test_bad_arguments_are_argparse_errors(module, args, message):
     r = _run(module, *TINY, *args)
     assert r.returncode == 2, r.stderr

@@ -31,9 +31,19 @@ def shell_scripts() -> list[str]:
 
 def test_every_shell_script_is_found():
     scripts = shell_scripts()
-    for expected in ("run_llama31.sh", "config.sh", "preprocess.sh", "dev/lib.sh", "dev/venv.sh", "dev/launch/local.sh",
-                     "dev/launch/slurm.sh", "dev/slurm/llama31.sbatch", ".ci/run", "compliance/check.sh",
-                     "utils/launch_nemo_convert.sh"):
+    for expected in (
+        "run_llama31.sh",
+        "config.sh",
+        "preprocess.sh",
+        "dev/lib.sh",
+        "dev/venv.sh",
+        "dev/launch/local.sh",
+        "dev/launch/slurm.sh",
+        "dev/slurm/llama31.sbatch",
+        ".ci/run",
+        "compliance/check.sh",
+        "utils/launch_nemo_convert.sh",
+    ):
         assert expected in scripts, (expected, scripts)
     assert "benchmark/train.py" not in scripts
 

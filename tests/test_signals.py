@@ -21,9 +21,22 @@ from tests.helpers import mllog_events, smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
 # Two blocks of four steps (GBS 16, an evaluation every 64 samples), never reaching the target.
-TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
-        "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1", "GBS": "16", "MBS": "8",
-        "EVAL_EVERY": "64", "EVAL_SAMPLES": "8", "MAX_TRAIN_SAMPLES": "128", "TARGET": "0.01", "SEED": "3"}
+TINY = {
+    "NUM_LAYERS": "2",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "64",
+    "LOG_EVERY": "1",
+    "GBS": "16",
+    "MBS": "8",
+    "EVAL_EVERY": "64",
+    "EVAL_SAMPLES": "8",
+    "MAX_TRAIN_SAMPLES": "128",
+    "TARGET": "0.01",
+    "SEED": "3",
+}
 
 
 def configure(smoke_data, tmp_path, **extra):
@@ -79,14 +92,34 @@ def test_sigterm_mid_run_closes_the_log_saves_and_the_resumed_job_ends_the_same(
     from compliance.check import check_log
 
     ckpt = tmp_path / "ckpt"
-    env = {**os.environ, **TINY, "PRESET": "smoke", "DEVICE": "cpu", "PREPROCESSED_PATH": str(smoke_data.data_dir),
-           "TOKENIZER_PATH": str(smoke_data.tokenizer_dir), "RESULT_DIR": str(tmp_path),
-           "CHECKPOINT_DIR": str(ckpt), "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        **TINY,
+        "PRESET": "smoke",
+        "DEVICE": "cpu",
+        "PREPROCESSED_PATH": str(smoke_data.data_dir),
+        "TOKENIZER_PATH": str(smoke_data.tokenizer_dir),
+        "RESULT_DIR": str(tmp_path),
+        "CHECKPOINT_DIR": str(ckpt),
+        "PYTHONWARNINGS": "ignore",
+    }
     log = tmp_path / "part1.log"
     proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_ENTRY, "--valid-file", Path(smoke_data.valid_prefix).name,
-         "--log-file", str(log), "--no-check"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            SLOW_ENTRY,
+            "--valid-file",
+            Path(smoke_data.valid_prefix).name,
+            "--log-file",
+            str(log),
+            "--no-check",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines = []
     for line in proc.stdout:
@@ -131,13 +164,19 @@ def test_exit_duration_mins_stops_between_steps(smoke_data, tmp_path, whole, mon
     ticks = iter(range(1000))
     monkeypatch.setattr(preempt, "clock", lambda: float(next(ticks)))
     ckpt = tmp_path / "ckpt"
-    first = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, EXIT_DURATION_MINS="0.05"),
-                log_path=tmp_path / "part1.log", echo=False)
+    first = run(
+        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, EXIT_DURATION_MINS="0.05"),
+        log_path=tmp_path / "part1.log",
+        echo=False,
+    )
     assert (first.stopped, first.status, first.steps) == (True, "aborted", 2)
     assert first.reason.startswith("stopped by EXIT_DURATION_MINS=0.05 reached at step 2 (32 samples)")
     assert first.checkpoint == str(ckpt / "iter_0000002")
     assert run_stop_of(tmp_path / "part1.log") == {
-        **run_stop_of(tmp_path / "part1.log"), "status": "aborted", "samples_count": 32, "reason": first.reason,
+        **run_stop_of(tmp_path / "part1.log"),
+        "status": "aborted",
+        "samples_count": 32,
+        "reason": first.reason,
     }
     assert first.train_losses == whole.train_losses[:2]
     monkeypatch.setattr(preempt, "clock", preempt.time.monotonic)
@@ -215,10 +254,13 @@ RANKS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("cause, reason", [
-    ("signal", "SIGUSR1 (the warning before the time limit, SIGNAL_MINUTES)"),
-    ("duration", "EXIT_DURATION_MINS=2 reached"),
-])
+@pytest.mark.parametrize(
+    "cause, reason",
+    [
+        ("signal", "SIGUSR1 (the warning before the time limit, SIGNAL_MINUTES)"),
+        ("duration", "EXIT_DURATION_MINS=2 reached"),
+    ],
+)
 def test_every_rank_stops_at_the_same_poll(cause, reason):
     import socket
 
@@ -228,7 +270,11 @@ def test_every_rank_stops_at_the_same_poll(cause, reason):
     base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", RANKS, cause], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", RANKS, cause],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**base, "RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
         )
         for r in range(2)

@@ -107,12 +107,26 @@ class Cluster:
         key = root / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
-        self.conf.write_text(SLURM_CONF.format(
-            root=root, ctld_port=_free_port(), slurmd_port=_free_port(), node=_node_name(), cpus=os.cpu_count() or 1,
-        ))
-        self._spawn("munged", "munged", "--foreground", "--force", f"--key-file={key}",
-                    f"--socket={root}/munge.socket", f"--pid-file={root}/munged.pid",
-                    f"--seed-file={root}/munged.seed", f"--log-file={root}/munged.log")
+        self.conf.write_text(
+            SLURM_CONF.format(
+                root=root,
+                ctld_port=_free_port(),
+                slurmd_port=_free_port(),
+                node=_node_name(),
+                cpus=os.cpu_count() or 1,
+            )
+        )
+        self._spawn(
+            "munged",
+            "munged",
+            "--foreground",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={root}/munge.socket",
+            f"--pid-file={root}/munged.pid",
+            f"--seed-file={root}/munged.seed",
+            f"--log-file={root}/munged.log",
+        )
         self._wait(lambda: (root / "munge.socket").exists(), 10, "munged did not create its socket")
         self._spawn("slurmctld", "slurmctld", "-D", "-i", "-f", str(self.conf))
         self._spawn("slurmd", "slurmd", "-D", "-N", _node_name(), "-f", str(self.conf))
@@ -250,8 +264,18 @@ def fake_python(tmp_path):
 
 def test_jobs_get_seeds_rendezvous_and_a_requeue_after_failure(slurm, fake_python, tmp_path):
     job_dir = tmp_path / "jobs"
-    proc = submit(slurm, LLAMA31_CONTAINER="1", PYTHON=str(fake_python), PRESET="smoke", GPUS_PER_NODE="0",
-                  NEXP="2", SEEDS="17 18", MAX_RETRIES="1", FAIL_FIRST_ATTEMPT="1", JOB_DIR=str(job_dir))
+    proc = submit(
+        slurm,
+        LLAMA31_CONTAINER="1",
+        PYTHON=str(fake_python),
+        PRESET="smoke",
+        GPUS_PER_NODE="0",
+        NEXP="2",
+        SEEDS="17 18",
+        MAX_RETRIES="1",
+        FAIL_FIRST_ATTEMPT="1",
+        JOB_DIR=str(job_dir),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = job_ids(job_dir)
     assert len(ids) == 2
@@ -271,8 +295,18 @@ def test_jobs_get_seeds_rendezvous_and_a_requeue_after_failure(slurm, fake_pytho
 
 def test_chained_jobs_wait_for_each_other_and_stop_after_the_target(slurm, fake_python, tmp_path):
     job_dir = tmp_path / "jobs"
-    proc = submit(slurm, LLAMA31_CONTAINER="1", PYTHON=str(fake_python), PRESET="smoke", GPUS_PER_NODE="0",
-                  NPAR="3", JOB_SAMPLES="1024", SEEDS="5", FAKE_SUCCESS="1", JOB_DIR=str(job_dir))
+    proc = submit(
+        slurm,
+        LLAMA31_CONTAINER="1",
+        PYTHON=str(fake_python),
+        PRESET="smoke",
+        GPUS_PER_NODE="0",
+        NPAR="3",
+        JOB_SAMPLES="1024",
+        SEEDS="5",
+        FAKE_SUCCESS="1",
+        JOB_DIR=str(job_dir),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = job_ids(job_dir)
     assert len(ids) == 3
@@ -293,8 +327,15 @@ def test_chained_jobs_wait_for_each_other_and_stop_after_the_target(slurm, fake_
 
 def test_bad_partition_is_reported_in_words(slurm, fake_python, tmp_path):
     job_dir = tmp_path / "jobs"
-    proc = submit(slurm, LLAMA31_CONTAINER="1", PYTHON=str(fake_python), PRESET="smoke", GPUS_PER_NODE="0",
-                  PARTITION="no-such-partition", JOB_DIR=str(job_dir))
+    proc = submit(
+        slurm,
+        LLAMA31_CONTAINER="1",
+        PYTHON=str(fake_python),
+        PRESET="smoke",
+        GPUS_PER_NODE="0",
+        PARTITION="no-such-partition",
+        JOB_DIR=str(job_dir),
+    )
     assert proc.returncode == 1
     assert "sbatch could not submit run01_seed" in proc.stderr
     assert "invalid partition" in proc.stderr.lower()
@@ -305,8 +346,16 @@ def test_bad_partition_is_reported_in_words(slurm, fake_python, tmp_path):
 def test_unreachable_controller_is_reported_in_words(slurm, fake_python, tmp_path):
     conf = tmp_path / "slurm.conf"
     conf.write_text(re.sub(r"SlurmctldPort=\d+", f"SlurmctldPort={_free_port()}", slurm.conf.read_text()))
-    env = _clean_env(slurm, MODE="slurm", LLAMA31_CONTAINER="1", PYTHON=str(fake_python), PRESET="smoke",
-                     GPUS_PER_NODE="0", JOB_DIR=str(tmp_path / "jobs"), SLURM_CONF=str(conf))
+    env = _clean_env(
+        slurm,
+        MODE="slurm",
+        LLAMA31_CONTAINER="1",
+        PYTHON=str(fake_python),
+        PRESET="smoke",
+        GPUS_PER_NODE="0",
+        JOB_DIR=str(tmp_path / "jobs"),
+        SLURM_CONF=str(conf),
+    )
     proc = subprocess.run(["bash", "run_llama31.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "sbatch could not submit run01_seed" in proc.stderr
@@ -319,8 +368,16 @@ def test_unreachable_controller_is_reported_in_words(slurm, fake_python, tmp_pat
 # Evaluations every 4 steps on 16 sequences; a target the smoke model passes at its first evaluation.
 # (Its eval loss starts near ln(2048) = 7.6 and is 6.87-6.88 after 4 steps, 6.21-6.27 after 8, for
 # seeds 5 and 77.)
-SHRUNK = {"PRESET": "smoke", "GPUS_PER_NODE": "0", "EVAL_EVERY": "64", "EVAL_SAMPLES": "16", "TARGET": "7.3",
-          "WARMUP_SAMPLES": "32", "MAX_TRAIN_SAMPLES": "256", "LOG_EVERY": "2"}
+SHRUNK = {
+    "PRESET": "smoke",
+    "GPUS_PER_NODE": "0",
+    "EVAL_EVERY": "64",
+    "EVAL_SAMPLES": "16",
+    "TARGET": "7.3",
+    "WARMUP_SAMPLES": "32",
+    "MAX_TRAIN_SAMPLES": "256",
+    "LOG_EVERY": "2",
+}
 # Generous: a loaded 2-core machine runs a smoke step in seconds rather than a fraction of one.
 JOB_TIMEOUT_S = 600
 
@@ -436,16 +493,26 @@ def test_benchmark_warned_before_its_time_limit_saves_requeues_and_reaches_the_t
 def mllog_lines(path: Path) -> list[dict]:
     import json
 
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in path.read_text().splitlines()
-            if line.startswith(":::MLLOG ")]
+    return [
+        json.loads(line.split(":::MLLOG ", 1)[1])
+        for line in path.read_text().splitlines()
+        if line.startswith(":::MLLOG ")
+    ]
 
 
 def test_benchmark_cancelled_job_closes_its_log_and_a_new_launch_resumes(slurm, smoke_data, tmp_path):
     """scancel (SIGTERM to the batch shell and the task, SIGKILL KillWait=5 s later): the task saves
     and closes its log within KillWait, the batch script requeues nothing, and a new launch on the same
     CHECKPOINT_DIR resumes and reaches the target (seed 77, target 6.5)."""
-    knobs = {**SHRUNK, "TARGET": "6.5", "LOG_EVERY": "1", "SEEDS": "77", "MAX_RETRIES": "1",
-             "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "SMOKE_DATA_DIR": str(smoke_data)}
+    knobs = {
+        **SHRUNK,
+        "TARGET": "6.5",
+        "LOG_EVERY": "1",
+        "SEEDS": "77",
+        "MAX_RETRIES": "1",
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "SMOKE_DATA_DIR": str(smoke_data),
+    }
     first_dir = tmp_path / "first"
     proc = submit(slurm, JOB_DIR=str(first_dir), **knobs)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -122,25 +122,58 @@ class TwoNodeCluster(Cluster):
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
         ctld_ip, ips = f"{prefix}.1", [f"{prefix}.{2 + k}" for k in range(len(NODES))]
-        self.conf.write_text(SLURM_CONF.format(
-            root=root, ctld_ip=ctld_ip, ctld_port=_free_port(), slurmd_port=_free_port(),
-            n0=NODES[0], n1=NODES[1], ip0=ips[0], ip1=ips[1],
-        ))
+        self.conf.write_text(
+            SLURM_CONF.format(
+                root=root,
+                ctld_ip=ctld_ip,
+                ctld_port=_free_port(),
+                slurmd_port=_free_port(),
+                n0=NODES[0],
+                n1=NODES[1],
+                ip0=ips[0],
+                ip1=ips[1],
+            )
+        )
         hosts = root / "hosts"
-        hosts.write_text(f"127.0.0.1 localhost\n{ctld_ip} llama31ctld\n"
-                         + "".join(f"{ip} {name}\n" for ip, name in zip(ips, NODES, strict=True)))
+        hosts.write_text(
+            f"127.0.0.1 localhost\n{ctld_ip} llama31ctld\n"
+            + "".join(f"{ip} {name}\n" for ip, name in zip(ips, NODES, strict=True))
+        )
         _ip("link", "add", self.bridge, "type", "bridge")
         self.bridge_made = True
         _ip("addr", "add", f"{ctld_ip}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
-        self._spawn("munged", "munged", "--foreground", "--force", f"--key-file={key}",
-                    f"--socket={root}/munge.socket", f"--pid-file={root}/munged.pid",
-                    f"--seed-file={root}/munged.seed", f"--log-file={root}/munged.log")
+        self._spawn(
+            "munged",
+            "munged",
+            "--foreground",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={root}/munge.socket",
+            f"--pid-file={root}/munged.pid",
+            f"--seed-file={root}/munged.seed",
+            f"--log-file={root}/munged.log",
+        )
         self._wait(lambda: (root / "munge.socket").exists(), 10, "munged did not create its socket")
         self._spawn("slurmctld", "slurmctld", "-D", "-i", "-f", str(self.conf))
         for name, ip, veth in zip(NODES, ips, self.veths, strict=True):
-            self._spawn(name, "unshare", "--net", "--uts", "--mount", "--propagation", "private",
-                        "bash", "-c", NODE_SETUP, "node-setup", name, ip, str(hosts), str(self.conf))
+            self._spawn(
+                name,
+                "unshare",
+                "--net",
+                "--uts",
+                "--mount",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                NODE_SETUP,
+                "node-setup",
+                name,
+                ip,
+                str(hosts),
+                str(self.conf),
+            )
             # The peer end goes into the node's network namespace, once unshare has made it: until
             # then the process is still in this one, which has an eth0 of its own.
             pid = self.procs[name].pid
@@ -217,8 +250,14 @@ def test_embedded_default_on_two_nodes_trains_one_run(two_nodes, smoke_data, tmp
     from tests.helpers import mllog_events
 
     job_dir = tmp_path / "jobs"
-    proc = submit(two_nodes, NNODES="2", SEEDS="31", JOB_DIR=str(job_dir),
-                  SMOKE_DATA_DIR=str(Path(smoke_data.data_dir).parent), **SHRUNK)
+    proc = submit(
+        two_nodes,
+        NNODES="2",
+        SEEDS="31",
+        JOB_DIR=str(job_dir),
+        SMOKE_DATA_DIR=str(Path(smoke_data.data_dir).parent),
+        **SHRUNK,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (job,) = job_ids(job_dir)
     states = two_nodes.wait_for_jobs([job], timeout=JOB_TIMEOUT_S)
@@ -228,8 +267,10 @@ def test_embedded_default_on_two_nodes_trains_one_run(two_nodes, smoke_data, tmp
     # The allocation: both nodes, one task each; the rendezvous on the first node's name.
     assert f"on {NODES[0][:-1]}[0-1], 2 task(s), rendezvous {NODES[0]}:{10000 + int(job) % 20000}" in out, out[:2000]
     assert out.count("[distributed] rendezvous") == 1, out[-5000:]
-    assert f"[distributed] rendezvous MASTER_ADDR={NODES[0]} MASTER_PORT={10000 + int(job) % 20000} " \
-           "world size 2 backend gloo" in out
+    assert (
+        f"[distributed] rendezvous MASTER_ADDR={NODES[0]} MASTER_PORT={10000 + int(job) % 20000} "
+        "world size 2 backend gloo" in out
+    )
     assert re.search(rf"\[distributed\] rank 0: node rank 0, local rank 0, node {NODES[0]}, pid \d+", out)
     assert re.search(rf"\[distributed\] rank 1: node rank 1, local rank 0, node {NODES[1]}, pid \d+", out)
     # One log (rank 0's), one seed, the target reached, the smoke profile passed.

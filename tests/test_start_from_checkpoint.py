@@ -14,9 +14,22 @@ from benchmark.train import run
 from tests.helpers import hf_llama31, smoke_config
 from utils import convert
 
-SHAPE = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
-         "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000", "GBS": "16", "MBS": "8",
-         "EVAL_EVERY": "32", "EVAL_SAMPLES": "8", "MAX_TRAIN_SAMPLES": "32", "TARGET": "0.01", "SEED": "9"}
+SHAPE = {
+    "NUM_LAYERS": "2",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "64",
+    "LOG_EVERY": "1000",
+    "GBS": "16",
+    "MBS": "8",
+    "EVAL_EVERY": "32",
+    "EVAL_SAMPLES": "8",
+    "MAX_TRAIN_SAMPLES": "32",
+    "TARGET": "0.01",
+    "SEED": "9",
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +37,9 @@ def llama(tmp_path_factory, smoke_data):
     """A random Llama 3.1-style HF model of the smoke data's vocabulary, and its NeMo conversion."""
     vocab = load_tokenizer_info(str(smoke_data.tokenizer_dir)).vocab_size
     torch.manual_seed(0)
-    model = hf_llama31(ModelConfig(num_layers=2, hidden_size=64, ffn_hidden_size=192, num_attention_heads=4,
-                                   num_query_groups=2), vocab)
+    model = hf_llama31(
+        ModelConfig(num_layers=2, hidden_size=64, ffn_hidden_size=192, num_attention_heads=4, num_query_groups=2), vocab
+    )
     root = tmp_path_factory.mktemp("start")
     model.save_pretrained(root / "hf")
     convert.hf_to_nemo(root / "hf", root / "nemo", log=lambda line: None)
@@ -39,8 +53,11 @@ def configure(smoke_data, tmp_path, **extra):
 def first_batch_loss(model, cfg, smoke_data) -> float:
     """transformers' loss on the run's first global batch (GPTDataset, same seed and cache)."""
     ds = build_train_dataset(
-        list(smoke_data.train_prefixes), seq_length=64, num_samples=cfg.train.max_train_samples,
-        seed=cfg.train.seed, tokenizer=load_tokenizer_info(str(smoke_data.tokenizer_dir)),
+        list(smoke_data.train_prefixes),
+        seq_length=64,
+        num_samples=cfg.train.max_train_samples,
+        seed=cfg.train.seed,
+        tokenizer=load_tokenizer_info(str(smoke_data.tokenizer_dir)),
         cache_dir=str(Path(smoke_data.data_dir) / "index_cache"),
     )
     tokens = torch.stack([ds[i]["tokens"] for i in range(16)])

@@ -16,7 +16,9 @@ SCRIPT = REPO / "dev" / "synthetic_c4.sh"
 
 def run_script(*args, **env):
     return subprocess.run(
-        ["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+        ["bash", str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
         env={**os.environ, "PYTHON": sys.executable, **env},
     )
 

@@ -10,18 +10,47 @@ from tests.helpers import mllog_events, smoke_config
 
 # The keys a compliant run emits, in order, up to run_start (docs/FIDELITY.md, "Log keys").
 RUN_START_KEYS = [
-    "cache_clear", "init_start", "submission_benchmark", "submission_org", "submission_division",
-    "submission_status", "submission_platform", "seed", "global_batch_size", "gradient_accumulation_steps",
-    "max_sequence_length", "eval_samples", "train_samples", "init_checkpoint_step", "opt_name",
-    "opt_base_learning_rate", "opt_adamw_beta_1", "opt_adamw_beta_2", "opt_adamw_epsilon",
-    "opt_adamw_weight_decay", "opt_gradient_clip_norm", "opt_end_learning_rate",
-    "opt_learning_rate_warmup_steps", "opt_learning_rate_decay_steps", "max_steps",
-    "opt_learning_rate_decay_schedule", "target_accuracy", "init_stop", "run_start",
+    "cache_clear",
+    "init_start",
+    "submission_benchmark",
+    "submission_org",
+    "submission_division",
+    "submission_status",
+    "submission_platform",
+    "seed",
+    "global_batch_size",
+    "gradient_accumulation_steps",
+    "max_sequence_length",
+    "eval_samples",
+    "train_samples",
+    "init_checkpoint_step",
+    "opt_name",
+    "opt_base_learning_rate",
+    "opt_adamw_beta_1",
+    "opt_adamw_beta_2",
+    "opt_adamw_epsilon",
+    "opt_adamw_weight_decay",
+    "opt_gradient_clip_norm",
+    "opt_end_learning_rate",
+    "opt_learning_rate_warmup_steps",
+    "opt_learning_rate_decay_steps",
+    "max_steps",
+    "opt_learning_rate_decay_schedule",
+    "target_accuracy",
+    "init_stop",
+    "run_start",
 ]
 
 # A smaller model than the smoke preset, so each run here takes seconds.
-TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
-        "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000"}
+TINY = {
+    "NUM_LAYERS": "2",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "64",
+    "LOG_EVERY": "1000",
+}
 
 
 def configure(smoke_data, tmp_path, **extra):
@@ -30,20 +59,27 @@ def configure(smoke_data, tmp_path, **extra):
 
 def test_samples_count_of_every_event_and_hyperparameters(smoke_data, tmp_path):
     # GBS 16, an eval every 32 samples, never reaching the target: three blocks, then aborted.
-    cfg = configure(smoke_data, tmp_path, GBS=16, MBS=4, EVAL_EVERY=32, EVAL_SAMPLES=8,
-                    MAX_TRAIN_SAMPLES=96, TARGET=0.01, SEED=5)
+    cfg = configure(
+        smoke_data, tmp_path, GBS=16, MBS=4, EVAL_EVERY=32, EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=96, TARGET=0.01, SEED=5
+    )
     result = run(cfg, log_path=tmp_path / "run.log", echo=False)
     assert result.status == "aborted" and result.samples == 96 and result.steps == 6
     ev = mllog_events(tmp_path / "run.log")
     keys = [e["key"] for e in ev]
     assert keys[: len(RUN_START_KEYS)] == RUN_START_KEYS
-    body = [(e["key"], e["metadata"].get("samples_count")) for e in ev[len(RUN_START_KEYS):]
-            if e["key"] != "tracked_stats"]
+    body = [
+        (e["key"], e["metadata"].get("samples_count")) for e in ev[len(RUN_START_KEYS) :] if e["key"] != "tracked_stats"
+    ]
     expected = []
     for block in range(3):
         start, stop = 32 * block, 32 * (block + 1)
-        expected += [("block_start", start), ("block_stop", stop), ("eval_start", stop),
-                     ("eval_accuracy", stop), ("eval_stop", stop)]
+        expected += [
+            ("block_start", start),
+            ("block_stop", stop),
+            ("eval_start", stop),
+            ("eval_accuracy", stop),
+            ("eval_stop", stop),
+        ]
     expected.append(("run_stop", 96))
     assert body == expected
     assert ev[-1]["metadata"]["status"] == "aborted"
@@ -73,12 +109,25 @@ def test_samples_count_of_every_event_and_hyperparameters(smoke_data, tmp_path):
 
 def test_same_seed_same_run_other_seed_differs(smoke_data, tmp_path):
     def once(seed, name):
-        cfg = configure(smoke_data, tmp_path, GBS=16, MBS=8, EVAL_EVERY=48, EVAL_SAMPLES=8,
-                        MAX_TRAIN_SAMPLES=48, TARGET=0.01, SEED=seed)
+        cfg = configure(
+            smoke_data,
+            tmp_path,
+            GBS=16,
+            MBS=8,
+            EVAL_EVERY=48,
+            EVAL_SAMPLES=8,
+            MAX_TRAIN_SAMPLES=48,
+            TARGET=0.01,
+            SEED=seed,
+        )
         result = run(cfg, log_path=tmp_path / name, echo=False)
-        logged = [(e["key"], e["value"], e["metadata"].get("samples_count"))
-                  for e in mllog_events(tmp_path / name) if e["key"] not in ("submission_platform",)
-                  and e["event_type"] == "POINT_IN_TIME" and e["key"] != "tracked_stats"]
+        logged = [
+            (e["key"], e["value"], e["metadata"].get("samples_count"))
+            for e in mllog_events(tmp_path / name)
+            if e["key"] not in ("submission_platform",)
+            and e["event_type"] == "POINT_IN_TIME"
+            and e["key"] != "tracked_stats"
+        ]
         return result.train_losses, result.eval_curve, logged
 
     a, b, c = once(11, "a.log"), once(11, "b.log"), once(12, "c.log")
@@ -133,8 +182,9 @@ def test_stop_closes_log_aborted_and_crash_too(smoke_data, tmp_path, monkeypatch
 
 def test_non_finite_loss_stops_aborted(smoke_data, tmp_path):
     # A learning rate this large blows the weights up within a few steps.
-    cfg = configure(smoke_data, tmp_path, LR=1e6, WARMUP_SAMPLES=0, EVAL_EVERY=160, EVAL_SAMPLES=8,
-                    MAX_TRAIN_SAMPLES=1600)
+    cfg = configure(
+        smoke_data, tmp_path, LR=1e6, WARMUP_SAMPLES=0, EVAL_EVERY=160, EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=1600
+    )
     result = run(cfg, log_path=tmp_path / "nan.log", echo=False)
     assert result.status == "aborted"
     assert result.reason.startswith(f"non-finite training values at step {result.steps + 1}")
@@ -160,7 +210,6 @@ def test_smoke_data_follows_the_benchmark_area(smoke_data):
         resolve_smoke_data(other)
 
 
-
 def test_two_files_are_repeated_for_a_run_longer_than_one_pass(smoke_data, tmp_path):
     # Megatron-Core blends unweighted files as one pass over each; the project weights them by size
     # so a run may read more sequences than the area holds, as it may with one file.
@@ -174,8 +223,9 @@ def test_two_files_are_repeated_for_a_run_longer_than_one_pass(smoke_data, tmp_p
     from benchmark.train import distributed
 
     with distributed(cfg):
-        ds = build_train_dataset(prefixes, seq_length=64, num_samples=3 * one_pass, seed=1, tokenizer=tok,
-                                 cache_dir=str(tmp_path / "cache"))
+        ds = build_train_dataset(
+            prefixes, seq_length=64, num_samples=3 * one_pass, seed=1, tokenizer=tok, cache_dir=str(tmp_path / "cache")
+        )
         assert len(ds) == 3 * one_pass
         last = ds[3 * one_pass - 1]
     assert last["tokens"].shape == (64,)

@@ -28,14 +28,19 @@ def sources(tmp_path_factory):
     py.mkdir()
     rng = random.Random(0)
     for i in range(12):
-        paras = [s.strip() + "." for doc in (corpus.document(rng) for _ in range(25))
-                 for s in doc.replace("\n", " ").split(".") if len(s.split()) >= 6]
+        paras = [
+            s.strip() + "."
+            for doc in (corpus.document(rng) for _ in range(25))
+            for s in doc.replace("\n", " ").split(".")
+            if len(s.split()) >= 6
+        ]
         body = "\n\n".join(paras[:400])
         (text / "sub" / f"doc{i}.txt").write_text(f"{CODE}\n\n{SHORT}\n\n{body}\n")
     with gzip.open(text / "notes.txt.gz", "wt") as f:
         f.write("The compressed notes are read after they are decompressed by the builder.\n")
-    (text / "page.html").write_text("<html><script>var x = 1;</script><p>The page has a paragraph of words "
-                                    "inside <b>its</b> tags.</p></html>")
+    (text / "page.html").write_text(
+        "<html><script>var x = 1;</script><p>The page has a paragraph of words inside <b>its</b> tags.</p></html>"
+    )
     (text / "script.sh").write_text("The shell script is skipped because of its suffix.\n")
     (py / "mod.py").write_text('"""The module docstring is a paragraph of plain words.\n\nShort one."""\n')
     return text, py
@@ -59,7 +64,8 @@ def test_records_lengths_and_filters(sources, tmp_path):
     # the docstring are. The pool, since a one-paragraph source is seldom drawn into a document.
     pool = dict(c4like.collect(folders, workers=1))
     assert sorted(Path(p).name for p in pool) == sorted(
-        [f"doc{i}.txt" for i in range(12)] + ["notes.txt.gz", "page.html", "mod.py"])
+        [f"doc{i}.txt" for i in range(12)] + ["notes.txt.gz", "page.html", "mod.py"]
+    )
     assert info["sources"] == len(pool)
     assert pool[str(text / "page.html")] == ["The page has a paragraph of words inside its tags."]
     assert pool[str(py / "mod.py")] == ["The module docstring is a paragraph of plain words."]
@@ -100,8 +106,9 @@ def test_paragraph_filter():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "utils.c4like", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "utils.c4like", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli(sources, tmp_path):
@@ -112,11 +119,14 @@ def test_cli(sources, tmp_path):
     assert "wrote 50 documents" in r.stdout and len(_records(dst)) == 50
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--docs", "0", "--chars-per-token", "4"], "--docs: 0: must be at least 1"),
-    (["--chars-per-token", "-1"], "--chars-per-token: -1: must be a positive number"),
-    ([], "one of the arguments --tokenizer --chars-per-token is required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--docs", "0", "--chars-per-token", "4"], "--docs: 0: must be at least 1"),
+        (["--chars-per-token", "-1"], "--chars-per-token: -1: must be a positive number"),
+        ([], "one of the arguments --tokenizer --chars-per-token is required"),
+    ],
+)
 def test_cli_argument_errors(tmp_path, args, message):
     r = _cli("--dst", str(tmp_path / "x.json.gz"), *args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

@@ -30,7 +30,11 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 def run_tool(module: str, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=ENV, capture_output=True, text=True,
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 
@@ -78,35 +82,58 @@ def c4_copy(data, tmp_path) -> Path:
 
 # ----------------------------------------------------------------------------- read-only, full disk
 def test_tokenize_into_read_only_folder(data, read_only):
-    p = run_tool("utils.tokenize", "--input", data["group"], "--output-prefix", read_only / "x",
-                 "--tokenizer", data["tok"], "--workers", 1, "--no-progress")
+    p = run_tool(
+        "utils.tokenize",
+        "--input",
+        data["group"],
+        "--output-prefix",
+        read_only / "x",
+        "--tokenizer",
+        data["tok"],
+        "--workers",
+        1,
+        "--no-progress",
+    )
     err = assert_named_error(p, f"{read_only / 'x_text_document.bin'}: ", "writable")
     assert ".tmp-" not in err  # the output is named, not its temporary
     assert leftovers(read_only) == []
 
 
 def test_tokenize_onto_full_disk(data, full_disk):
-    p = run_tool("utils.tokenize", "--input", data["group"], "--output-prefix", full_disk / "x",
-                 "--tokenizer", data["tok"], "--workers", 1, "--no-progress")
+    p = run_tool(
+        "utils.tokenize",
+        "--input",
+        data["group"],
+        "--output-prefix",
+        full_disk / "x",
+        "--tokenizer",
+        data["tok"],
+        "--workers",
+        1,
+        "--no-progress",
+    )
     assert_named_error(p, str(full_disk / "x_text_document.bin"), "disk is full", "free space")
     assert leftovers(full_disk) == []
 
 
 def test_consolidate_into_read_only_folder(data, read_only):
-    p = run_tool("utils.c4", "consolidate", "--src", data["c4"], "--dst", read_only / "m", "--groups", 2,
-                 "--n-validation", 20)
+    p = run_tool(
+        "utils.c4", "consolidate", "--src", data["c4"], "--dst", read_only / "m", "--groups", 2, "--n-validation", 20
+    )
     assert_named_error(p, str(read_only / "m"), "writable")
     assert leftovers(read_only) == []
-    p = run_tool("utils.c4", "consolidate", "--src", data["c4"], "--dst", read_only, "--groups", 2,
-                 "--n-validation", 20)
+    p = run_tool(
+        "utils.c4", "consolidate", "--src", data["c4"], "--dst", read_only, "--groups", 2, "--n-validation", 20
+    )
     err = assert_named_error(p, f"{read_only / c4.group_name(0)}: ", "writable")
     assert ".tmp-" not in err
     assert leftovers(read_only) == []
 
 
 def test_consolidate_onto_full_disk(data, full_disk):
-    p = run_tool("utils.c4", "consolidate", "--src", data["c4"], "--dst", full_disk, "--groups", 2,
-                 "--n-validation", 20)
+    p = run_tool(
+        "utils.c4", "consolidate", "--src", data["c4"], "--dst", full_disk, "--groups", 2, "--n-validation", 20
+    )
     assert_named_error(p, str(full_disk / c4.group_name(0)), "disk is full")
     # Nothing half-written; a manifest is only ever written for finished outputs (none here).
     assert [n for n in leftovers(full_disk) if n.startswith(".") or n.endswith(".gz")] == []
@@ -173,8 +200,9 @@ def killed_midway(script: str) -> None:
     # stderr goes to a file, not a pipe: a helper process of torch's may hold a pipe open after
     # the kill, and reading it to the end would wait for that process.
     with tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, env=ENV,
-                             start_new_session=True, stderr=err)
+        p = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, env=ENV, start_new_session=True, stderr=err
+        )
         try:
             p.wait(timeout=300)
         finally:

@@ -34,8 +34,11 @@ def env_with(**kw):
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
     # Record files only: the verified-files record holds mtimes, which differ from run to run.
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".r2-verified.json"}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".r2-verified.json"
+    }
 
 
 class Tty(io.StringIO):
@@ -44,11 +47,18 @@ class Tty(io.StringIO):
 
 
 # ----------------------------------------------------------------------------- the helper
-@pytest.mark.parametrize("value, enabled, stream, want", [
-    ("", True, Tty(), "bar"), ("", True, io.StringIO(), "lines"), ("auto", True, io.StringIO(), "lines"),
-    ("1", True, io.StringIO(), "bar"), ("0", True, Tty(), "off"), ("", False, Tty(), "off"),
-    ("1", False, Tty(), "off"),
-])
+@pytest.mark.parametrize(
+    "value, enabled, stream, want",
+    [
+        ("", True, Tty(), "bar"),
+        ("", True, io.StringIO(), "lines"),
+        ("auto", True, io.StringIO(), "lines"),
+        ("1", True, io.StringIO(), "bar"),
+        ("0", True, Tty(), "off"),
+        ("", False, Tty(), "off"),
+        ("1", False, Tty(), "off"),
+    ],
+)
 def test_mode(monkeypatch, value, enabled, stream, want):
     monkeypatch.setenv("PROGRESS", value)
     assert progress.mode(enabled, stream) == want
@@ -58,8 +68,12 @@ def test_bad_progress_value_is_named(monkeypatch):
     monkeypatch.setenv("PROGRESS", "maybe")
     with pytest.raises(DataError, match=r"PROGRESS='maybe': use 0 \(no progress\), 1 .* or auto"):
         progress.check_env()
-    r = subprocess.run([sys.executable, "-m", "utils.corpus", "--dst", "/nonexistent/x"], capture_output=True,
-                       text=True, env=env_with(PROGRESS="maybe"))
+    r = subprocess.run(
+        [sys.executable, "-m", "utils.corpus", "--dst", "/nonexistent/x"],
+        capture_output=True,
+        text=True,
+        env=env_with(PROGRESS="maybe"),
+    )
     assert r.returncode == 2 and r.stderr.startswith("error: PROGRESS='maybe'") and "Traceback" not in r.stderr
 
 
@@ -97,8 +111,12 @@ def test_bar_on_a_terminal_and_nothing_when_off(monkeypatch):
 def test_download_preprocessed_progress(server, tmp_path):  # noqa: F811
     cmd = [sys.executable, "-m", "utils.c4", "download-preprocessed", "--base-url", server.base]
     runs = {}
-    for name, extra, env in (("bar", [], {"PROGRESS": "1"}), ("lines", [], {}),
-                             ("flag", ["--no-progress"], {}), ("env", [], {"PROGRESS": "0"})):
+    for name, extra, env in (
+        ("bar", [], {"PROGRESS": "1"}),
+        ("lines", [], {}),
+        ("flag", ["--no-progress"], {}),
+        ("env", [], {"PROGRESS": "0"}),
+    ):
         dst = tmp_path / name
         # Bytes, not text: text mode would turn tqdm's carriage returns into newlines.
         r = subprocess.run([*cmd, "--dst", str(dst), *extra], capture_output=True, env=env_with(**env))
@@ -176,20 +194,73 @@ def test_corpus_tokenize_subset_progress(tmp_path, monkeypatch):
     results = {}
     for name, env, extra in (("bar", {"PROGRESS": "1"}, []), ("lines", {}, []), ("off", {}, ["--no-progress"])):
         run = {}
-        r = subprocess.run([sys.executable, "-m", "utils.corpus", "--dst", str(tmp_path / name / "raw"), "--seed", "4",
-                            "--train-shards", "2", "--valid-shards", "1", "--docs-per-shard", "120", "--workers", "2",
-                            *extra], capture_output=True, text=True, env=env_with(**env), cwd=REPO)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "utils.corpus",
+                "--dst",
+                str(tmp_path / name / "raw"),
+                "--seed",
+                "4",
+                "--train-shards",
+                "2",
+                "--valid-shards",
+                "1",
+                "--docs-per-shard",
+                "120",
+                "--workers",
+                "2",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=env_with(**env),
+            cwd=REPO,
+        )
         assert r.returncode == 0, r.stderr
         run["corpus"] = r.stderr
         prefix = tmp_path / name / "tok"
-        r = subprocess.run([sys.executable, "-m", "utils.tokenize", "--input", str(shards[0]), "--output-prefix",
-                            str(prefix), "--tokenizer", str(tok_dir), "--workers", "1", *extra],
-                           capture_output=True, text=True, env=env_with(**env), cwd=REPO)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "utils.tokenize",
+                "--input",
+                str(shards[0]),
+                "--output-prefix",
+                str(prefix),
+                "--tokenizer",
+                str(tok_dir),
+                "--workers",
+                "1",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=env_with(**env),
+            cwd=REPO,
+        )
         assert r.returncode == 0, r.stderr
         run["tokenize"] = r.stderr
-        r = subprocess.run([sys.executable, "-m", "utils.subset", "--input", str(prefix), "--output-prefix",
-                            str(tmp_path / name / "cut"), "--tokens", "100", *extra],
-                           capture_output=True, text=True, env=env_with(**env), cwd=REPO)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "utils.subset",
+                "--input",
+                str(prefix),
+                "--output-prefix",
+                str(tmp_path / name / "cut"),
+                "--tokens",
+                "100",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=env_with(**env),
+            cwd=REPO,
+        )
         assert r.returncode == 0, r.stderr
         run["subset"] = r.stderr
         run["files"] = tree_bytes(tmp_path / name)
@@ -200,8 +271,10 @@ def test_corpus_tokenize_subset_progress(tmp_path, monkeypatch):
     assert "100%" in bar["corpus"] and "3/3" in bar["corpus"]
     assert "corpus: 100% 3 of 3 shards" in lines["corpus"]
     assert "100%" in bar["tokenize"] and f"{manifest['tokens']:,} tokens" in bar["tokenize"]
-    assert (f"{shards[0].name}: 100% {size:,} of {size:,} bytes" in lines["tokenize"]
-            and f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens" in lines["tokenize"])
+    assert (
+        f"{shards[0].name}: 100% {size:,} of {size:,} bytes" in lines["tokenize"]
+        and f"{manifest['documents']:,} documents, {manifest['tokens']:,} tokens" in lines["tokenize"]
+    )
     scaled = tqdm.format_sizeof(cut_bytes, divisor=1024)  # as the bar shows bytes, e.g. 2.13k
     assert "100%" in bar["subset"] and f"{scaled}/{scaled}" in bar["subset"]
     assert f"cut_text_document.bin: 100% {cut_bytes:,} of {cut_bytes:,} bytes" in lines["subset"]
@@ -257,7 +330,8 @@ def test_index_build_is_announced_and_a_cached_one_reused(smoke_data, tmp_path):
         files = sorted(os.listdir(cache))
         where = f"{cache}/{ds.unique_description_hash}-GPTDataset-valid-*"
         assert said[1].startswith("[data] eval index for 40 samples built in ") and said[1].endswith(
-            f" s, cached at {where}")
+            f" s, cached at {where}"
+        )
         assert len(said) == 2 and any(f.startswith(ds.unique_description_hash) for f in files)
         said.clear()
         build_eval_dataset(prefix, seq_length=64, num_samples=40, seed=1, tokenizer=tok, cache_dir=cache)

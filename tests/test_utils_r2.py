@@ -150,7 +150,10 @@ def test_download_then_rerun_skips_verified_files(server, tmp_path):
         assert (dst / name).read_bytes() == data
     # The tokenizer without the model weights its data set also holds; ./ prefixes stripped.
     assert sorted(str(p.relative_to(tok)) for p in paths if tok in p.parents) == [
-        "config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"
+        "config.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
     ]
     assert not (tok / "original").exists() and not list(tok.glob("*.safetensors"))
     # The listing is kept beside the files (md5sum -c works there), no partial file is left.
@@ -245,10 +248,12 @@ def test_access_login_redirect_is_reported_and_the_token_is_sent(server, tmp_pat
 
 @pytest.mark.parametrize(
     "text, message",
-    [("not a listing\n", "line 1 is not '<md5>  <path>'"),
-     (f"{'a' * 32}  ../../etc/passwd\n", "line 1 names an unsafe path '../../etc/passwd'"),
-     (f"{'a' * 32}  /abs\n", "unsafe path '/abs'"),
-     ("\n\n", "lists no files")],
+    [
+        ("not a listing\n", "line 1 is not '<md5>  <path>'"),
+        (f"{'a' * 32}  ../../etc/passwd\n", "line 1 names an unsafe path '../../etc/passwd'"),
+        (f"{'a' * 32}  /abs\n", "unsafe path '/abs'"),
+        ("\n\n", "lists no files"),
+    ],
 )
 def test_bad_listing_is_named(text, message):
     with pytest.raises(DataError, match=message):
@@ -274,8 +279,12 @@ def test_command_line_errors_without_traceback(server, tmp_path):
     cmd = [sys.executable, "-m", "utils.c4", "download-preprocessed", "--dst", str(tmp_path / "pre"), "--no-progress"]
     r = subprocess.run([*cmd, "--base-url", server.base + "/missing"], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "error: " in r.stderr and "HTTP 404" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([*cmd, "--base-url", server.base, "--tokenizer-dst", str(tmp_path / "tok")],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [*cmd, "--base-url", server.base, "--tokenizer-dst", str(tmp_path / "tok")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "pre" / BIG).read_bytes() == DATASET_FILES[BIG]
     assert (tmp_path / "tok" / "tokenizer.json").read_bytes() == TOKENIZER_FILES["tokenizer.json"]
@@ -286,5 +295,6 @@ def test_default_base_url_is_the_official_metadata_folder():
     # The reference README's URLs: BASE/llama-3-1-8b-preprocessed-c4-dataset.uri and the tokenizer's.
     assert r2.DEFAULT_BASE_URL == "https://training.mlcommons-storage.org/metadata"
     assert (r2.PREPROCESSED_DATASET, r2.TOKENIZER_DATASET) == (
-        "llama-3-1-8b-preprocessed-c4-dataset", "llama-3-1-8b-tokenizer"
+        "llama-3-1-8b-preprocessed-c4-dataset",
+        "llama-3-1-8b-tokenizer",
     )

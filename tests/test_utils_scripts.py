@@ -18,8 +18,17 @@ SCRIPTS = [REPO / "preprocess.sh", *(REPO / "utils" / name for name in WRAPPERS)
 
 def run(cmd, env=None, cwd=None):
     full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    for name in ("MERGED_C4_PATH", "PREPROCESSED_PATH", "TOKENIZER_PATH", "IMAGE", "TASK", "TASKS", "SLURM_JOB_ID",
-                 "SLURM_ARRAY_TASK_ID", "BENCHMARK_AREA"):
+    for name in (
+        "MERGED_C4_PATH",
+        "PREPROCESSED_PATH",
+        "TOKENIZER_PATH",
+        "IMAGE",
+        "TASK",
+        "TASKS",
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "BENCHMARK_AREA",
+    ):
         if env is None or name not in env:
             full_env.pop(name, None)
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd or REPO)
@@ -54,8 +63,14 @@ def test_scripts_are_strict_and_have_help():
 )
 def test_preprocess_default_tasks_follow_the_benchmark_area(tmp_path, knobs, names):
     (tmp_path / "m").mkdir()
-    env = {"MERGED_C4_PATH": str(tmp_path / "m"), "PREPROCESSED_PATH": str(tmp_path / "p"),
-           "TOKENIZER_PATH": str(tmp_path / "m"), "BENCHMARK_AREA": "", "TASKS": "", **knobs}
+    env = {
+        "MERGED_C4_PATH": str(tmp_path / "m"),
+        "PREPROCESSED_PATH": str(tmp_path / "p"),
+        "TOKENIZER_PATH": str(tmp_path / "m"),
+        "BENCHMARK_AREA": "",
+        "TASKS": "",
+        **knobs,
+    }
     r = run(["bash", "preprocess.sh", "--dry-run"], env=env)
     assert r.returncode == 0, r.stderr
     prefixes = [line.split("--output-prefix ")[1].split()[0] for line in r.stdout.splitlines()]
@@ -64,12 +79,18 @@ def test_preprocess_default_tasks_follow_the_benchmark_area(tmp_path, knobs, nam
 
 @pytest.mark.parametrize(
     "knobs, message",
-    [({"BENCHMARK_AREA": "en7"}, "BENCHMARK_AREA=en7 is unknown: choose en6 or en6+en7"),
-     ({"TASKS": "6 9"}, "TASKS has '9', which is not a task")],
+    [
+        ({"BENCHMARK_AREA": "en7"}, "BENCHMARK_AREA=en7 is unknown: choose en6 or en6+en7"),
+        ({"TASKS": "6 9"}, "TASKS has '9', which is not a task"),
+    ],
 )
 def test_preprocess_names_a_bad_area_or_task_list(tmp_path, knobs, message):
-    env = {"MERGED_C4_PATH": str(tmp_path), "PREPROCESSED_PATH": str(tmp_path), "TOKENIZER_PATH": str(tmp_path),
-           **knobs}
+    env = {
+        "MERGED_C4_PATH": str(tmp_path),
+        "PREPROCESSED_PATH": str(tmp_path),
+        "TOKENIZER_PATH": str(tmp_path),
+        **knobs,
+    }
     r = run(["bash", "preprocess.sh", "--dry-run"], env=env)
     assert r.returncode == 2 and message in r.stderr and not r.stdout
 

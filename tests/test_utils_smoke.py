@@ -143,6 +143,7 @@ def test_benchmark_side_caller_reports_the_tools_error(tmp_path):
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(DataError, match=f"smoke data set in {blocker}/smoke could not be built .*a part of "
-                       f"the path is a file"):
+    with pytest.raises(
+        DataError, match=f"smoke data set in {blocker}/smoke could not be built .*a part of the path is a file"
+    ):
         smoke_data.prepare(blocker / "smoke", seed=1234)

@@ -17,11 +17,17 @@ from benchmark.train import main, run
 from tests.helpers import mllog_events, smoke_config
 
 # A smaller model than the smoke preset, as tests/test_train.py runs it: seconds per run.
-TINY = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4",
-        "NUM_KV_GROUPS": "2", "SEQ_LENGTH": "64", "LOG_EVERY": "1000"}
+TINY = {
+    "NUM_LAYERS": "2",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "64",
+    "LOG_EVERY": "1000",
+}
 # Four steps of GBS 16, an evaluation after every two, never reaching the target.
-SHORT = {"GBS": "16", "MBS": "8", "EVAL_EVERY": "32", "EVAL_SAMPLES": "8", "MAX_TRAIN_SAMPLES": "64",
-         "TARGET": "0.01"}
+SHORT = {"GBS": "16", "MBS": "8", "EVAL_EVERY": "32", "EVAL_SAMPLES": "8", "MAX_TRAIN_SAMPLES": "64", "TARGET": "0.01"}
 
 
 def configure(smoke_data, tmp_path, **extra):
@@ -59,8 +65,11 @@ def test_tensorboard_scalars_are_the_runs_values(smoke_data, tmp_path):
     assert all(v > 0 for _, v in scalars["train/grad_norm"])
     assert [s for s, _ in scalars["train/tokens_per_s_per_device"]] == samples
     # eval loss: exactly the MLPerf log's eval_accuracy, at its samples_count
-    evals = [(e["metadata"]["samples_count"], f32(e["value"])) for e in mllog_events(tmp_path / "run.log")
-             if e["key"] == "eval_accuracy"]
+    evals = [
+        (e["metadata"]["samples_count"], f32(e["value"]))
+        for e in mllog_events(tmp_path / "run.log")
+        if e["key"] == "eval_accuracy"
+    ]
     assert scalars["eval/loss"] == evals and [s for s, _ in evals] == [32, 64]
     assert [s for s, _ in scalars["block/tokens_per_s_per_device"]] == [32, 64]
     # tokens/s of a block: its two steps' tokens over their summed step times, so between the steps' own
@@ -122,8 +131,8 @@ def _wandb_history(run_dir: Path) -> list[dict]:
         if left < 7:  # a block's tail too short for a header is padding
             pos += left
             continue
-        length, kind = int.from_bytes(data[pos + 4: pos + 6], "little"), data[pos + 6]
-        pending += data[pos + 7: pos + 7 + length]
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last piece of one
             record = wandb_internal_pb2.Record()
@@ -131,8 +140,9 @@ def _wandb_history(run_dir: Path) -> list[dict]:
             pending = b""
             if record.WhichOneof("record_type") == "history":
                 # a key with a "/" is stored as its nested parts
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in record.history.item})
+                rows.append(
+                    {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+                )
     return rows
 
 
@@ -216,22 +226,29 @@ def test_profile_ranks_beyond_the_run_are_refused(smoke_data, tmp_path):
     assert not ProfileWindow(cfg, rank=1, world_size=3, device=torch.device("cpu")).enabled
 
 
-@pytest.mark.parametrize("knobs, message", [
-    ({"PROFILE_STEPS": "4:2"}, "PROFILE_STEPS='4:2' must have 1 <= START < END"),
-    ({"PROFILE_STEPS": "3:3"}, "PROFILE_STEPS='3:3' must have 1 <= START < END"),
-    ({"PROFILE_STEPS": "0:3"}, "PROFILE_STEPS='0:3' must have 1 <= START < END"),
-    ({"PROFILE_STEPS": "a:b"}, "PROFILE_STEPS='a:b' must be START:END"),
-    ({"PROFILE_STEPS": "5"}, "PROFILE_STEPS='5' must be START:END"),
-    ({"PROFILE_STEPS": "2.5:4"}, "PROFILE_STEPS='2.5:4' must be START:END"),
-    ({"PROFILE_STEPS": "2:5", "MAX_TRAIN_SAMPLES": "64", "EVAL_EVERY": "32"},
-     "PROFILE_STEPS=2:5 ends after the run's last step: MAX_TRAIN_SAMPLES / GBS = 64 / 16 = 4 steps"),
-    ({"PROFILE_RANKS": "0;1"}, "PROFILE_RANKS='0;1' must be ranks separated by commas"),
-    ({"PROFILE_RANKS": "-1"}, "PROFILE_RANKS='-1' must be ranks separated by commas"),
-    ({"PROFILE_MEMORY": "1"}, "PROFILE_MEMORY=1 acts only with PROFILE_STEPS"),
-    ({"PROFILE_MEMORY": "1", "PROFILE_STEPS": "1:2"},
-     "PROFILE_MEMORY=1 takes a CUDA memory snapshot, and this run is on CPU"),
-    ({"PROFILE_MEMORY": "2"}, "PROFILE_MEMORY='2' is not a valid bool"),
-])
+@pytest.mark.parametrize(
+    "knobs, message",
+    [
+        ({"PROFILE_STEPS": "4:2"}, "PROFILE_STEPS='4:2' must have 1 <= START < END"),
+        ({"PROFILE_STEPS": "3:3"}, "PROFILE_STEPS='3:3' must have 1 <= START < END"),
+        ({"PROFILE_STEPS": "0:3"}, "PROFILE_STEPS='0:3' must have 1 <= START < END"),
+        ({"PROFILE_STEPS": "a:b"}, "PROFILE_STEPS='a:b' must be START:END"),
+        ({"PROFILE_STEPS": "5"}, "PROFILE_STEPS='5' must be START:END"),
+        ({"PROFILE_STEPS": "2.5:4"}, "PROFILE_STEPS='2.5:4' must be START:END"),
+        (
+            {"PROFILE_STEPS": "2:5", "MAX_TRAIN_SAMPLES": "64", "EVAL_EVERY": "32"},
+            "PROFILE_STEPS=2:5 ends after the run's last step: MAX_TRAIN_SAMPLES / GBS = 64 / 16 = 4 steps",
+        ),
+        ({"PROFILE_RANKS": "0;1"}, "PROFILE_RANKS='0;1' must be ranks separated by commas"),
+        ({"PROFILE_RANKS": "-1"}, "PROFILE_RANKS='-1' must be ranks separated by commas"),
+        ({"PROFILE_MEMORY": "1"}, "PROFILE_MEMORY=1 acts only with PROFILE_STEPS"),
+        (
+            {"PROFILE_MEMORY": "1", "PROFILE_STEPS": "1:2"},
+            "PROFILE_MEMORY=1 takes a CUDA memory snapshot, and this run is on CPU",
+        ),
+        ({"PROFILE_MEMORY": "2"}, "PROFILE_MEMORY='2' is not a valid bool"),
+    ],
+)
 def test_bad_watch_knobs_exit_2_naming_the_knob(knobs, message, monkeypatch, capsys):
     from tests.test_launcher import config_knobs
 
@@ -264,7 +281,11 @@ def test_watch_knobs_show_in_print_config(monkeypatch, capsys, tmp_path):
     assert main(["--print-config", "--profile-dir", str(tmp_path / "p")]) == 0
     log = json.loads(capsys.readouterr().out)["log"]
     assert (log["tensorboard_dir"], log["profile_steps"], log["profile_ranks"], log["profile_dir"]) == (
-        str(tmp_path / "tb"), "3:7", "all", str(tmp_path / "p"))
+        str(tmp_path / "tb"),
+        "3:7",
+        "all",
+        str(tmp_path / "p"),
+    )
     assert log["wandb_project"] == "" and log["profile_memory"] is False
 
 
@@ -275,8 +296,11 @@ def test_memory_snapshot_is_taken_over_the_window_and_a_cut_window_is_written(sm
     from benchmark.profiling import ProfileWindow
 
     calls = []
-    monkeypatch.setattr(torch.cuda.memory, "_record_memory_history",
-                        lambda enabled="all", **kw: calls.append(("record", enabled, kw.get("max_entries"))))
+    monkeypatch.setattr(
+        torch.cuda.memory,
+        "_record_memory_history",
+        lambda enabled="all", **kw: calls.append(("record", enabled, kw.get("max_entries"))),
+    )
 
     def dump(filename):
         calls.append(("dump", Path(filename).name))
@@ -291,8 +315,11 @@ def test_memory_snapshot_is_taken_over_the_window_and_a_cut_window_is_written(sm
         window.before_step(step)
         torch.ones(8).sum()
         window.after_step(step)
-    assert calls == [("record", "all", 1_000_000), ("dump", "smoke_seed4_rank0_steps2-4.memory_snapshot.pickle.tmp"),
-                     ("record", None, None)]
+    assert calls == [
+        ("record", "all", 1_000_000),
+        ("dump", "smoke_seed4_rank0_steps2-4.memory_snapshot.pickle.tmp"),
+        ("record", None, None),
+    ]
     assert (tmp_path / "p" / "smoke_seed4_rank0_steps2-4.memory_snapshot.pickle").read_bytes() == b"snapshot"
 
     # A run that ends inside the window (here: after step 2 of 2:4) writes what it recorded.

@@ -125,7 +125,10 @@ def _ceiling(path: Path, tok_json: Path, n: int, env: dict) -> tuple[float, floa
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", CEILING, str(path), str(tok_json), str(i), str(n)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for i in range(n)
     ]

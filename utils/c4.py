@@ -299,7 +299,10 @@ def compress_one(path: Path, keep: bool = False, level: int = 6) -> Path:
 
 
 def compress(
-    folder: str | Path, workers: int = 1, keep: bool = False, log: Callable[[str], None] | None = None,
+    folder: str | Path,
+    workers: int = 1,
+    keep: bool = False,
+    log: Callable[[str], None] | None = None,
     progress: bool = False,
 ):
     """Gzip every `*.json` file in `folder` (not recursive), `workers` files at a time.
@@ -399,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--dst", required=True, type=Path, help="output folder (PREPROCESSED_PATH)")
     r.add_argument("--tokenizer-dst", type=Path, default=None, help="also fetch the tokenizer here (TOKENIZER_PATH)")
     r.add_argument(
-        "--base-url", default=None,
+        "--base-url",
+        default=None,
         help="metadata folder holding NAME.uri and NAME.md5 (default: the official MLCommons one)",
     )
     r.add_argument("--retries", type=int, default=3, help="resumes within one run after a cut (default 3)")
@@ -437,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
             if a.retries < 0:
                 p.error(f"--retries {a.retries}: give 0 or more")
             r2.download_preprocessed(
-                a.dst, a.tokenizer_dst, base_url=a.base_url or r2.DEFAULT_BASE_URL, retries=a.retries,
+                a.dst,
+                a.tokenizer_dst,
+                base_url=a.base_url or r2.DEFAULT_BASE_URL,
+                retries=a.retries,
                 progress=progress,
             )
     except DataError as e:
@@ -446,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(
             "interrupted: finished outputs are kept, the one in progress was not written "
-            "(download-preprocessed resumes it when run again)", file=sys.stderr,
+            "(download-preprocessed resumes it when run again)",
+            file=sys.stderr,
         )
         return 130
     return 0

@@ -51,8 +51,31 @@ from utils.fileio import DataError, atomic_output
 # Document length in tokens: log-normal around C4 en's median, with its long tail, clipped.
 MEDIAN_TOKENS, SIGMA, MIN_TOKENS, MAX_TOKENS = 400, 0.85, 40, 8000
 # Files that hold code, markup for machines or binary data rather than prose.
-SKIP_SUFFIXES = (".png", ".gif", ".jpg", ".jpeg", ".svg", ".ico", ".css", ".js", ".c", ".h", ".cc", ".py",
-                 ".pl", ".sh", ".awk", ".cocci", ".xml", ".json", ".yaml", ".yml", ".pem", ".pdf", ".ps")
+SKIP_SUFFIXES = (
+    ".png",
+    ".gif",
+    ".jpg",
+    ".jpeg",
+    ".svg",
+    ".ico",
+    ".css",
+    ".js",
+    ".c",
+    ".h",
+    ".cc",
+    ".py",
+    ".pl",
+    ".sh",
+    ".awk",
+    ".cocci",
+    ".xml",
+    ".json",
+    ".yaml",
+    ".yml",
+    ".pem",
+    ".pdf",
+    ".ps",
+)
 MAX_FILE_BYTES = 8_000_000
 _SPACE = re.compile(r"\s+")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -61,9 +84,11 @@ _PLAIN_WORD = re.compile(r"\(?[A-Za-z][a-z'\-]*[,.;:!?)\"']*")
 _TAG = re.compile(r"<[^>]+>")
 _SCRIPT = re.compile(r"(?is)<(script|style)[^>]*>.*?</\1>")
 _BLOCK_TAG = re.compile(r"(?i)</?(p|div|br|li|ul|ol|h\d|pre|tr|table|dd|dt|blockquote)\b[^>]*>")
-_DOMAIN_WORDS = ("amber birch brook canyon cedar clover coast cobalt delta ember fern harbor hollow iron "
-                 "juniper lantern maple meadow north orchard pine prairie quarry ridge river sage summit "
-                 "timber valley willow").split()
+_DOMAIN_WORDS = (
+    "amber birch brook canyon cedar clover coast cobalt delta ember fern harbor hollow iron "
+    "juniper lantern maple meadow north orchard pine prairie quarry ridge river sage summit "
+    "timber valley willow"
+).split()
 
 
 def paragraphs(text: str) -> list[str]:
@@ -162,16 +187,24 @@ def _render_man(path: str) -> tuple[str, list[str]]:
     """One man page as text through groff (long lines, no hyphenation, no overstrike)."""
     try:
         page = gzip.decompress(Path(path).read_bytes()) if path.endswith(".gz") else Path(path).read_bytes()
-        text = subprocess.run(["groff", "-man", "-Tutf8", "-rHY=0", "-dAD=l", "-rLL=3000n", "-P-cbou"],
-                              input=page, capture_output=True, timeout=60).stdout.decode("utf-8", "replace")
+        text = subprocess.run(
+            ["groff", "-man", "-Tutf8", "-rHY=0", "-dAD=l", "-rLL=3000n", "-P-cbou"],
+            input=page,
+            capture_output=True,
+            timeout=60,
+        ).stdout.decode("utf-8", "replace")
     except (OSError, EOFError, subprocess.SubprocessError):
         return path, []
     return path, prose(text)
 
 
 def man_sources(roots: list[Path], workers: int) -> list[tuple[str, list[str]]]:
-    pages = [str(p) for root in roots for p in _files(root)
-             if re.fullmatch(r"man[1-8]", p.parent.name) and not p.is_symlink()]
+    pages = [
+        str(p)
+        for root in roots
+        for p in _files(root)
+        if re.fullmatch(r"man[1-8]", p.parent.name) and not p.is_symlink()
+    ]
     if not pages:
         return []
     if shutil.which("groff") is None:
@@ -208,8 +241,10 @@ def chars_per_token(sources: list[tuple[str, list[str]]], tokenizer_dir: Path, r
 
     tok_file = tokenizer_dir / "tokenizer.json"
     if not tok_file.is_file():
-        raise DataError(f"--tokenizer {tokenizer_dir}: no tokenizer.json there; give a Hugging Face "
-                        "tokenizer folder or --chars-per-token")
+        raise DataError(
+            f"--tokenizer {tokenizer_dir}: no tokenizer.json there; give a Hugging Face "
+            "tokenizer folder or --chars-per-token"
+        )
     tok = Tokenizer.from_file(str(tok_file))
     sample = [p for _, paras in rng.sample(sources, min(400, len(sources))) for p in paras[:20]]
     tokens = sum(len(e.ids) for e in tok.encode_batch(sample, add_special_tokens=False))
@@ -224,8 +259,9 @@ def _url(rng: random.Random, first: str) -> str:
 
 
 def _timestamp(rng: random.Random) -> str:
-    return (f"2019-04-{rng.randint(18, 26):02d}T{rng.randint(0, 23):02d}:"
-            f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z")
+    return (
+        f"2019-04-{rng.randint(18, 26):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
+    )
 
 
 def documents(sources: list[tuple[str, list[str]]], n_docs: int, cpt: float, rng: random.Random):
@@ -265,27 +301,44 @@ def documents(sources: list[tuple[str, list[str]]], n_docs: int, cpt: float, rng
         yield "\n".join(parts)
 
 
-def write_corpus(dst: Path, n_docs: int, seed: int, folders: dict[str, list[Path]], *,
-                 tokenizer: Path | None = None, cpt: float | None = None, workers: int = 1) -> dict:
+def write_corpus(
+    dst: Path,
+    n_docs: int,
+    seed: int,
+    folders: dict[str, list[Path]],
+    *,
+    tokenizer: Path | None = None,
+    cpt: float | None = None,
+    workers: int = 1,
+) -> dict:
     """Write dst (gzip'd JSON lines); return what went in: sources, paragraphs, chars/token, chars."""
     rng = random.Random(seed)
     sources = collect(folders, workers)
     if not sources:
         named = ", ".join(str(p) for kind in ("man", "text", "python") for p in folders[kind]) or "none"
-        raise DataError(f"no English prose found in the source folders ({named}); name folders with text "
-                        "with --text-dir, --python-dir or --man-dir")
+        raise DataError(
+            f"no English prose found in the source folders ({named}); name folders with text "
+            "with --text-dir, --python-dir or --man-dir"
+        )
     if cpt is None:
         cpt = chars_per_token(sources, tokenizer, rng)
     chars = 0
-    with atomic_output(dst) as tmp, open(tmp, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz:
+    with (
+        atomic_output(dst) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz,
+    ):
         for text in documents(sources, n_docs, cpt, rng):
             chars += len(text)
             record = {"text": text, "timestamp": _timestamp(rng), "url": _url(rng, text)}
             gz.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
-    return {"sources": len(sources), "paragraphs": sum(len(p) for _, p in sources),
-            "unique_chars": sum(len(x) + 1 for _, p in sources for x in p), "chars_per_token": cpt,
-            "chars": chars}
+    return {
+        "sources": len(sources),
+        "paragraphs": sum(len(p) for _, p in sources),
+        "unique_chars": sum(len(x) + 1 for _, p in sources for x in p),
+        "chars_per_token": cpt,
+        "chars": chars,
+    }
 
 
 def _positive_int(text: str) -> int:
@@ -304,17 +357,24 @@ def _positive_float(text: str) -> float:
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.c4like", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog="python -m utils.c4like",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--dst", required=True, type=Path, help="output file, C4 format (.json.gz)")
     p.add_argument("--docs", type=_positive_int, default=30000, help="documents (default %(default)s)")
     p.add_argument("--seed", type=int, default=1234, help="same sources and seed, same bytes (default 1234)")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--tokenizer", type=Path, help="Hugging Face tokenizer folder that sizes documents in tokens")
     size.add_argument("--chars-per-token", type=_positive_float, help="size documents with this ratio instead")
-    p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
-                   help="processes rendering man pages (default: all cores)")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="processes rendering man pages (default: all cores)",
+    )
     p.add_argument("--text-dir", type=Path, action="append", help="folder of text files (repeatable)")
     p.add_argument("--python-dir", type=Path, action="append", help="folder of Python files (repeatable)")
     p.add_argument("--man-dir", type=Path, action="append", help="folder with man1..man8 (repeatable)")
@@ -325,14 +385,17 @@ def main(argv: list[str] | None = None) -> int:
     if not a.dst.name.endswith(".json.gz"):
         p.error(f"--dst {a.dst}: name it *.json.gz, the C4 file format")
     try:
-        info = write_corpus(a.dst, a.docs, a.seed, folders, tokenizer=a.tokenizer, cpt=a.chars_per_token,
-                            workers=a.workers)
+        info = write_corpus(
+            a.dst, a.docs, a.seed, folders, tokenizer=a.tokenizer, cpt=a.chars_per_token, workers=a.workers
+        )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {a.docs} documents, {info['chars'] / 1e6:.1f} MB of text, to {a.dst} "
-          f"({info['sources']} sources, {info['paragraphs']} unique paragraphs, "
-          f"{info['unique_chars'] / 1e6:.1f} MB; {info['chars_per_token']:.3f} chars/token)")
+    print(
+        f"wrote {a.docs} documents, {info['chars'] / 1e6:.1f} MB of text, to {a.dst} "
+        f"({info['sources']} sources, {info['paragraphs']} unique paragraphs, "
+        f"{info['unique_chars'] / 1e6:.1f} MB; {info['chars_per_token']:.3f} chars/token)"
+    )
     return 0
 
 

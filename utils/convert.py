@@ -70,12 +70,21 @@ CONTEXT_DIR = "context"
 TOKENIZER_DIR = "nemo_tokenizer"
 # Files of a Hugging Face tokenizer folder (whichever the source has are carried along).
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
 )
 # Modules that carry an `_extra_state` object in a TransformerEngine-spec checkpoint.
 LAYER_EXTRA_STATES = (
-    "self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2",
+    "self_attention.linear_qkv",
+    "self_attention.linear_proj",
+    "mlp.linear_fc1",
+    "mlp.linear_fc2",
 )
 # Hugging Face shards at most this large, as `save_pretrained` does by default in transformers 4.
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
@@ -141,12 +150,14 @@ def nemo_model_yaml(arch: LlamaArch, dtype: torch.dtype) -> dict:
         "params_dtype": {"_target_": f"torch.{_DTYPE_NAMES[dtype]}", "_call_": False},
     }
     if scaled:
-        config.update({
-            "scale_factor": arch.rope_scaling["factor"],
-            "low_freq_factor": arch.rope_scaling["low_freq_factor"],
-            "high_freq_factor": arch.rope_scaling["high_freq_factor"],
-            "old_context_len": arch.rope_scaling["original_max_position_embeddings"],
-        })
+        config.update(
+            {
+                "scale_factor": arch.rope_scaling["factor"],
+                "low_freq_factor": arch.rope_scaling["low_freq_factor"],
+                "high_freq_factor": arch.rope_scaling["high_freq_factor"],
+                "old_context_len": arch.rope_scaling["original_max_position_embeddings"],
+            }
+        )
     if arch.generation_config:
         config["generation_config"] = arch.generation_config
     return {"_target_": "nemo.collections.llm.gpt.model.llama.LlamaModel", "config": config}
@@ -156,8 +167,10 @@ def read_nemo_arch(nemo_dir: Path, meta: dict[str, Any], prefix: str) -> LlamaAr
     """The architecture from context/model.yaml (ours or NeMo's), checked against the weights."""
     yaml_path = nemo_dir / CONTEXT_DIR / "model.yaml"
     if not yaml_path.is_file():
-        raise ConvertError(f"{nemo_dir} has no {CONTEXT_DIR}/model.yaml: the attention head counts of "
-                           f"the checkpoint cannot be known without it")
+        raise ConvertError(
+            f"{nemo_dir} has no {CONTEXT_DIR}/model.yaml: the attention head counts of "
+            f"the checkpoint cannot be known without it"
+        )
     doc = yaml.safe_load(yaml_path.read_text()) or {}
     cfg = doc.get("config", doc)
     source = str(yaml_path)
@@ -179,14 +192,18 @@ def read_nemo_arch(nemo_dir: Path, meta: dict[str, Any], prefix: str) -> LlamaAr
                 "low_freq_factor": float(cfg.get("low_freq_factor", 1.0)),
                 "high_freq_factor": float(cfg.get("high_freq_factor", 4.0)),
                 "original_max_position_embeddings": int(cfg.get("old_context_len", 8192)),
-            } if scaled else None,
+            }
+            if scaled
+            else None,
             init_std=float(cfg.get("init_method_std", 0.02)),
         )
     except KeyError as e:
         raise ConvertError(f"{source} lacks {e.args[0]!r}") from None
     if cfg.get("kv_channels") not in (None, arch.head_dim):
-        raise ConvertError(f"{source}: kv_channels {cfg['kv_channels']} differs from hidden_size / "
-                           f"num_attention_heads = {arch.head_dim}, which this converter assumes")
+        raise ConvertError(
+            f"{source}: kv_channels {cfg['kv_channels']} differs from hidden_size / "
+            f"num_attention_heads = {arch.head_dim}, which this converter assumes"
+        )
     if cfg.get("share_embeddings_and_output_weights"):
         raise ConvertError(f"{source}: tied input/output embeddings are not supported")
     generation = cfg.get("generation_config")
@@ -199,13 +216,20 @@ def read_nemo_arch(nemo_dir: Path, meta: dict[str, Any], prefix: str) -> LlamaAr
 # Safetensors, written
 
 _ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
-                torch.float64: "float64"}
+_DTYPE_NAMES = {
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.float64: "float64",
+}
 
 
-def _write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], torch.dtype]],
-                       produce: Callable[[str], torch.Tensor],
-                       on_tensor: Callable[[int], None] = lambda n: None) -> None:
+def _write_safetensors(
+    path: Path,
+    tensors: list[tuple[str, tuple[int, ...], torch.dtype]],
+    produce: Callable[[str], torch.Tensor],
+    on_tensor: Callable[[int], None] = lambda n: None,
+) -> None:
     """Write a safetensors file whose header is known in advance; tensors are produced one by one.
 
     Written here rather than with safetensors.torch.save_file, which takes every tensor of the file
@@ -227,6 +251,7 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], tor
                 raise ConvertError(f"internal: {name} produced {tuple(t.shape)} {t.dtype}, planned {shape} {dtype}")
             f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
             on_tensor(1)
+
 
 # ----------------------------------------------------------------------------------------------
 # Megatron-Core dist-checkpointing in a plain (CPU, single) process
@@ -254,8 +279,7 @@ def staged_output(dst: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `dst`; rename it to `dst` on success, delete it on failure."""
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise ConvertError(f"destination {dst} already exists and is not empty: choose a new folder "
-                           f"or remove it")
+        raise ConvertError(f"destination {dst} already exists and is not empty: choose a new folder or remove it")
     dst.parent.mkdir(parents=True, exist_ok=True)
     # A killed conversion leaves its whole staging folder (the size of the model): clear those of
     # dead runs before staging this one.
@@ -292,8 +316,9 @@ def _copy_tokenizer(src: Path, dst: Path) -> list[str]:
 # HF -> NeMo
 
 
-def _nemo_sharded_state_dict(arch: LlamaArch, layers: list[tuple[int, dict[str, torch.Tensor]]],
-                             singles: dict[str, torch.Tensor]) -> dict:
+def _nemo_sharded_state_dict(
+    arch: LlamaArch, layers: list[tuple[int, dict[str, torch.Tensor]]], singles: dict[str, torch.Tensor]
+) -> dict:
     """The sharded state dict NeMo saves for a Llama, built from whole (unsharded) tensors: `layers`
     from hf_layer_to_nemo, `singles` the tensors outside the layers by their Megatron names. Keys go
     in the key map's order (the embedding, the layers, the final norm, the output layer)."""
@@ -315,12 +340,14 @@ def _nemo_sharded_state_dict(arch: LlamaArch, layers: list[tuple[int, dict[str, 
             key = f"{PREFIX}decoder.layers.{name}"
             # One global [num_layers, ...] tensor per name; this layer is slice i of axis 0.
             sd[f"{PREFIX}decoder.layers.{i}.{name}"] = ShardedTensor.from_rank_offsets(
-                key, tensor, (0, i, n), replica_id=0, prepend_axis_num=1)
+                key, tensor, (0, i, n), replica_id=0, prepend_axis_num=1
+            )
         for module in LAYER_EXTRA_STATES:
             key = f"{PREFIX}decoder.layers.{module}._extra_state"
             # TransformerEngine's extra state with FP8 off: an empty byte tensor.
             sd[f"{PREFIX}decoder.layers.{i}.{module}._extra_state"] = ShardedObject(
-                key, torch.empty(0, dtype=torch.uint8), (n,), (i,), replica_id=0)
+                key, torch.empty(0, dtype=torch.uint8), (n,), (i,), replica_id=0
+            )
     add_singles(order[first_layer:])
     # GPTModel drops the output layer's (empty) extra state from its checkpoints, so none is written.
     return sd
@@ -336,8 +363,9 @@ def save_nemo_weights(weights_dir: Path, sharded: dict, step: int = 0) -> None:
         dist_checkpointing.save(checkpoint, str(weights_dir), content_metadata={})
 
 
-def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[str], None] = print,
-               progress: bool = False) -> dict:
+def hf_to_nemo(
+    src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[str], None] = print, progress: bool = False
+) -> dict:
     """Convert a Hugging Face Llama folder into a NeMo 2 checkpoint folder; returns a summary.
     `progress`: a bar on stderr over the tensors read (the torch_dist save that follows has none)."""
     start = time.perf_counter()
@@ -353,8 +381,9 @@ def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[st
         with Bar(len(arch.hf_shapes()), "reading", "tensors", enabled=progress) as bar:
             hf.on_read = bar.update
             layers = [(i, hf_layer_to_nemo(hf, i, shape)) for i in range(arch.num_layers)]
-            singles = {mg: km.to_megatron(hf.get, mg, shape) for mg in km.megatron_sources()
-                       if not km.is_layer_name(mg)}
+            singles = {
+                mg: km.to_megatron(hf.get, mg, shape) for mg in km.megatron_sources() if not km.is_layer_name(mg)
+            }
             sharded = _nemo_sharded_state_dict(arch, layers, singles)
             del singles
         del layers
@@ -366,10 +395,17 @@ def hf_to_nemo(src: str | os.PathLike, dst: str | os.PathLike, log: Callable[[st
         context.mkdir()
         (context / "model.yaml").write_text(yaml.safe_dump(nemo_model_yaml(arch, dtype), sort_keys=False))
         copied = _copy_tokenizer(src, context / TOKENIZER_DIR)
-    summary = {"direction": "hf-to-nemo", "src": str(src), "dst": str(dst), "tokenizer_files": copied,
-               "wall_s": round(time.perf_counter() - start, 2), "peak_rss_gib": round(peak_rss_gib(), 3)}
+    summary = {
+        "direction": "hf-to-nemo",
+        "src": str(src),
+        "dst": str(dst),
+        "tokenizer_files": copied,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "peak_rss_gib": round(peak_rss_gib(), 3),
+    }
     log(f"wrote {dst}: {summary['wall_s']} s, peak RSS {summary['peak_rss_gib']} GiB")
     return summary
+
 
 def _plan_shards(names: list[str], nbytes: dict[str, int], max_shard_bytes: int) -> list[list[str]]:
     shards: list[list[str]] = [[]]
@@ -383,8 +419,14 @@ def _plan_shards(names: list[str], nbytes: dict[str, int], max_shard_bytes: int)
     return shards
 
 
-def nemo_to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-               log: Callable[[str], None] = print, progress: bool = False) -> dict:
+def nemo_to_hf(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+) -> dict:
     """Convert a NeMo 2 Llama checkpoint folder into a Hugging Face folder; returns a summary.
     `progress`: a bar on stderr over the tensors written."""
     with process_group(single=False):  # one group for the many reads below
@@ -406,8 +448,11 @@ def _nemo_to_hf(src: Path, dst: Path, max_shard_bytes: int, log: Callable[[str],
     names = [name for hf, _, _ in km.KEY_MAP for name in km.expand(hf, arch.num_layers)]
     nbytes = {n: torch.Size(s).numel() * dtype.itemsize for n, s in hf_shapes.items()}
     shards = _plan_shards(names, nbytes, max_shard_bytes)
-    files = (["model.safetensors"] if len(shards) == 1 else
-             [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))])
+    files = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
+    )
 
     patterns = {hf.format(i=i): (hf, i) for hf, _, _ in km.KEY_MAP for i in km.layer_numbers(hf, arch.num_layers)}
 
@@ -425,18 +470,28 @@ def _nemo_to_hf(src: Path, dst: Path, max_shard_bytes: int, log: Callable[[str],
             for file, shard in zip(files, shards, strict=True):
                 _write_safetensors(out / file, [(n, hf_shapes[n], dtype) for n in shard], produce, bar.update)
         if len(files) > 1:
-            index = {"metadata": {"total_size": sum(nbytes.values())},
-                     "weight_map": {n: f for f, shard in zip(files, shards, strict=True) for n in shard}}
+            index = {
+                "metadata": {"total_size": sum(nbytes.values())},
+                "weight_map": {n: f for f, shard in zip(files, shards, strict=True) for n in shard},
+            }
             (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
         (out / "config.json").write_text(json.dumps(hf_config_dict(arch, dtype), indent=2) + "\n")
         if arch.generation_config:
             (out / "generation_config.json").write_text(json.dumps(arch.generation_config, indent=2) + "\n")
         copied = _copy_tokenizer(src / CONTEXT_DIR / TOKENIZER_DIR, out)
-    summary = {"direction": "nemo-to-hf", "src": str(src), "dst": str(dst), "files": files,
-               "tokenizer_files": copied, "step": nemo.step(),
-               "wall_s": round(time.perf_counter() - start, 2), "peak_rss_gib": round(peak_rss_gib(), 3)}
+    summary = {
+        "direction": "nemo-to-hf",
+        "src": str(src),
+        "dst": str(dst),
+        "files": files,
+        "tokenizer_files": copied,
+        "step": nemo.step(),
+        "wall_s": round(time.perf_counter() - start, 2),
+        "peak_rss_gib": round(peak_rss_gib(), 3),
+    }
     log(f"wrote {dst}: {summary['wall_s']} s, peak RSS {summary['peak_rss_gib']} GiB")
     return summary
+
 
 # ----------------------------------------------------------------------------------------------
 # Command line
@@ -446,25 +501,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m utils.convert",
         description="Convert Llama checkpoints between Hugging Face (safetensors + config.json) and "
-                    "NeMo 2 (context/ + weights/ as a Megatron-Core torch_dist checkpoint). NeMo is not "
-                    "needed. The destination must not exist or be empty; it appears only when complete.",
+        "NeMo 2 (context/ + weights/ as a Megatron-Core torch_dist checkpoint). NeMo is not "
+        "needed. The destination must not exist or be empty; it appears only when complete.",
     )
-    parser.add_argument("--summary", metavar="JSON", help="also write what was done (wall time, peak RSS, "
-                        "files) to this JSON file")
+    parser.add_argument(
+        "--summary", metavar="JSON", help="also write what was done (wall time, peak RSS, files) to this JSON file"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    a = sub.add_parser("hf-to-nemo", help="Hugging Face Llama folder -> NeMo 2 checkpoint folder",
-                       description="Hugging Face Llama folder -> NeMo 2 checkpoint folder (weights keep "
-                                   "their dtype; tokenizer files go to context/nemo_tokenizer).")
+    a = sub.add_parser(
+        "hf-to-nemo",
+        help="Hugging Face Llama folder -> NeMo 2 checkpoint folder",
+        description="Hugging Face Llama folder -> NeMo 2 checkpoint folder (weights keep "
+        "their dtype; tokenizer files go to context/nemo_tokenizer).",
+    )
     a.add_argument("--src", required=True, help="Hugging Face folder: config.json and *.safetensors")
     a.add_argument("--dst", required=True, help="NeMo 2 folder to create")
     add_flag(a)
-    b = sub.add_parser("nemo-to-hf", help="NeMo 2 checkpoint folder -> Hugging Face Llama folder",
-                       description="NeMo 2 checkpoint folder (ours or NeMo's) -> Hugging Face folder that "
-                                   "transformers' LlamaForCausalLM.from_pretrained loads.")
+    b = sub.add_parser(
+        "nemo-to-hf",
+        help="NeMo 2 checkpoint folder -> Hugging Face Llama folder",
+        description="NeMo 2 checkpoint folder (ours or NeMo's) -> Hugging Face folder that "
+        "transformers' LlamaForCausalLM.from_pretrained loads.",
+    )
     b.add_argument("--src", required=True, help="NeMo 2 folder: context/model.yaml and weights/")
     b.add_argument("--dst", required=True, help="Hugging Face folder to create")
-    b.add_argument("--max-shard-gb", type=float, default=DEFAULT_MAX_SHARD_BYTES / 1e9,
-                   help="largest safetensors file, in GB (default %(default)s)")
+    b.add_argument(
+        "--max-shard-gb",
+        type=float,
+        default=DEFAULT_MAX_SHARD_BYTES / 1e9,
+        help="largest safetensors file, in GB (default %(default)s)",
+    )
     add_flag(b)
     return parser
 

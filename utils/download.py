@@ -54,8 +54,14 @@ class Source:
     def list_sizes(self) -> dict[str, int]:
         raise NotImplementedError
 
-    def fetch(self, names: list[str], into: Path, workers: int, done: Callable[[str], None] = lambda n: None,
-              show: bool = False) -> None:
+    def fetch(
+        self,
+        names: list[str],
+        into: Path,
+        workers: int,
+        done: Callable[[str], None] = lambda n: None,
+        show: bool = False,
+    ) -> None:
         raise NotImplementedError
 
 
@@ -71,8 +77,14 @@ class LocalSource(Source):
             raise DataError(f"{self.folder}: source folder not found")
         return {p.name: p.stat().st_size for p in self.folder.iterdir() if p.is_file()}
 
-    def fetch(self, names: list[str], into: Path, workers: int, done: Callable[[str], None] = lambda n: None,
-              show: bool = False) -> None:
+    def fetch(
+        self,
+        names: list[str],
+        into: Path,
+        workers: int,
+        done: Callable[[str], None] = lambda n: None,
+        show: bool = False,
+    ) -> None:
         def one(name: str) -> None:
             shutil.copyfile(self.folder / name, into / name)
             done(name)
@@ -113,8 +125,14 @@ class HFSource(Source):
                 "network, or use --source rclone/local"
             ) from None
 
-    def fetch(self, names: list[str], into: Path, workers: int, done: Callable[[str], None] = lambda n: None,
-              show: bool = False) -> None:
+    def fetch(
+        self,
+        names: list[str],
+        into: Path,
+        workers: int,
+        done: Callable[[str], None] = lambda n: None,
+        show: bool = False,
+    ) -> None:
         if self._download is None:
             from huggingface_hub import hf_hub_download
             from huggingface_hub.utils import disable_progress_bars
@@ -177,8 +195,14 @@ class RcloneSource(Source):
             raise DataError(f"rclone could not list {self.remote}: {_first_line(e)}") from None
         return {e["Name"]: int(e["Size"]) for e in entries}
 
-    def fetch(self, names: list[str], into: Path, workers: int, done: Callable[[str], None] = lambda n: None,
-              show: bool = False) -> None:
+    def fetch(
+        self,
+        names: list[str],
+        into: Path,
+        workers: int,
+        done: Callable[[str], None] = lambda n: None,
+        show: bool = False,
+    ) -> None:
         self._check()
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             f.write("".join(n + "\n" for n in names))

@@ -72,8 +72,15 @@ class Bar:
     """
 
     def __init__(
-        self, total: int | None, desc: str, unit: str = "B", *, initial: int = 0, enabled: bool = True,
-        interval: float = LINE_INTERVAL_S, stream=None,
+        self,
+        total: int | None,
+        desc: str,
+        unit: str = "B",
+        *,
+        initial: int = 0,
+        enabled: bool = True,
+        interval: float = LINE_INTERVAL_S,
+        stream=None,
     ):
         self.stream = stream if stream is not None else sys.stderr
         self.mode = mode(enabled, self.stream)
@@ -89,9 +96,16 @@ class Bar:
 
             is_bytes = unit == "B"
             self._tqdm = tqdm(
-                total=total, initial=initial, desc=desc, unit=unit,
-                unit_scale=is_bytes, unit_divisor=1024 if is_bytes else 1000, file=self.stream,
-                dynamic_ncols=True, mininterval=0.5, leave=True,
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit=unit,
+                unit_scale=is_bytes,
+                unit_divisor=1024 if is_bytes else 1000,
+                file=self.stream,
+                dynamic_ncols=True,
+                mininterval=0.5,
+                leave=True,
             )
 
     def update(self, n: int = 1) -> None:
@@ -151,7 +165,8 @@ class Bar:
 def add_flag(parser) -> None:
     """The `--no-progress` flag every tool takes, with the same help."""
     parser.add_argument(
-        "--no-progress", action="store_true",
+        "--no-progress",
+        action="store_true",
         help="no progress on stderr (also PROGRESS=0); by default a bar on a terminal, else a plain "
         "line a minute; PROGRESS=1 forces bars",
     )

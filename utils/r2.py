@@ -203,7 +203,13 @@ def _disk_error(path: Path, e: OSError) -> DataError:
 
 
 def fetch_file(
-    url: str, dst: Path, md5: str, client: Client, *, retries: int = 3, progress: bool = True,
+    url: str,
+    dst: Path,
+    md5: str,
+    client: Client,
+    *,
+    retries: int = 3,
+    progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> int:
     """Make dst a complete copy of url whose md5 is `md5`; resumes a `.NAME.partial`. Returns its size."""
@@ -325,8 +331,14 @@ def _still_verified(record: dict, path: Path, md5: str) -> bool:
 
 
 def download_dataset(
-    dataset: str, dst: str | os.PathLike, *, base_url: str = DEFAULT_BASE_URL, client: Client | None = None,
-    select: Callable[[list[Entry]], list[Entry]] | None = None, retries: int = 3, progress: bool = True,
+    dataset: str,
+    dst: str | os.PathLike,
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    client: Client | None = None,
+    select: Callable[[list[Entry]], list[Entry]] | None = None,
+    retries: int = 3,
+    progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     """Make dst hold every (selected) file of the data set, each verified by size and md5."""
@@ -362,8 +374,13 @@ def download_dataset(
                 continue
             log(f"{entry.path}: present but its md5 differs from the listing; fetching it again")
         size = fetch_file(
-            f"{folder_url}/{urllib.parse.quote(entry.path)}", path, entry.md5, client, retries=retries,
-            progress=progress, log=log,
+            f"{folder_url}/{urllib.parse.quote(entry.path)}",
+            path,
+            entry.md5,
+            client,
+            retries=retries,
+            progress=progress,
+            log=log,
         )
         _record(dst, records, entry, path)
         log(f"{entry.path}: {size:,} bytes, md5 ok")
@@ -381,8 +398,14 @@ def _record(folder: Path, records: dict, entry: Entry, path: Path) -> None:
 
 
 def download_preprocessed(
-    dst: str | os.PathLike, tokenizer_dst: str | os.PathLike | None = None, *, base_url: str = DEFAULT_BASE_URL,
-    retries: int = 3, progress: bool = True, log: Callable[[str], None] = print, client: Client | None = None,
+    dst: str | os.PathLike,
+    tokenizer_dst: str | os.PathLike | None = None,
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    retries: int = 3,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    client: Client | None = None,
 ) -> list[Path]:
     """The official pre-tokenized C4 of the 8B benchmark into dst, and its tokenizer (no weights)."""
     client = client or Client()
@@ -391,8 +414,13 @@ def download_preprocessed(
     )
     if tokenizer_dst is not None:
         paths += download_dataset(
-            TOKENIZER_DATASET, tokenizer_dst, base_url=base_url, client=client, select=tokenizer_files,
-            retries=retries, progress=progress, log=log,
+            TOKENIZER_DATASET,
+            tokenizer_dst,
+            base_url=base_url,
+            client=client,
+            select=tokenizer_files,
+            retries=retries,
+            progress=progress,
+            log=log,
         )
     return paths
-

@@ -191,8 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--dst", required=True, type=Path, help="root folder of the embedded dataset")
     p.add_argument("--seed", type=int, default=1234, help="corpus seed (default 1234)")
-    p.add_argument("--summary", metavar="JSON", type=Path,
-                   help="also write where the data set is (the fields of SmokeData) to this JSON file")
+    p.add_argument(
+        "--summary",
+        metavar="JSON",
+        type=Path,
+        help="also write where the data set is (the fields of SmokeData) to this JSON file",
+    )
     a = p.parse_args(argv)
     try:
         d = prepare(a.dst, a.seed)

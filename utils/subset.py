@@ -83,8 +83,11 @@ def cut(input_prefix: str | os.PathLike, output_prefix: str | os.PathLike, token
     tmp_bin, tmp_idx = tmp_path(bin_path(out)), tmp_path(idx_path(out))
     try:
         n_bytes = n_tokens * r.dtype.itemsize
-        with open(bin_path(r.prefix), "rb") as src, open(tmp_bin, "wb") as dst, \
-                Bar(n_bytes, bin_path(out).name, "B", enabled=progress) as bar:
+        with (
+            open(bin_path(r.prefix), "rb") as src,
+            open(tmp_bin, "wb") as dst,
+            Bar(n_bytes, bin_path(out).name, "B", enabled=progress) as bar,
+        ):
             _copy_bytes(src, dst, n_bytes, bar.update)
         write_index(tmp_idx, r.dtype, np.asarray(r.lengths[:n_seq]), np.asarray(r.doc_index[: k + 1]))
         # As in utils.tokenize: old manifest and index go first, the index is renamed last.

@@ -218,8 +218,10 @@ def tokenize_file(
     t0 = time.perf_counter()
     results = None
     try:
-        with LineReader(input_path) as reader, Bar(input_path.stat().st_size, input_path.name, "B",
-                                                   enabled=progress) as bar:
+        with (
+            LineReader(input_path) as reader,
+            Bar(input_path.stat().st_size, input_path.name, "B", enabled=progress) as bar,
+        ):
             chunks = reader.blocks(chunk_bytes)
             if workers == 1:
                 _init_encoder(tok, eod)

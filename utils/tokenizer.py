@@ -217,8 +217,7 @@ def download(
         )
     except hf_errors.HFValidationError as e:
         raise DataError(
-            f"--repo {repo_id!r} is not a Hugging Face repository id ({e}); give OWNER/NAME, "
-            f"e.g. {LLAMA31_REPO}"
+            f"--repo {repo_id!r} is not a Hugging Face repository id ({e}); give OWNER/NAME, e.g. {LLAMA31_REPO}"
         ) from None
     except hf_errors.GatedRepoError:
         raise DataError(

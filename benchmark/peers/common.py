@@ -42,27 +42,43 @@ def non_negative_int(text: str) -> int:
 def add_arguments(p: argparse.ArgumentParser, layers: int) -> None:
     """The flags both peers take; `layers` is the default number of decoder layers."""
     m = ModelConfig()
-    p.add_argument("--layers", type=positive_int, default=layers,
-                   help=f"decoder layers (default {layers}; the 8B model has {m.num_layers})")
+    p.add_argument(
+        "--layers",
+        type=positive_int,
+        default=layers,
+        help=f"decoder layers (default {layers}; the 8B model has {m.num_layers})",
+    )
     p.add_argument("--seq", type=positive_int, default=m.seq_length, help="tokens per sequence (default %(default)s)")
     p.add_argument("--mbs", type=positive_int, default=1, help="sequences per step and device (default 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--steps", type=positive_int, default=8,
-                   help="timed steps; the step time is their median (default 8)")
+    p.add_argument(
+        "--steps", type=positive_int, default=8, help="timed steps; the step time is their median (default 8)"
+    )
     p.add_argument("--label", default="", help="free text copied into the JSON line")
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                   help="cuda (default) or cpu, the latter for a tiny shape in tests")
+    p.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cuda (default) or cpu, the latter for a tiny shape in tests",
+    )
     shape = p.add_argument_group("model shape (defaults: Llama 3.1 8B; shrink them to run on a CPU)")
     shape.add_argument("--hidden", type=positive_int, default=m.hidden_size, help="model width (default %(default)s)")
-    shape.add_argument("--ffn", type=positive_int, default=m.ffn_hidden_size,
-                       help="SwiGLU inner width (default %(default)s)")
-    shape.add_argument("--heads", type=positive_int, default=m.num_attention_heads,
-                       help="attention heads (default %(default)s)")
-    shape.add_argument("--kv-heads", type=positive_int, default=m.num_query_groups,
-                       help="key/value heads, GQA (default %(default)s)")
-    shape.add_argument("--vocab", type=positive_int, default=128256,
-                       help="vocabulary rows of the embedding and the output layer (default %(default)s)")
+    shape.add_argument(
+        "--ffn", type=positive_int, default=m.ffn_hidden_size, help="SwiGLU inner width (default %(default)s)"
+    )
+    shape.add_argument(
+        "--heads", type=positive_int, default=m.num_attention_heads, help="attention heads (default %(default)s)"
+    )
+    shape.add_argument(
+        "--kv-heads", type=positive_int, default=m.num_query_groups, help="key/value heads, GQA (default %(default)s)"
+    )
+    shape.add_argument(
+        "--vocab",
+        type=positive_int,
+        default=128256,
+        help="vocabulary rows of the embedding and the output layer (default %(default)s)",
+    )
 
 
 def check_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
@@ -79,9 +95,15 @@ def check_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 
 def model_config(a: argparse.Namespace) -> ModelConfig:
     """The peer's shape as the project's ModelConfig, for benchmark.flops and the Llama constants."""
-    return ModelConfig(num_layers=a.layers, hidden_size=a.hidden, ffn_hidden_size=a.ffn,
-                       num_attention_heads=a.heads, num_query_groups=a.kv_heads, seq_length=a.seq,
-                       vocab_size=a.vocab)
+    return ModelConfig(
+        num_layers=a.layers,
+        hidden_size=a.hidden,
+        ffn_hidden_size=a.ffn,
+        num_attention_heads=a.heads,
+        num_query_groups=a.kv_heads,
+        seq_length=a.seq,
+        vocab_size=a.vocab,
+    )
 
 
 def llama_config(m: ModelConfig, vocab: int):
@@ -93,13 +115,27 @@ def llama_config(m: ModelConfig, vocab: int):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
-        num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
-        num_key_value_heads=m.num_query_groups, head_dim=m.head_dim, rms_norm_eps=m.norm_eps,
-        max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, attention_bias=False,
-        mlp_bias=False, use_cache=False, attn_implementation="sdpa", initializer_range=m.init_std,
-        rope_parameters={"rope_type": "llama3", "rope_theta": float(m.rotary_base),
-                         "factor": m.rope_scaling_factor, **LLAMA31_ROPE},
+        vocab_size=vocab,
+        hidden_size=m.hidden_size,
+        intermediate_size=m.ffn_hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_query_groups,
+        head_dim=m.head_dim,
+        rms_norm_eps=m.norm_eps,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        use_cache=False,
+        attn_implementation="sdpa",
+        initializer_range=m.init_std,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": float(m.rotary_base),
+            "factor": m.rope_scaling_factor,
+            **LLAMA31_ROPE,
+        },
     )
 
 
@@ -166,7 +202,10 @@ def adamw(model, **kwargs) -> torch.optim.AdamW:
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=LR, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, **kwargs,
+        lr=LR,
+        betas=(t.adam_beta1, t.adam_beta2),
+        eps=t.adam_eps,
+        **kwargs,
     )
 
 
@@ -177,8 +216,13 @@ def causal_lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
 
 
-def time_steps(step: Callable[[torch.Tensor], torch.Tensor], batch: Callable[[], torch.Tensor], warmup: int,
-               steps: int, sync: Callable[[], None]) -> tuple[list[float], list[torch.Tensor]]:
+def time_steps(
+    step: Callable[[torch.Tensor], torch.Tensor],
+    batch: Callable[[], torch.Tensor],
+    warmup: int,
+    steps: int,
+    sync: Callable[[], None],
+) -> tuple[list[float], list[torch.Tensor]]:
     """Run warmup + steps calls of step(batch()); return the timed steps' seconds and detached losses.
 
     The batch is drawn before the clock starts, and each step is timed alone between two device
@@ -204,9 +248,20 @@ def _significant(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def record(bench: str, a: argparse.Namespace, device_name: str, gpus: int, step_s: float,
-           losses: list[float], peak_mem_bytes: float | None, *, recompute: bool, precision: str,
-           spec: str, engine: str) -> dict:
+def record(
+    bench: str,
+    a: argparse.Namespace,
+    device_name: str,
+    gpus: int,
+    step_s: float,
+    losses: list[float],
+    peak_mem_bytes: float | None,
+    *,
+    recompute: bool,
+    precision: str,
+    spec: str,
+    engine: str,
+) -> dict:
     """The JSON line: every field of benchmark.perf's, in its order, then the peer's model shape.
 
     Per-device figures: each device trains `mbs` sequences of `seq` tokens per step, so the global
@@ -218,10 +273,25 @@ def record(bench: str, a: argparse.Namespace, device_name: str, gpus: int, step_
     flops = tokens_per_gpu * flops_per_token(m, a.vocab)
     peak = peak_flops(device_name)
     return {
-        "bench": bench, "label": a.label, "device": device_name, "gpus": gpus, "layers": a.layers,
-        "seq": a.seq, "mbs": a.mbs, "gbs": a.mbs * gpus, "tp": 1, "pp": 1, "dp": gpus,
-        "recompute": recompute, "recompute_layers": 0, "fusions": None, "compile": a.compile, "cp": 1,
-        "layer_spec": None, "precision": precision, "spec": spec + (", layers compiled" if a.compile else ""),
+        "bench": bench,
+        "label": a.label,
+        "device": device_name,
+        "gpus": gpus,
+        "layers": a.layers,
+        "seq": a.seq,
+        "mbs": a.mbs,
+        "gbs": a.mbs * gpus,
+        "tp": 1,
+        "pp": 1,
+        "dp": gpus,
+        "recompute": recompute,
+        "recompute_layers": 0,
+        "fusions": None,
+        "compile": a.compile,
+        "cp": 1,
+        "layer_spec": None,
+        "precision": precision,
+        "spec": spec + (", layers compiled" if a.compile else ""),
         "engine": engine,
         "step_time_s": _significant(step_s, 6),
         "tokens_per_sec_per_gpu": round(tokens_per_gpu, 1),
@@ -229,5 +299,9 @@ def record(bench: str, a: argparse.Namespace, device_name: str, gpus: int, step_
         "mfu": round(flops / peak, 4) if peak else None,
         "peak_mem_gib": round(peak_mem_bytes / 2**30, 2) if peak_mem_bytes is not None else None,
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
-        "hidden": a.hidden, "ffn": a.ffn, "heads": a.heads, "kv_heads": a.kv_heads, "vocab": a.vocab,
+        "hidden": a.hidden,
+        "ffn": a.ffn,
+        "heads": a.heads,
+        "kv_heads": a.kv_heads,
+        "vocab": a.vocab,
     }

@@ -28,9 +28,12 @@ from benchmark.peers import common
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmark.peers.hf_llama", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.peers.hf_llama",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     common.add_arguments(p, layers=8)
     a = p.parse_args(argv)
     common.check_arguments(p, a)
@@ -76,11 +79,19 @@ def main(argv=None) -> int:
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     times, losses = common.time_steps(step, batch, a.warmup, a.steps, sync)
     name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
-    out = common.record("benchmark.peers.hf_llama", a, name, 1, statistics.median(times),
-                        [float(x) for x in losses],
-                        torch.cuda.max_memory_allocated(device) if on_gpu else None,
-                        recompute=False, precision="bf16 weights, gradients and AdamW state",
-                        spec="transformers LlamaForCausalLM, SDPA attention", engine="AdamW (fused), no clipping")
+    out = common.record(
+        "benchmark.peers.hf_llama",
+        a,
+        name,
+        1,
+        statistics.median(times),
+        [float(x) for x in losses],
+        torch.cuda.max_memory_allocated(device) if on_gpu else None,
+        recompute=False,
+        precision="bf16 weights, gradients and AdamW state",
+        spec="transformers LlamaForCausalLM, SDPA attention",
+        engine="AdamW (fused), no clipping",
+    )
     print(json.dumps(out), flush=True)
     return 0
 

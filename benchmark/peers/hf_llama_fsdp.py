@@ -54,10 +54,12 @@ class Recomputed(torch.nn.Module):
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="torchrun --nproc-per-node N -m benchmark.peers.hf_llama_fsdp",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        prog="torchrun --nproc-per-node N -m benchmark.peers.hf_llama_fsdp",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     common.add_arguments(p, layers=32)
     p.add_argument("--ac", action="store_true", help="activation checkpointing of each decoder layer")
     a = p.parse_args(argv)
@@ -137,11 +139,19 @@ def main(argv=None) -> int:
         mem = peak.item()
     if rank == 0:
         name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
-        out = common.record("benchmark.peers.hf_llama_fsdp", a, name, world, statistics.median(t.tolist()),
-                            (loss / world).tolist(), mem, recompute=a.ac,
-                            precision="bf16 compute, fp32 master weights and gradient reduction",
-                            spec="transformers LlamaForCausalLM, SDPA attention",
-                            engine="FSDP2, AdamW (foreach), clipping")
+        out = common.record(
+            "benchmark.peers.hf_llama_fsdp",
+            a,
+            name,
+            world,
+            statistics.median(t.tolist()),
+            (loss / world).tolist(),
+            mem,
+            recompute=a.ac,
+            precision="bf16 compute, fp32 master weights and gradient reduction",
+            spec="transformers LlamaForCausalLM, SDPA attention",
+            engine="FSDP2, AdamW (foreach), clipping",
+        )
         print(json.dumps(out), flush=True)
     dist.destroy_process_group()
     return 0
