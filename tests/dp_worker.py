@@ -19,16 +19,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmark.train import run  # noqa: E402
-from tests.helpers import smoke_config  # noqa: E402
+from tests.helpers import TINY_MODEL, smoke_config  # noqa: E402
 
 # The knobs of the comparison; tests/test_data_parallel.py runs one process with the same ones.
 KNOBS = {
-    "NUM_LAYERS": "2",
-    "HIDDEN_SIZE": "64",
-    "FFN_HIDDEN_SIZE": "192",
-    "NUM_HEADS": "4",
-    "NUM_KV_GROUPS": "2",
-    "SEQ_LENGTH": "64",
+    **TINY_MODEL,
     "LOG_EVERY": "1000",
     "GBS": "16",
     "MBS": "4",

@@ -10,6 +10,16 @@ from pathlib import Path
 
 from benchmark.config import Config, ModelConfig, build_config
 
+# The model of the CPU tests that train: the 8B's layout (GQA, SwiGLU) at a size that trains in seconds.
+TINY_MODEL = {
+    "NUM_LAYERS": "2",
+    "HIDDEN_SIZE": "64",
+    "FFN_HIDDEN_SIZE": "192",
+    "NUM_HEADS": "4",
+    "NUM_KV_GROUPS": "2",
+    "SEQ_LENGTH": "64",
+}
+
 
 def smoke_config(smoke_data, tmp_path, env: dict) -> Config:
     """The smoke preset on the embedded dataset, results under tmp_path, with env's knobs on top."""

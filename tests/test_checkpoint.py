@@ -9,15 +9,10 @@ import pytest
 from benchmark import checkpoint
 from benchmark.config import ConfigError
 from benchmark.train import run
-from tests.helpers import mllog_events, smoke_config
+from tests.helpers import TINY_MODEL, mllog_events, smoke_config
 
 TINY = {
-    "NUM_LAYERS": "2",
-    "HIDDEN_SIZE": "64",
-    "FFN_HIDDEN_SIZE": "192",
-    "NUM_HEADS": "4",
-    "NUM_KV_GROUPS": "2",
-    "SEQ_LENGTH": "64",
+    **TINY_MODEL,
     "LOG_EVERY": "1000",
     "GBS": "16",
     "MBS": "8",

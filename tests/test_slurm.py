@@ -104,9 +104,6 @@ class Cluster:
         root = self.root
         for d in ("state", "spool"):
             (root / d).mkdir()
-        key = root / "munge.key"
-        key.write_bytes(os.urandom(1024))
-        key.chmod(0o600)
         self.conf.write_text(
             SLURM_CONF.format(
                 root=root,
@@ -116,6 +113,22 @@ class Cluster:
                 cpus=os.cpu_count() or 1,
             )
         )
+        self._start_munged()
+        self._spawn("slurmctld", "slurmctld", "-D", "-i", "-f", str(self.conf))
+        self._spawn("slurmd", "slurmd", "-D", "-N", _node_name(), "-f", str(self.conf))
+
+        def idle() -> bool:
+            out = self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split()
+            return out == ["idle"]
+
+        self._wait(idle, 30, "the node did not become idle")
+
+    def _start_munged(self) -> None:
+        """munged with a fresh key, its socket under the cluster's folder (slurm.conf's AuthInfo)."""
+        root = self.root
+        key = root / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
         self._spawn(
             "munged",
             "munged",
@@ -128,14 +141,6 @@ class Cluster:
             f"--log-file={root}/munged.log",
         )
         self._wait(lambda: (root / "munge.socket").exists(), 10, "munged did not create its socket")
-        self._spawn("slurmctld", "slurmctld", "-D", "-i", "-f", str(self.conf))
-        self._spawn("slurmd", "slurmd", "-D", "-N", _node_name(), "-f", str(self.conf))
-
-        def idle() -> bool:
-            out = self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split()
-            return out == ["idle"]
-
-        self._wait(idle, 30, "the node did not become idle")
 
     def _spawn(self, name: str, *cmd: str) -> None:
         log = open(self.root / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process

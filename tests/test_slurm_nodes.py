@@ -118,9 +118,6 @@ class TwoNodeCluster(Cluster):
     def start(self) -> None:
         root, prefix = self.root, self.prefix
         (root / "state").mkdir()
-        key = root / "munge.key"
-        key.write_bytes(os.urandom(1024))
-        key.chmod(0o600)
         ctld_ip, ips = f"{prefix}.1", [f"{prefix}.{2 + k}" for k in range(len(NODES))]
         self.conf.write_text(
             SLURM_CONF.format(
@@ -143,18 +140,7 @@ class TwoNodeCluster(Cluster):
         self.bridge_made = True
         _ip("addr", "add", f"{ctld_ip}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
-        self._spawn(
-            "munged",
-            "munged",
-            "--foreground",
-            "--force",
-            f"--key-file={key}",
-            f"--socket={root}/munge.socket",
-            f"--pid-file={root}/munged.pid",
-            f"--seed-file={root}/munged.seed",
-            f"--log-file={root}/munged.log",
-        )
-        self._wait(lambda: (root / "munge.socket").exists(), 10, "munged did not create its socket")
+        self._start_munged()
         self._spawn("slurmctld", "slurmctld", "-D", "-i", "-f", str(self.conf))
         for name, ip, veth in zip(NODES, ips, self.veths, strict=True):
             self._spawn(

@@ -11,16 +11,11 @@ import torch
 from benchmark.config import ConfigError, ModelConfig
 from benchmark.data import build_train_dataset, load_tokenizer_info
 from benchmark.train import run
-from tests.helpers import hf_llama31, smoke_config
+from tests.helpers import TINY_MODEL, hf_llama31, smoke_config
 from utils import convert
 
 SHAPE = {
-    "NUM_LAYERS": "2",
-    "HIDDEN_SIZE": "64",
-    "FFN_HIDDEN_SIZE": "192",
-    "NUM_HEADS": "4",
-    "NUM_KV_GROUPS": "2",
-    "SEQ_LENGTH": "64",
+    **TINY_MODEL,
     "LOG_EVERY": "1000",
     "GBS": "16",
     "MBS": "8",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmark.train import pipeline_seed, run, seed_everything
-from tests.helpers import mllog_events, smoke_config
+from tests.helpers import TINY_MODEL, mllog_events, smoke_config
 
 # The keys a compliant run emits, in order, up to run_start (docs/FIDELITY.md, "Log keys").
 RUN_START_KEYS = [
@@ -43,12 +43,7 @@ RUN_START_KEYS = [
 
 # A smaller model than the smoke preset, so each run here takes seconds.
 TINY = {
-    "NUM_LAYERS": "2",
-    "HIDDEN_SIZE": "64",
-    "FFN_HIDDEN_SIZE": "192",
-    "NUM_HEADS": "4",
-    "NUM_KV_GROUPS": "2",
-    "SEQ_LENGTH": "64",
+    **TINY_MODEL,
     "LOG_EVERY": "1000",
 }
 

@@ -14,16 +14,11 @@ import pytest
 
 from benchmark.schedule import lr_at
 from benchmark.train import main, run
-from tests.helpers import mllog_events, smoke_config
+from tests.helpers import TINY_MODEL, mllog_events, smoke_config
 
 # A smaller model than the smoke preset, as tests/test_train.py runs it: seconds per run.
 TINY = {
-    "NUM_LAYERS": "2",
-    "HIDDEN_SIZE": "64",
-    "FFN_HIDDEN_SIZE": "192",
-    "NUM_HEADS": "4",
-    "NUM_KV_GROUPS": "2",
-    "SEQ_LENGTH": "64",
+    **TINY_MODEL,
     "LOG_EVERY": "1000",
 }
 # Four steps of GBS 16, an evaluation after every two, never reaching the target.
