@@ -129,7 +129,10 @@ def test_fp8_first_step_loss_is_bf16s(smoke_data, tmp_path, recipe):
     ids=["bf16", "bf16-portable", "fp8-tensorwise", "fp8-delayed"],
 )
 def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
-    env = {"LAYER_SPEC": "te", **SMALL, **extra}
+    _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, {"LAYER_SPEC": "te", **SMALL, **extra}, str(extra))
+
+
+def _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, env, label):
     whole = run(configure(smoke_data, tmp_path, **env), log_path=tmp_path / "w.log", echo=False)
     ckpt = tmp_path / "ckpt"
     first = run(
@@ -142,11 +145,32 @@ def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
     assert first.samples == 256 and second.samples == 768 and len(resumed) == len(whole.train_losses) == 48
     diff = max(abs(a - b) for a, b in zip(resumed, whole.train_losses, strict=True))
     print(
-        f"[resume {extra}] largest loss difference after the resume {diff:.3e}; "
+        f"[resume {label}] largest loss difference after the resume {diff:.3e}; "
         f"bit for bit: {resumed == whole.train_losses}"
     )
     assert resumed == whole.train_losses
     assert second.eval_curve == whole.eval_curve
+
+
+@needs_te
+@pytest.mark.parametrize("ckpt_format", ["fast", "portable"])
+def test_precision_aware_optimizer_pauses_and_resumes(smoke_data, tmp_path, monkeypatch, ckpt_format):
+    """Megatron-Core's precision-aware optimizer (TE's FusedAdam reads the bf16 gradients and keeps the
+    fp32 master weights itself; ``benchmark.perf --opt use_precision_aware_optimizer=True``) resumes to
+    the uninterrupted run's losses from either checkpoint format; the fast one loads only with
+    benchmark.mcore_workarounds.skip_non_tensor_state_on_load (Megatron-Core 0.16.1)."""
+    from benchmark import engine
+
+    original = engine.MegatronEngine.__init__
+
+    def precision_aware(self, cfg, model, bf16, optimizer_overrides=None):
+        chosen = {"use_precision_aware_optimizer": True, "store_param_remainders": False}
+        original(self, cfg, model, bf16, {**chosen, **(optimizer_overrides or {})})
+        assert self.optimizer.config.use_precision_aware_optimizer
+
+    monkeypatch.setattr(engine.MegatronEngine, "__init__", precision_aware)
+    env = {"LAYER_SPEC": "te", "CKPT_FORMAT": ckpt_format, **SMALL}
+    _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, env, f"precision-aware, {ckpt_format}")
 
 
 @needs_te
