@@ -37,6 +37,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# The raw shards are named by the download (utils/download.py), which this module drives.
+from utils.download import shard_name
 from utils.errors import command, positive_int
 from utils.fileio import (
     BLOCK,
@@ -50,18 +52,11 @@ from utils.fileio import (
 )
 from utils.progress import Bar, add_flag, check_env
 
-C4_TRAIN_SHARDS = 1024
-C4_VALID_SHARDS = 8
 C4_N_VALIDATION = 91205
 N_GROUPS = 8
 MANIFEST = "manifest.json"
 
 _SHARD = re.compile(r"^c4-(train|validation)\.(\d{5})-of-(\d{5})\.json\.gz$")
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    """C4's shard file name, e.g. c4-train.00003-of-01024.json.gz."""
-    return f"c4-{split}.{index:05d}-of-{count:05d}.json.gz"
 
 
 def group_name(k: int) -> str:

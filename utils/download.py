@@ -26,13 +26,19 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from utils.c4 import C4_TRAIN_SHARDS, C4_VALID_SHARDS, shard_name
 from utils.fileio import DataError
 from utils.progress import Bar, mode
 
 HF_REPO = "allenai/c4"
 HF_SUBDIR = "en"
 INCOMING = ".incoming"
+C4_TRAIN_SHARDS = 1024
+C4_VALID_SHARDS = 8
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """C4's shard file name, e.g. c4-train.00003-of-01024.json.gz."""
+    return f"c4-{split}.{index:05d}-of-{count:05d}.json.gz"
 
 
 def expected_names(train: int = C4_TRAIN_SHARDS, valid: int = C4_VALID_SHARDS) -> list[str]:
