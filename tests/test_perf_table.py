@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmark.perf_table import read_records, table, variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,3 +109,24 @@ def test_the_command_reads_files_and_says_when_there_is_nothing_to_tabulate(tmp_
         timeout=120,
     )
     assert p.returncode == 2 and "no JSON line of benchmark.perf or of a peer" in p.stderr
+
+
+def test_the_one_gpu_comparison_needs_a_gpu_and_says_so(tmp_path):
+    script = REPO / "dev" / "perf_one_gpu.sh"
+    p = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("The one-GPU throughput comparison of docs/PERFORMANCE.md")
+    p = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "bash dev/perf_one_gpu.sh OUT_DIR" in p.stdout
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the refusal without one cannot be shown (the comparison itself is a benchmark)")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
+    p = subprocess.run(
+        ["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert p.returncode == 2 and p.stderr == (
+        f"error: {sys.executable} sees no CUDA GPU: this comparison times one GPU (set PYTHON to an "
+        "interpreter whose torch has CUDA, or run it on a GPU machine)\n"
+    )
+    assert not (tmp_path / "out").exists()
