@@ -20,6 +20,14 @@ def flops_per_token(m: ModelConfig, vocab_size: int) -> float:
     return 6 * (m.num_layers * per_layer + vocab_size * h) + 6 * m.num_layers * m.seq_length * h
 
 
+def parameter_count(m: ModelConfig, vocab_size: int) -> int:
+    """Parameters of the GPTModel: the matrices of the FLOP count, the untied embedding and output
+    layers (V x h each) and the RMSNorm gains (two per layer and the final one)."""
+    h, kv = m.hidden_size, m.num_query_groups * m.head_dim
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * m.ffn_hidden_size + 2 * h
+    return m.num_layers * per_layer + 2 * vocab_size * h + h
+
+
 def peak_flops(device_name: str) -> float | None:
     for key, value in PEAK_BF16_FLOPS.items():
         if key in device_name:

@@ -21,18 +21,28 @@ import time
 
 import torch
 
-from benchmark.config import ConfigError, build_config, grad_accumulation_steps
-from benchmark.flops import flops_per_token, peak_flops
+from benchmark.config import ConfigError, ModelConfig, build_config, grad_accumulation_steps
+from benchmark.flops import flops_per_token, parameter_count, peak_flops
+from benchmark.peers.common import non_negative_int, positive_int
+
+# Above this many parameters a CPU takes minutes per step (about 20 GB of fp32 weights, gradients
+# and Adam state at 1e9): such a size is refused on CPU, with the flags that shrink it.
+CPU_MAX_PARAMETERS = 1_000_000_000
 
 
-def parse(argv=None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__.split("\n\n")[0])
-    p.add_argument("--layers", type=int, default=32)
-    p.add_argument("--seq", type=int, default=8192)
-    p.add_argument("--mbs", type=int, default=1)
-    p.add_argument("--gbs", type=int, default=0, help="global batch; 0 = MBS x data-parallel size (no accumulation)")
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--pp", type=int, default=1)
+    m = ModelConfig()
+    p.add_argument(
+        "--layers", type=positive_int, default=m.num_layers, help="transformer layers (default %(default)s, the 8B's)"
+    )
+    p.add_argument("--seq", type=positive_int, default=m.seq_length, help="tokens per sequence (default %(default)s)")
+    p.add_argument("--mbs", type=positive_int, default=1, help="sequences per micro-batch and GPU (default 1)")
+    p.add_argument(
+        "--gbs", type=non_negative_int, default=0, help="global batch; 0 (default) = MBS x data-parallel size"
+    )
+    p.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel size (default 1)")
+    p.add_argument("--pp", type=positive_int, default=1, help="pipeline-parallel size (default 1)")
     p.add_argument("--recompute", action="store_true", help="full activation recomputation")
     p.add_argument(
         "--recompute-layers",
@@ -40,8 +50,18 @@ def parse(argv=None) -> argparse.Namespace:
         default=0,
         help="with --recompute: only the first N layers of each pipeline stage; 0 = all",
     )
-    p.add_argument("--vocab", type=int, default=128256)
-    p.add_argument("--fusions", default="auto", choices=["auto", "on", "off"])
+    p.add_argument(
+        "--vocab",
+        type=positive_int,
+        default=128256,
+        help="rows of the embedding and output layers (default %(default)s)",
+    )
+    p.add_argument(
+        "--fusions",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="Megatron's fused SwiGLU and cross-entropy, and the wgrad fusion (FUSIONS; default auto: on on GPU)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile each transformer layer")
     p.add_argument(
         "--layer-spec",
@@ -50,9 +70,21 @@ def parse(argv=None) -> argparse.Namespace:
         help="TransformerEngine's layer spec or the local one (auto: te where TE imports)",
     )
     p.add_argument("--fp8", action="store_true", help="FP8 hybrid through TransformerEngine (TE spec)")
-    p.add_argument("--fp8-recipe", default="tensorwise", choices=["tensorwise", "delayed", "blockwise"])
-    p.add_argument("--fp8-amax-history", type=int, default=1, help="delayed scaling: amax history length")
-    p.add_argument("--fp8-amax-algo", default="most_recent", choices=["most_recent", "max"])
+    p.add_argument(
+        "--fp8-recipe",
+        default="tensorwise",
+        choices=["tensorwise", "delayed", "blockwise"],
+        help="FP8 scaling (FP8_RECIPE; default %(default)s)",
+    )
+    p.add_argument(
+        "--fp8-amax-history", type=positive_int, default=1, help="delayed scaling: amax history length (default 1)"
+    )
+    p.add_argument(
+        "--fp8-amax-algo",
+        default="most_recent",
+        choices=["most_recent", "max"],
+        help="delayed scaling: amax from the history (default %(default)s)",
+    )
     p.add_argument(
         "--fp8-param-gather",
         default="auto",
@@ -60,7 +92,7 @@ def parse(argv=None) -> argparse.Namespace:
         help="with --fp8: FP8 weights in the distributed optimizer (auto: on with several "
         "data-parallel ranks, as FP8_PARAM_GATHER)",
     )
-    p.add_argument("--cp", type=int, default=1, help="context-parallel size (TE spec)")
+    p.add_argument("--cp", type=positive_int, default=1, help="context-parallel size, TE spec (default 1)")
     p.add_argument(
         "--no-wgrad-fusion",
         action="store_true",
@@ -88,10 +120,30 @@ def parse(argv=None) -> argparse.Namespace:
         help="experiment: TE spec built with use_te_op_fuser=True (TE's operation-based MLP)",
     )
     p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
+    p.add_argument(
+        "--steps", type=positive_int, default=8, help="timed steps; the step time is their median (default 8)"
+    )
     p.add_argument("--label", default="", help="free text copied into the JSON line")
-    return p.parse_args(argv)
+    shape = p.add_argument_group(
+        "model shape (defaults: Llama 3.1 8B; on a CPU shrink it, e.g. --layers 2 --hidden 64 --ffn 192 --heads 4 "
+        "--kv-heads 2 --vocab 256 --seq 64)"
+    )
+    shape.add_argument("--hidden", type=positive_int, default=m.hidden_size, help="model width (default %(default)s)")
+    shape.add_argument(
+        "--ffn", type=positive_int, default=m.ffn_hidden_size, help="SwiGLU inner width (default %(default)s)"
+    )
+    shape.add_argument(
+        "--heads", type=positive_int, default=m.num_attention_heads, help="attention heads (default %(default)s)"
+    )
+    shape.add_argument(
+        "--kv-heads", type=positive_int, default=m.num_query_groups, help="key/value heads, GQA (default %(default)s)"
+    )
+    return p
+
+
+def parse(argv=None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def _overrides(items: list[str]) -> dict:
@@ -148,10 +200,10 @@ def main(argv=None) -> int:
     env = {
         "PRESET": "smoke",
         "NUM_LAYERS": str(a.layers),
-        "HIDDEN_SIZE": "4096",
-        "FFN_HIDDEN_SIZE": "14336",
-        "NUM_HEADS": "32",
-        "NUM_KV_GROUPS": "8",
+        "HIDDEN_SIZE": str(a.hidden),
+        "FFN_HIDDEN_SIZE": str(a.ffn),
+        "NUM_HEADS": str(a.heads),
+        "NUM_KV_GROUPS": str(a.kv_heads),
         "SEQ_LENGTH": str(a.seq),
         "GBS": str(gbs),
         "MBS": str(a.mbs),
@@ -178,6 +230,15 @@ def main(argv=None) -> int:
         cfg = build_config(env=env)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    n_params = parameter_count(cfg.model, a.vocab)
+    if cfg.parallel.device == "cpu" and n_params > CPU_MAX_PARAMETERS:
+        print(
+            f"error: this shape has {n_params / 1e9:.2f} B parameters and this run is on CPU, where a step would "
+            "take minutes: shrink it (for example --layers 2 --hidden 64 --ffn 192 --heads 4 --kv-heads 2 --vocab "
+            "256 --seq 64), or run on a GPU",
+            file=sys.stderr,
+        )
         return 2
     try:
         overrides = _overrides(a.tc)
@@ -214,6 +275,14 @@ def main(argv=None) -> int:
         if on_gpu:
             model.cuda(device)
         engine = make_engine(cfg, model, device, bf16, optimizer_overrides=opt_overrides or None)
+        rank0 = torch.distributed.get_rank() == 0
+        if rank0:
+            print(
+                f"[perf] {spec_name}: {n_params:,} parameters on {world} x {device.type}; "
+                f"{a.warmup} warm-up and {a.steps} timed steps of {gbs} x {a.seq} tokens",
+                file=sys.stderr,
+                flush=True,
+            )
         accum = grad_accumulation_steps(cfg, world)
         gen = torch.Generator().manual_seed(parallel_state.get_data_parallel_rank())
 
@@ -242,6 +311,12 @@ def main(argv=None) -> int:
             if i >= a.warmup:
                 times.append(time.perf_counter() - t0)
                 losses.append(loss)
+            if rank0:
+                what = "warm-up" if i < a.warmup else "timed"
+                print(
+                    f"[perf] step {i + 1}/{a.warmup + a.steps} ({what}): {time.perf_counter() - t0:.3f} s",
+                    file=sys.stderr,
+                )
         if profiler is not None:
             profiler.__exit__(None, None, None)
             sort = "cuda_time_total" if on_gpu else "cpu_time_total"
@@ -279,6 +354,11 @@ def main(argv=None) -> int:
             "mfu": round(tokens_per_gpu * fpt / peak, 4) if peak else None,
             "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if on_gpu else None,
             "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
+            "hidden": a.hidden,
+            "ffn": a.ffn,
+            "heads": a.heads,
+            "kv_heads": a.kv_heads,
+            "vocab": a.vocab,
         }
         if overrides or a.te_op_fuser or opt_overrides:
             record["experiment"] = {

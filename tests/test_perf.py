@@ -1,0 +1,71 @@
+"""benchmark.perf on the CPU: every flag explained, a tiny shape timed, a large one refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--layers", "2", "--hidden", "64", "--ffn", "192", "--heads", "4", "--kv-heads", "2", "--vocab", "256"]
+
+
+def _perf(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark.perf", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_every_flag_has_a_help_text():
+    from benchmark.perf import parser
+
+    options = [a for a in parser()._actions if a.option_strings and a.dest != "help"]
+    assert len(options) > 25
+    assert [a.option_strings[0] for a in options if not (a.help or "").strip()] == []
+
+
+def test_parameter_count_is_the_models():
+    from benchmark.config import build_config
+    from benchmark.flops import parameter_count
+    from benchmark.model import build_model
+    from benchmark.train import distributed
+
+    assert parameter_count(ModelConfig(), 128256) == 8_030_261_248  # Llama 3.1 8B
+    shape = {"NUM_LAYERS": "2", "HIDDEN_SIZE": "64", "FFN_HIDDEN_SIZE": "192", "NUM_HEADS": "4", "NUM_KV_GROUPS": "2"}
+    cfg = build_config(env={"PRESET": "smoke", "DEVICE": "cpu", **shape})
+    with distributed(cfg):
+        model, _ = build_model(cfg, 256, bf16=False, use_cpu_initialization=True)
+        built = sum(p.numel() for p in model.parameters())
+    assert parameter_count(cfg.model, 256) == built
+
+
+@pytest.mark.slow
+def test_a_tiny_shape_is_timed_on_cpu_and_says_what_it_does():
+    p = _perf(*TINY, "--seq", "64", "--warmup", "1", "--steps", "2", "--label", "tiny")
+    assert p.returncode == 0, p.stderr
+    (line,) = [x for x in p.stdout.splitlines() if x.startswith("{")]
+    record = json.loads(line)
+    assert (record["device"], record["layers"], record["hidden"], record["vocab"], record["label"]) == (
+        "cpu",
+        2,
+        64,
+        256,
+        "tiny",
+    )
+    assert record["tokens_per_sec_per_gpu"] > 0 and record["step_time_s"] > 0
+    assert "parameters on 1 x cpu; 1 warm-up and 2 timed steps of 1 x 64 tokens" in p.stderr
+    assert "[perf] step 3/3 (timed): " in p.stderr
+
+
+def test_the_full_shape_is_refused_on_cpu():
+    p = _perf("--layers", "8")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert (
+        "error: this shape has 2.80 B parameters and this run is on CPU, where a step would take minutes: shrink it "
+        "(for example --layers 2 --hidden 64 --ffn 192 --heads 4 --kv-heads 2 --vocab 256 --seq 64), or run on a GPU"
+    ) in p.stderr
