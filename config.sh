@@ -16,8 +16,6 @@
 # stderr the data paths a run would still need). Setting GBS alone also picks that batch size's
 # reference learning rate and warmup (its RCP's, docs/FIDELITY.md).
 
-_llama31_root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-
 # --- Launcher --------------------------------------------------------------------------------
 export MODE="${MODE:-slurm}"                    # slurm: sbatch from a login node; local: python/torchrun here
 export GPUS_PER_NODE="${GPUS_PER_NODE:-8}"      # processes (one per GPU) per node; 0 = one CPU process per node
@@ -35,7 +33,7 @@ export DOCKER_IMAGE="${DOCKER_IMAGE:-llama31-8b}"  # image dev/run_docker.sh run
 # --- Paths (mounted at the same path inside the containers) ----------------------------------
 export PREPROCESSED_PATH="${PREPROCESSED_PATH:-}"  # tokenized C4 .bin/.idx (utils.c4 download-preprocessed, or preprocess.sh); needed unless PRESET=smoke
 export TOKENIZER_PATH="${TOKENIZER_PATH:-}"        # Llama 3.1 tokenizer folder; needed unless PRESET=smoke
-export JOB_DIR="${JOB_DIR:-${_llama31_root}/results/$(date +%Y%m%d-%H%M%S)}"  # logs: JOB_DIR/<run>/
+export JOB_DIR="${JOB_DIR:-}"                   # logs: JOB_DIR/<run>/; empty = a new results/<date-time> at each launch
 export CHECKPOINT_DIR="${CHECKPOINT_DIR:-}"     # checkpoints go to CHECKPOINT_DIR/<run>/; empty = JOB_DIR/<run>/checkpoints
 export INDEX_CACHE_DIR="${INDEX_CACHE_DIR:-}"   # dataset index cache; empty = PREPROCESSED_PATH/index_cache
 export SMOKE_DATA_DIR="${SMOKE_DATA_DIR:-}"     # PRESET=smoke without the two paths above: its embedded data set is built (once, offline) and reused here; empty = work_dir/smoke
@@ -83,6 +81,7 @@ export VOCAB_SIZE="${VOCAB_SIZE:-}"             # (preset) embedding rows; empty
 # --- Experiment ------------------------------------------------------------------------------
 export NEXP="${NEXP:-1}"                        # runs, each with its own seed; a submission needs 10
 export SEEDS="${SEEDS:-}"                       # seeds of the runs, space-separated, each 0..4294967295; empty = generated (and logged)
+# (benchmark.train's SEED and RESULT_DIR are set by the launcher for each run, from SEEDS and JOB_DIR.)
 export NPAR="${NPAR:-1}"                        # consecutive jobs per run, each resuming from its checkpoint
 export JOB_SAMPLES="${JOB_SAMPLES:-}"           # (preset) samples a job trains before it checkpoints and ends; NPAR > 1 needs it
 export SAVE_CKPT="${SAVE_CKPT:-0}"              # 1 = also checkpoint after every evaluation (a retried job resumes there)
@@ -106,4 +105,3 @@ export SUBMISSION_PLATFORM="${SUBMISSION_PLATFORM:-}"  # (preset) submission_pla
 export SUBMISSION_DIVISION="${SUBMISSION_DIVISION:-}"  # (preset) closed | open; closed
 export SUBMISSION_STATUS="${SUBMISSION_STATUS:-}"      # (preset) onprem | cloud | preview | research; onprem
 
-unset _llama31_root

@@ -123,7 +123,17 @@ absolute() {
         printf '%s/%s' "${caller_dir}" "${path#./}"
     fi
 }
-JOB_DIR="$(absolute "${JOB_DIR:-${repo_root}/results/$(date +%Y%m%d-%H%M%S)}")"
+# JOB_DIR empty: a new folder for each launch, results/<date-time> (-2, -3, ... when an earlier launch
+# in the same second took that name), so launches from one shell never share a folder.
+if [[ -z "${JOB_DIR:-}" ]]; then
+    JOB_DIR="${repo_root}/results/$(date +%Y%m%d-%H%M%S)"
+    job_dir_base="${JOB_DIR}"
+    for ((k = 2; ; k++)); do
+        [[ -e "${JOB_DIR}" ]] || break
+        JOB_DIR="${job_dir_base}-${k}"
+    done
+fi
+JOB_DIR="$(absolute "${JOB_DIR}")"
 for name in "${LLAMA31_PATH_KNOBS[@]}"; do
     if [[ -n "${!name:-}" ]]; then
         value="$(absolute "${!name}")"

@@ -200,9 +200,23 @@ def test_dev_lib_only_defines_when_sourced():
 def test_config_sh_sources_under_strict_mode_and_keeps_given_values(tmp_path):
     script = f'set -euo pipefail; export GBS=64 NEXP=3; source "{CONFIG_SH}"; echo "$GBS $NEXP $NPAR $PRESET $JOB_DIR"'
     out = subprocess.run(["bash", "-c", script], env=clean_env(), capture_output=True, text=True, check=True)
-    gbs, nexp, npar, preset, job_dir = out.stdout.split()
-    assert (gbs, nexp, npar, preset) == ("64", "3", "1", "llama31_8b")
-    assert job_dir.startswith(str(REPO / "results") + "/")
+    assert out.stdout.split() == ["64", "3", "1", "llama31_8b"]  # JOB_DIR stays empty: chosen at each launch
+
+
+def test_each_launch_without_a_job_dir_gets_a_folder_of_its_own(fake):
+    """JOB_DIR empty (config.sh's default): every launch names a new results/<date-time>, so two
+    launches from one shell never mix into one folder, even within the same second."""
+    env = fake.env(MODE="local", GPUS_PER_NODE="0", PRESET="smoke", SEEDS="5")
+    first = launch("--dry-run", env=env, check=True)
+    taken = Path(re.search(r"JOB_DIR=(\S+)", first.stdout).group(1))
+    assert taken.parent == REPO / "results" and not taken.exists()  # a dry run makes nothing
+    taken.mkdir(parents=True)
+    try:
+        second = launch("--dry-run", env=env, check=True)
+        other = Path(re.search(r"JOB_DIR=(\S+)", second.stdout).group(1))
+        assert other != taken and other.parent == REPO / "results" and not other.exists()
+    finally:
+        taken.rmdir()
 
 
 @functools.cache
