@@ -23,7 +23,7 @@ import torch
 
 from benchmark.config import ConfigError, ModelConfig, build_config, grad_accumulation_steps
 from benchmark.flops import flops_per_token, parameter_count, peak_flops
-from benchmark.peers.common import non_negative_int, positive_int
+from benchmark.peers.common import add_shape_arguments, non_negative_int, positive_int
 
 # Above this many parameters a CPU takes minutes per step (about 20 GB of fp32 weights, gradients
 # and Adam state at 1e9): such a size is refused on CPU, with the flags that shrink it.
@@ -125,19 +125,10 @@ def parser() -> argparse.ArgumentParser:
         "--steps", type=positive_int, default=8, help="timed steps; the step time is their median (default 8)"
     )
     p.add_argument("--label", default="", help="free text copied into the JSON line")
-    shape = p.add_argument_group(
+    add_shape_arguments(
+        p,
         "model shape (defaults: Llama 3.1 8B; on a CPU shrink it, e.g. --layers 2 --hidden 64 --ffn 192 --heads 4 "
-        "--kv-heads 2 --vocab 256 --seq 64)"
-    )
-    shape.add_argument("--hidden", type=positive_int, default=m.hidden_size, help="model width (default %(default)s)")
-    shape.add_argument(
-        "--ffn", type=positive_int, default=m.ffn_hidden_size, help="SwiGLU inner width (default %(default)s)"
-    )
-    shape.add_argument(
-        "--heads", type=positive_int, default=m.num_attention_heads, help="attention heads (default %(default)s)"
-    )
-    shape.add_argument(
-        "--kv-heads", type=positive_int, default=m.num_query_groups, help="key/value heads, GQA (default %(default)s)"
+        "--kv-heads 2 --vocab 256 --seq 64)",
     )
     return p
 

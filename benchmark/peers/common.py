@@ -62,7 +62,20 @@ def add_arguments(p: argparse.ArgumentParser, layers: int) -> None:
         default="cuda",
         help="cuda (default) or cpu, the latter for a tiny shape in tests",
     )
-    shape = p.add_argument_group("model shape (defaults: Llama 3.1 8B; shrink them to run on a CPU)")
+    shape = add_shape_arguments(p, "model shape (defaults: Llama 3.1 8B; shrink them to run on a CPU)")
+    shape.add_argument(
+        "--vocab",
+        type=positive_int,
+        default=128256,
+        help="vocabulary rows of the embedding and the output layer (default %(default)s)",
+    )
+
+
+def add_shape_arguments(p: argparse.ArgumentParser, title: str):
+    """--hidden, --ffn, --heads, --kv-heads (the 8B's by default), in a group of their own, returned;
+    the peers and benchmark.perf take the same."""
+    m = ModelConfig()
+    shape = p.add_argument_group(title)
     shape.add_argument("--hidden", type=positive_int, default=m.hidden_size, help="model width (default %(default)s)")
     shape.add_argument(
         "--ffn", type=positive_int, default=m.ffn_hidden_size, help="SwiGLU inner width (default %(default)s)"
@@ -73,12 +86,7 @@ def add_arguments(p: argparse.ArgumentParser, layers: int) -> None:
     shape.add_argument(
         "--kv-heads", type=positive_int, default=m.num_query_groups, help="key/value heads, GQA (default %(default)s)"
     )
-    shape.add_argument(
-        "--vocab",
-        type=positive_int,
-        default=128256,
-        help="vocabulary rows of the embedding and the output layer (default %(default)s)",
-    )
+    return shape
 
 
 def check_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
