@@ -6,6 +6,7 @@ Run: .venv/bin/python -m pytest tests/test_compliance_estimate.py -q
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -228,6 +229,22 @@ def test_from_perf_checks_the_measured_layout(tmp_path, capsys):
     assert "GBS 16 at TP 1 allows at most 16 GPUs" in capsys.readouterr().err
     with pytest.raises(EstimateError, match="tp must be a positive integer"):
         estimate(9_000, 32, 16, tp=0)
+
+
+def test_cluster_doc_s_table_holds_the_trainer_s_largest_gpu_counts():
+    # docs/CLUSTER.md, "Batch size, parallelism and node count": the most GPUs per GBS and TP at MBS 1.
+    doc = (REPO / "docs" / "CLUSTER.md").read_text()
+    section = doc.split("## Batch size, parallelism and node count\n", 1)[1].split("\n## ", 1)[0]
+    cell = r" (\d+) \((\d+) nodes\) \|"
+    rows = re.findall(rf"^\| (\d+) \|{cell}{cell}{cell}$", section, flags=re.M)
+    assert [int(row[0]) for row in rows] == [16, 32, 64]
+    for gbs, *cells in rows:
+        for tp, gpus, nodes in zip((1, 2, 4), map(int, cells[0::2]), map(int, cells[1::2]), strict=True):
+            assert nodes * 8 == gpus
+            check_layout(gpus, int(gbs), 1, tp)
+            for more in range(gpus + 1, 2 * gpus + 1):
+                with pytest.raises(ConfigError):
+                    check_layout(more, int(gbs), 1, tp)
 
 
 def test_the_cli_refuses_a_layout_without_a_traceback():
