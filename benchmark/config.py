@@ -1039,6 +1039,34 @@ def validate(
             )
 
 
+def check_layout(
+    world_size: int,
+    gbs: int,
+    mbs: int = 1,
+    tp: int = 1,
+    pp: int = 1,
+    cp: int = 1,
+    seq_length: int | None = None,
+    preset: str = "llama31_8b",
+) -> None:
+    """Whether the trainer takes this parallel layout for a GPU job of ``world_size`` processes.
+
+    The rest of the configuration is the preset's, and :func:`validate` judges it as it judges a job
+    on another machine: nothing about this machine is consulted, the RCP defaults of the GBS are left
+    for the job (a GBS between two RCPs is not refused here for want of its own learning rate), and no
+    data paths are needed. Raises :class:`ConfigError` with the trainer's own message.
+    """
+    cfg = PRESETS[preset]()
+    t, p = cfg.train, cfg.parallel
+    t.global_batch_size, t.micro_batch_size = gbs, mbs
+    p.tensor_parallel, p.pipeline_parallel, p.context_parallel = tp, pp, cp
+    if seq_length is not None:
+        cfg.model.seq_length = seq_length
+    check_values(cfg)
+    resolve_auto(cfg, "cuda")
+    validate(cfg, world_size, job_device="cuda", need_paths=False)
+
+
 def _validate_spec_and_fp8(cfg: Config, here: bool = True) -> None:
     """LAYER_SPEC, FP8 and its recipe, CP and sequence parallelism: what each needs, said before a run.
 

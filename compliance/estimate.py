@@ -10,6 +10,11 @@ checker's interpolation between two pruned RCPs, with the fastest and slowest re
 fastest mean the RCP check accepts. Time = samples / (tokens per second / sequence length). Only
 training steps are counted: evaluation, which runs inside the timed region, is reported
 separately as a rough figure, and initialization is not part of the time to train at all.
+
+A layout the trainer would refuse (GBS, --mbs, --tp, --pp, --cp against the GPU count, judged by
+benchmark.config.check_layout, the trainer's own validation) gets no projection: the estimate exits 2
+with the trainer's message and the layouts that would work: GBS 16 on 32 GPUs at TP 1 says
+"GBS 16 at TP 1 allows at most 16 GPUs; use TP 2, 4 or 8 for 32 GPUs".
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.config import ConfigError, check_layout
 from compliance.rcp import RcpError, reference_point
 from compliance.rules import BENCHMARK, DEFAULT_RULESET, RULESETS
 
@@ -37,11 +43,18 @@ _ALIASES = {
     "gpus": ("gpus", "num_gpus", "world_size"),
     "gbs": ("gbs", "global_batch_size"),
     "seq_len": ("seq_len", "seq", "seq_length", "max_sequence_length"),
+    # The parallel layout the measurement ran (benchmark.perf writes these), checked as the trainer would.
+    "mbs": ("mbs", "micro_batch_size"),
+    "tp": ("tp", "tensor_parallel"),
+    "pp": ("pp", "pipeline_parallel"),
+    "cp": ("cp", "context_parallel"),
     # Context only, shown with the estimate (benchmark.perf writes both).
     "layers": ("layers", "num_layers"),
     "device": ("device",),
 }
 FULL_MODEL_LAYERS = 32  # Llama 3.1 8B
+# The layout flags, each 1 unless given.
+LAYOUT_KEYS = ("mbs", "tp", "pp", "cp")
 
 
 class EstimateError(Exception):
@@ -137,16 +150,81 @@ def convergence(gbs: int, ruleset: str = DEFAULT_RULESET) -> Convergence:
     )
 
 
+def _layout_name(gbs: int, mbs: int, tp: int, pp: int, cp: int) -> str:
+    """'GBS 16 at TP 1', naming MBS, PP and CP only where they are not 1."""
+    name = f"GBS {gbs}" + (f" with MBS {mbs}" if mbs != 1 else "") + f" at TP {tp}"
+    return name + "".join(f", {key} {value}" for key, value in (("PP", pp), ("CP", cp)) if value != 1)
+
+
+def _accepted(gpus: int, gbs: int, mbs: int, tp: int, pp: int, cp: int, seq_len: int) -> bool:
+    try:
+        check_layout(gpus, gbs, mbs, tp, pp, cp, seq_len)
+    except ConfigError:
+        return False
+    return True
+
+
+def layout_advice(
+    gpus: int, gbs: int, mbs: int = 1, tp: int = 1, pp: int = 1, cp: int = 1, seq_len: int = SEQ_LEN
+) -> str:
+    """What would work instead of a refused layout: the most GPUs at this TP, PP and CP, and the TPs for `gpus`.
+
+    Both come from asking the trainer's own check (benchmark.config.check_layout) about each candidate.
+    """
+    model_parallel = tp * pp * cp
+    # The data-parallel size must divide GBS / MBS, so no more than GBS / MBS replicas can be used.
+    most = next(
+        (
+            dp * model_parallel
+            for dp in range(gbs // mbs, 0, -1)
+            if _accepted(dp * model_parallel, gbs, mbs, tp, pp, cp, seq_len)
+        ),
+        None,
+    )
+    here = _layout_name(gbs, mbs, tp, pp, cp)
+    parts = [f"{here} allows at most {most} GPUs" if most else f"{here} is refused at any GPU count"]
+    tps = [t for t in range(1, gpus + 1) if gpus % t == 0 and t != tp and _accepted(gpus, gbs, mbs, t, pp, cp, seq_len)]
+    if tps:
+        choices = " or ".join(", ".join(str(t) for t in tps).rsplit(", ", 1))
+        parts.append(f"use TP {choices} for {gpus} GPUs")
+    else:
+        rest = "".join(f", {key} {value}" for key, value in (("MBS", mbs), ("PP", pp), ("CP", cp)) if value != 1)
+        parts.append(f"no TP splits GBS {gbs}{rest} over {gpus} GPUs")
+    return "; ".join(parts)
+
+
 def estimate(
-    tokens_per_sec_per_gpu: float, gpus: int, gbs: int, seq_len: int = SEQ_LEN, ruleset: str = DEFAULT_RULESET
+    tokens_per_sec_per_gpu: float,
+    gpus: int,
+    gbs: int,
+    seq_len: int = SEQ_LEN,
+    ruleset: str = DEFAULT_RULESET,
+    *,
+    mbs: int = 1,
+    tp: int = 1,
+    pp: int = 1,
+    cp: int = 1,
 ) -> Estimate:
-    """Projected time to train; raises EstimateError on values that cannot give one."""
+    """Projected time to train; raises EstimateError on values that cannot give one.
+
+    A layout the trainer would refuse (benchmark.config's validation of GBS, MBS, TP, PP and CP
+    against the GPU count) is one of them: a projection for a run that cannot start would mislead.
+    """
     if not tokens_per_sec_per_gpu > 0:
         raise EstimateError(f"tokens per second per GPU must be positive, got {tokens_per_sec_per_gpu}")
-    for name, value in (("gpus", gpus), ("gbs", gbs), ("seq_len", seq_len)):
+    values = (("gpus", gpus), ("gbs", gbs), ("seq_len", seq_len), ("mbs", mbs), ("tp", tp), ("pp", pp), ("cp", cp))
+    for name, value in values:
         if int(value) != value or value <= 0:
             raise EstimateError(f"{name} must be a positive integer, got {value}")
-    return Estimate(float(tokens_per_sec_per_gpu), int(gpus), int(gbs), int(seq_len), convergence(int(gbs), ruleset))
+    gpus, gbs, seq_len, mbs, tp, pp, cp = (int(value) for _, value in values)
+    point = convergence(gbs, ruleset)
+    try:
+        check_layout(gpus, gbs, mbs, tp, pp, cp, seq_len)
+    except ConfigError as err:
+        raise EstimateError(
+            f"the trainer refuses this layout: {err}\n  {layout_advice(gpus, gbs, mbs, tp, pp, cp, seq_len)}"
+        ) from None
+    return Estimate(float(tokens_per_sec_per_gpu), gpus, gbs, seq_len, point)
 
 
 def read_perf(path: Path) -> dict[str, float]:
@@ -200,6 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--gbs", type=int, metavar="B", help="global batch size in sequences: one with an RCP, or one between two RCPs"
     )
     parser.add_argument("--seq-len", type=int, metavar="L", help=f"tokens per sequence (default {SEQ_LEN})")
+    for key, what in (
+        ("mbs", "micro-batch size"),
+        ("tp", "tensor-parallel size"),
+        ("pp", "pipeline-parallel size"),
+        ("cp", "context-parallel size"),
+    ):
+        parser.add_argument(
+            f"--{key}",
+            type=int,
+            metavar="N",
+            help=f"{what} (default 1); a layout the trainer would refuse for the GPU count exits 2 saying what works",
+        )
     parser.add_argument(
         "--from-perf",
         type=Path,
@@ -221,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.from_perf is not None:
             values.update(read_perf(args.from_perf))
-        for key in ("tokens_per_sec_per_gpu", "gpus", "gbs", "seq_len"):
+        for key in ("tokens_per_sec_per_gpu", "gpus", "gbs", "seq_len", *LAYOUT_KEYS):
             if getattr(args, key) is not None:
                 values[key] = getattr(args, key)
         missing = [k for k in ("tokens_per_sec_per_gpu", "gpus", "gbs") if k not in values]
@@ -234,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             values["gbs"],
             values.get("seq_len", SEQ_LEN),
             args.ruleset,
+            **{key: values.get(key, 1) for key in LAYOUT_KEYS},
         )
     except EstimateError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -6,11 +6,13 @@ Run: .venv/bin/python -m pytest tests/test_compliance_estimate.py -q
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
+from benchmark.config import ConfigError, build_config, check_layout
 from compliance.estimate import EstimateError, convergence, estimate, main, read_perf
 from compliance.rcp import checker, reference_point
 from tests.helpers import raw_rcps
@@ -150,10 +152,127 @@ def _write_and_read(tmp_path, text):
     return read_perf(path)
 
 
+def test_a_layout_the_trainer_refuses_exits_2_with_its_message_and_what_works(capsys):
+    # GBS 16 on 32 GPUs at TP 1 is 32 data-parallel replicas for 16 sequences: the trainer refuses it.
+    assert main(["--tokens-per-sec-per-gpu", "14451", "--gpus", "32", "--gbs", "16"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    with pytest.raises(ConfigError) as refused:
+        check_layout(32, 16)
+    trainer = str(refused.value)
+    assert "GBS=16 is not divisible by MBS x data-parallel size = 1 x 32" in trainer
+    assert f"the trainer refuses this layout: {trainer}" in captured.err
+    assert "GBS 16 at TP 1 allows at most 16 GPUs; use TP 2, 4 or 8 for 32 GPUs" in captured.err
+    # the layouts it names are taken
+    for tp in ("2", "4", "8"):
+        assert main(["--tokens-per-sec-per-gpu", "14451", "--gpus", "32", "--gbs", "16", "--tp", tp]) == 0
+    assert "(GBS 16, 32 GPUs)" in capsys.readouterr().out
+    assert main(["--tokens-per-sec-per-gpu", "14451", "--gpus", "16", "--gbs", "16"]) == 0
+
+
+def test_the_layout_check_is_the_trainer_s_validation(monkeypatch):
+    # The same message as the trainer's own configuration step gives a GPU job of 32 processes.
+    monkeypatch.setenv("WORLD_SIZE", "32")
+    with pytest.raises(ConfigError) as trainer:
+        build_config(env={"GBS": "16", "TP": "1"}, preset="llama31_8b", job_device="cuda", need_paths=False)
+    with pytest.raises(ConfigError) as layout:
+        check_layout(32, 16)
+    assert str(layout.value) == str(trainer.value)
+    # A GBS between two RCPs has no learning rate of its own, but that is not a layout question.
+    check_layout(8, 48)
+
+
+@pytest.mark.parametrize(
+    ("flags", "trainer", "advice"),
+    [
+        (
+            ["--gpus", "8", "--gbs", "16", "--tp", "3"],
+            "NUM_KV_GROUPS=8 is not divisible by TP=3",
+            "GBS 16 at TP 3 is refused at any GPU count; use TP 1, 2, 4 or 8 for 8 GPUs",
+        ),
+        (
+            ["--gpus", "12", "--gbs", "16", "--tp", "8"],
+            "12 processes cannot be split into TP x PP x CP = 8",
+            "GBS 16 at TP 8 allows at most 128 GPUs; no TP splits GBS 16 over 12 GPUs",
+        ),
+        (
+            ["--gpus", "16", "--gbs", "16", "--mbs", "2"],
+            "GBS=16 is not divisible by MBS x data-parallel size = 2 x 16",
+            "GBS 16 with MBS 2 at TP 1 allows at most 8 GPUs; use TP 2, 4 or 8 for 16 GPUs",
+        ),
+        (
+            ["--gpus", "64", "--gbs", "32", "--pp", "3"],
+            "NUM_LAYERS=32 is not divisible by PP=3",
+            "GBS 32 at TP 1, PP 3 is refused at any GPU count; no TP splits GBS 32, PP 3 over 64 GPUs",
+        ),
+        (
+            ["--gpus", "64", "--gbs", "16", "--cp", "2"],
+            "GBS=16 is not divisible by MBS x data-parallel size = 1 x 32",
+            "GBS 16 at TP 1, CP 2 allows at most 32 GPUs; use TP 2, 4 or 8 for 64 GPUs",
+        ),
+    ],
+)
+def test_every_refused_layout_names_the_rule_and_the_way_out(flags, trainer, advice, capsys):
+    assert main(["--tokens-per-sec-per-gpu", "10000", *flags]) == 2
+    err = capsys.readouterr().err
+    assert trainer in err and advice in err and "Traceback" not in err
+
+
+def test_from_perf_checks_the_measured_layout(tmp_path, capsys):
+    perf = tmp_path / "perf.jsonl"
+    perf.write_text(json.dumps({"tokens_per_sec_per_gpu": 9_000, "gpus": 32, "gbs": 16, "tp": 2, "mbs": 1}) + "\n")
+    assert read_perf(perf) == {"tokens_per_sec_per_gpu": 9_000, "gpus": 32, "gbs": 16, "tp": 2, "mbs": 1}
+    assert main(["--from-perf", str(perf)]) == 0
+    assert "(GBS 16, 32 GPUs)" in capsys.readouterr().out
+    # a flag overrides the file's TP, and the overridden layout is checked
+    assert main(["--from-perf", str(perf), "--tp", "1"]) == 2
+    assert "GBS 16 at TP 1 allows at most 16 GPUs" in capsys.readouterr().err
+    with pytest.raises(EstimateError, match="tp must be a positive integer"):
+        estimate(9_000, 32, 16, tp=0)
+
+
+def test_cluster_doc_s_table_holds_the_trainer_s_largest_gpu_counts():
+    # docs/CLUSTER.md, "Batch size, parallelism and node count": the most GPUs per GBS and TP at MBS 1.
+    doc = (REPO / "docs" / "CLUSTER.md").read_text()
+    section = doc.split("## Batch size, parallelism and node count\n", 1)[1].split("\n## ", 1)[0]
+    cell = r" (\d+) \((\d+) nodes\) \|"
+    rows = re.findall(rf"^\| (\d+) \|{cell}{cell}{cell}$", section, flags=re.M)
+    assert [int(row[0]) for row in rows] == [16, 32, 64]
+    for gbs, *cells in rows:
+        for tp, gpus, nodes in zip((1, 2, 4), map(int, cells[0::2]), map(int, cells[1::2]), strict=True):
+            assert nodes * 8 == gpus
+            check_layout(gpus, int(gbs), 1, tp)
+            for more in range(gpus + 1, 2 * gpus + 1):
+                with pytest.raises(ConfigError):
+                    check_layout(more, int(gbs), 1, tp)
+
+
+def test_the_cli_refuses_a_layout_without_a_traceback():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compliance.estimate",
+            "--tokens-per-sec-per-gpu",
+            "14451",
+            "--gpus",
+            "32",
+            "--gbs",
+            "16",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert "use TP 2, 4 or 8 for 32 GPUs" in done.stderr
+
+
 def test_module_entry_point_help():
     done = subprocess.run(
         [sys.executable, "-m", "compliance.estimate", "--help"], cwd=REPO, capture_output=True, text=True, check=True
     )
     text = " ".join(done.stdout.split())
     assert "--tokens-per-sec-per-gpu X" in text and "--from-perf FILE" in text
+    assert "--tp N" in text and "--pp N" in text and "--cp N" in text and "--mbs N" in text
     assert "Evaluation overhead is not in the projection" in text

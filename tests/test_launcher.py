@@ -899,3 +899,28 @@ def test_venv_setup_refuses_an_unknown_requirements_set(fake_venv, tmp_path):
     assert proc.returncode == 2
     assert "dev/venv.sh takes no argument or 'dev', not '--help'" in proc.stderr
     assert not record.exists() and not (fake_venv / ".requirements---help.sha256").exists()
+
+
+# What docs/CLUSTER.md ("NCCL and TransformerEngine environment settings") says the launcher leaves
+# to the user: NCCL, PyTorch NCCL, TransformerEngine and CUDA connection settings.
+TUNING_RE = re.compile(r"\b(NCCL_[A-Z0-9_]+|NVTE_[A-Z0-9_]+|TORCH_NCCL_[A-Z0-9_]+|CUDA_DEVICE_MAX_CONNECTIONS)\b")
+
+
+def test_the_launcher_sets_no_nccl_or_transformer_engine_variable_as_the_cluster_doc_says():
+    files = [
+        LAUNCHER,
+        CONFIG_SH,
+        REPO / "Dockerfile",
+        REPO / "dev" / "run_docker.sh",
+        REPO / "dev" / "slurm" / "llama31.sbatch",
+        *sorted((REPO / "dev" / "launch").glob("*.sh")),
+        *sorted((REPO / "benchmark").rglob("*.py")),
+    ]
+    found = sorted(
+        {f"{path.relative_to(REPO)}: {name}" for path in files for name in TUNING_RE.findall(path.read_text())}
+    )
+    assert not found, f"docs/CLUSTER.md says the launcher sets none of these; update it: {found}"
+    doc = (REPO / "docs" / "CLUSTER.md").read_text()
+    section = doc.split("## NCCL and TransformerEngine environment settings\n", 1)[1].split("\n## ", 1)[0]
+    for name in ("CUDA_DEVICE_MAX_CONNECTIONS", "TORCH_NCCL_AVOID_RECORD_STREAMS", "NCCL_NVLS_ENABLE"):
+        assert f"| `{name}=" in section and f"export {name}=" not in "".join(p.read_text() for p in files)
