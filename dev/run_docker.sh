@@ -78,11 +78,13 @@ for name in "${knob_names[@]}"; do
         args+=(--env "${name}=${!name}")
     fi
 done
-# W&B's own settings (WANDB_MODE, WANDB_ENTITY, ...) for WANDB_PROJECT; the container sees no other
-# variable of this shell.
+# W&B's own settings (WANDB_MODE, WANDB_ENTITY, ...) for WANDB_PROJECT, and the NCCL, PyTorch and
+# TransformerEngine settings docs/CLUSTER.md lists (NCCL_*, TORCH_NCCL_*, NVTE_*,
+# CUDA_DEVICE_MAX_CONNECTIONS, PYTORCH_CUDA_ALLOC_CONF), by name, so their values stay out of the
+# printed command; the container sees no other variable of this shell.
 while read -r name; do
     args+=(--env "${name}")
-done < <(compgen -e | grep '^WANDB_' || true)
+done < <(compgen -e | grep -E '^(WANDB_|NCCL_|TORCH_NCCL_|NVTE_|CUDA_DEVICE_MAX_CONNECTIONS$|PYTORCH_CUDA_ALLOC_CONF$)' || true)
 args+=(--env MODE=local "${DOCKER_IMAGE:-llama31-8b}" "$@")
 
 if ((dry_run)); then

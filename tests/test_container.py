@@ -227,3 +227,19 @@ def test_run_docker_mounts_the_configured_paths_and_runs_a_command(tmp_path):
 def test_run_docker_without_gpus():
     cmd = run_docker("true", knobs={"GPUS_PER_NODE": "0"})
     assert "--gpus" not in cmd
+
+
+def test_run_docker_passes_the_nccl_and_te_settings_by_name():
+    knobs = {
+        "NCCL_NVLS_ENABLE": "0",
+        "NVTE_FWD_LAYERNORM_SM_MARGIN": "16",
+        "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+        "TORCH_NCCL_AVOID_RECORD_STREAMS": "1",
+        "WANDB_MODE": "offline",
+        "NCCL_SOCKET_IFNAME_NOT": "",
+    }
+    cmd = run_docker("true", knobs={**knobs, "UNRELATED_SETTING": "x"})
+    passed = {cmd[i + 1] for i, a in enumerate(cmd) if a == "--env"}
+    assert set(knobs) - {"NCCL_SOCKET_IFNAME_NOT"} <= passed and "NCCL_SOCKET_IFNAME_NOT" in passed
+    assert "UNRELATED_SETTING" not in " ".join(cmd)
+    assert "16" not in cmd and "offline" not in " ".join(cmd)  # names only: docker reads the values itself
