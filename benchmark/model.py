@@ -98,8 +98,9 @@ def transformer_config(
     """
     m, p = cfg.model, cfg.parallel
     te = p.layer_spec == "te"
-    # Megatron's SwiGLU and cross-entropy fusions are torch.compile'd functions; on by default on GPU.
-    fusions = p.fusions == "on" or (p.fusions == "auto" and not use_cpu_initialization)
+    # Megatron's SwiGLU and cross-entropy fusions are torch.compile'd functions; FUSIONS=auto is on on
+    # GPU (benchmark.config.resolve_auto).
+    fusions = p.fusions == "on"
     # Weight gradients straight into DDP's main_grad (bf16, as the gradients are kept): GPU only
     # (the CPU engine has no main_grad).
     # TE's linears bring their own kernel; Megatron's output layer uses Apex's or benchmark.wgrad's.

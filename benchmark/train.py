@@ -110,7 +110,7 @@ def distributed(cfg: Config):
     """
     from megatron.core import parallel_state
 
-    use_cuda = cfg.parallel.device == "cuda" or (cfg.parallel.device == "auto" and torch.cuda.is_available())
+    use_cuda = cfg.parallel.device == "cuda"  # DEVICE=auto was resolved by build_config (resolve_auto)
     if cfg.parallel.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("DEVICE=cuda but PyTorch sees no CUDA device: set DEVICE=cpu or auto")
     created = False
@@ -278,7 +278,7 @@ def run(
             from megatron.core import parallel_state
 
             seed_everything(t.seed, device)
-            bf16 = cfg.parallel.precision == "bf16" or (cfg.parallel.precision == "auto" and device.type == "cuda")
+            bf16 = cfg.parallel.precision == "bf16"  # PRECISION=auto: resolved with DEVICE
             vocab = m.vocab_size or padded_vocab_size(tok.vocab_size, cfg.parallel.tensor_parallel)
             on_gpu = device.type == "cuda"
             model, spec_name = build_model(cfg, vocab, bf16=bf16 and on_gpu, use_cpu_initialization=not on_gpu)

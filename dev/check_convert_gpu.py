@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmark.hf_weights import load_nemo_weights_into
         from benchmark.model import build_model
 
-        cfg = build_config(env={}, preset="smoke")
+        # Resolved for the device the model is built on (FUSIONS, PRECISION and the layer spec follow it).
+        cfg = build_config(env={"DEVICE": device.type}, preset="smoke")
         for k in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups"):
             setattr(cfg.model, k, shape[k])
         cfg.model.seq_length = seq
