@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # The raw shards are named by the download (utils/download.py), which this module drives.
+from utils import download as dl
 from utils.download import shard_name
 from utils.errors import command, positive_int
 from utils.fileio import (
@@ -414,8 +415,6 @@ def main(argv: list[str] | None = None) -> int:
             outs = compress(a.dir, a.workers, a.keep, log=print, progress=progress)
             print(f"compressed {len(outs)} files in {a.dir}")
         elif a.command == "download":
-            from utils import download as dl
-
             if a.source == "rclone":
                 if not a.remote:
                     p.error("--source rclone needs --remote REMOTE:PATH")
