@@ -325,6 +325,14 @@ class ParallelConfig:
         "off on one, where there is no gather to shrink and FP8 weights measured 37% slower on an H200",
         choices=("auto", "on", "off"),
     )
+    precision_aware_optimizer: str = knob(
+        "auto",
+        "PRECISION_AWARE_OPTIMIZER",
+        "on | off | auto: Megatron-Core's precision-aware optimizer, TE's FusedAdam reading the bf16 gradients "
+        "and keeping the fp32 master weights itself (whole fp32 tensors); auto = on under the TE layer spec "
+        "in bf16 with bf16 weights, off otherwise (also with FP8 weights, FP8_PARAM_GATHER)",
+        choices=("auto", "on", "off"),
+    )
     recompute: bool = knob(False, "RECOMPUTE", "full activation recomputation")
     recompute_layers: int = knob(
         0,
@@ -809,9 +817,11 @@ def resolve_auto(cfg: Config, job_device: str | None = None) -> None:
     """Every ``auto`` knob becomes what will run on this machine, here only (--print-config shows it).
 
     DEVICE and LAYER_SPEC first, then what follows from them: PRECISION (bf16 on GPU, fp32 on CPU),
-    FUSIONS (on on GPU, off on CPU) and SEQUENCE_PARALLEL (on with TP > 1 under the TE spec).
+    FUSIONS (on on GPU, off on CPU), SEQUENCE_PARALLEL (on with TP > 1 under the TE spec) and
+    PRECISION_AWARE_OPTIMIZER (on under the TE spec in bf16, off with FP8 weights).
     FP8_PARAM_GATHER=auto stays auto: it follows from the data-parallel size, which the process count
-    of each job sets (:func:`uses_fp8_param_gather`).
+    of each job sets (:func:`uses_fp8_param_gather`); so does PRECISION_AWARE_OPTIMIZER=auto under FP8
+    with it (:func:`uses_precision_aware_optimizer`).
 
     A batch job resolves them again on its own node: the launcher passes the knobs, not the result.
     For a job elsewhere (``job_device``) DEVICE=auto becomes the job's device where it is known, and
@@ -837,6 +847,14 @@ def resolve_auto(cfg: Config, job_device: str | None = None) -> None:
             p.fusions = "on" if on_gpu else "off"
     if p.sequence_parallel == "auto" and p.layer_spec != "auto":
         p.sequence_parallel = "on" if uses_sequence_parallel(cfg) else "off"
+    # Off as soon as one knob rules it out, on once all of them allow it; with FP8_PARAM_GATHER=auto
+    # (FP8 weights with several data-parallel ranks) it stays auto, as that knob does.
+    if p.precision_aware_optimizer == "auto":
+        fp8_weights = p.fp8_param_gather if p.fp8 else "off"
+        if p.layer_spec == "local" or p.precision == "fp32" or fp8_weights == "on":
+            p.precision_aware_optimizer = "off"
+        elif p.layer_spec == "te" and p.precision == "bf16" and fp8_weights == "off":
+            p.precision_aware_optimizer = "on"
 
 
 def world_size_from_env(env: dict[str, str] | None = None) -> int:
@@ -987,7 +1005,7 @@ def validate(
             f"{t.micro_batch_size} x {dp} (EVAL_SET=file-order): every replica evaluates the same number of "
             f"whole micro-batches; choose a multiple, or EVAL_SET=reference, which reads whole global batches"
         )
-    _validate_spec_and_fp8(cfg, here=job_device is None)
+    _validate_spec_and_fp8(cfg, here=job_device is None, world_size=world_size)
     _validate_watching(cfg, here=job_device is None)
     c = cfg.ckpt
     if (c.save or c.job_samples) and not c.directory:
@@ -1067,8 +1085,9 @@ def check_layout(
     validate(cfg, world_size, job_device="cuda", need_paths=False)
 
 
-def _validate_spec_and_fp8(cfg: Config, here: bool = True) -> None:
-    """LAYER_SPEC, FP8 and its recipe, CP and sequence parallelism: what each needs, said before a run.
+def _validate_spec_and_fp8(cfg: Config, here: bool = True, world_size: int | None = None) -> None:
+    """LAYER_SPEC, FP8 and its recipe, CP, sequence parallelism and the precision-aware optimizer: what
+    each needs, said before a run (``world_size``: the process count, for what FP8 weights need).
 
     ``here=False`` (a job on another machine): TransformerEngine is not looked for, and LAYER_SPEC=auto
     on a GPU (or an unknown device) is taken to allow the TE spec; the job checks both on its node.
@@ -1097,6 +1116,8 @@ def _validate_spec_and_fp8(cfg: Config, here: bool = True) -> None:
         needs_te.append(f"CP={p.context_parallel}")
     if p.sequence_parallel == "on":
         needs_te.append("SEQUENCE_PARALLEL=on")
+    if p.precision_aware_optimizer == "on":
+        needs_te.append("PRECISION_AWARE_OPTIMIZER=on")
     may_be_te = p.layer_spec == "te" or (not here and p.layer_spec == "auto" and not on_cpu)
     if needs_te and not may_be_te:
         if on_cpu:
@@ -1118,6 +1139,25 @@ def _validate_spec_and_fp8(cfg: Config, here: bool = True) -> None:
             raise ConfigError(
                 f"FP8=1 needs GEMM sizes divisible by 16 (TransformerEngine's FP8 kernels): HIDDEN_SIZE="
                 f"{m.hidden_size}, FFN_HIDDEN_SIZE / TP = {ffn_per_rank}, SEQ_LENGTH={m.seq_length}"
+            )
+    if p.precision_aware_optimizer == "on":
+        if p.precision == "fp32":
+            raise ConfigError(
+                "PRECISION_AWARE_OPTIMIZER=on keeps the fp32 master weights of bf16 weights: set PRECISION=bf16 "
+                "or auto, or PRECISION_AWARE_OPTIMIZER=off"
+            )
+        if world_size is not None and uses_fp8_param_gather(cfg, world_size):
+            # Megatron-Core 0.16.1 gives TE's FusedAdam no shard of an FP8 weight to update unless its
+            # OptimizerConfig names the FP8 recipe, and then keeps the master weights itself.
+            ranks = (
+                f" with {data_parallel_size(cfg, world_size)} data-parallel ranks"
+                if p.fp8_param_gather == "auto"
+                else ""
+            )
+            raise ConfigError(
+                f"PRECISION_AWARE_OPTIMIZER=on needs bf16 weights, and FP8_PARAM_GATHER={p.fp8_param_gather} keeps "
+                f"them in FP8{ranks}: set FP8_PARAM_GATHER=off, or PRECISION_AWARE_OPTIMIZER=auto (off with FP8 "
+                f"weights)"
             )
     if p.context_parallel > 1 and m.seq_length % (2 * p.context_parallel):
         raise ConfigError(
@@ -1142,6 +1182,15 @@ def uses_fp8_param_gather(cfg: Config, world_size: int) -> bool:
     if p.fp8_param_gather == "auto":
         return data_parallel_size(cfg, world_size) > 1
     return p.fp8_param_gather == "on"
+
+
+def uses_precision_aware_optimizer(cfg: Config, world_size: int) -> bool:
+    """TE's FusedAdam keeps the fp32 master weights: asked for, or auto under the TE spec in bf16 with
+    bf16 weights (not FP8 ones, :func:`uses_fp8_param_gather`)."""
+    p = cfg.parallel
+    if p.precision_aware_optimizer == "auto":
+        return p.layer_spec == "te" and p.precision == "bf16" and not uses_fp8_param_gather(cfg, world_size)
+    return p.precision_aware_optimizer == "on"
 
 
 def uses_sequence_parallel(cfg: Config) -> bool:
@@ -1183,6 +1232,7 @@ def left_to_the_job(cfg: Config) -> list[str]:
             ("PRECISION", p.precision),
             ("FUSIONS", p.fusions),
             ("SEQUENCE_PARALLEL", p.sequence_parallel),
+            ("PRECISION_AWARE_OPTIMIZER", p.precision_aware_optimizer if "auto" in (p.layer_spec, p.precision) else ""),
         )
         if value == "auto"
     ]

@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from benchmark import mcore_workarounds
-from benchmark.config import Config
+from benchmark.config import Config, uses_precision_aware_optimizer, world_size_from_env
 from benchmark.profiling import nvtx_range
 
 
@@ -184,6 +184,31 @@ class LocalEngine:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+def optimizer_settings(cfg: Config, bf16: bool, optimizer_overrides: dict | None = None) -> dict:
+    """The GPU engine's Megatron-Core OptimizerConfig fields; optimizer_overrides (benchmark.perf --opt) win."""
+    t = cfg.train
+    settings = dict(
+        optimizer="adam",
+        lr=t.lr,
+        min_lr=t.min_lr,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_eps=t.adam_eps,
+        clip_grad=t.clip_grad,
+        bf16=bf16,
+        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        use_distributed_optimizer=True,
+    )
+    if uses_precision_aware_optimizer(cfg, world_size_from_env()):
+        # TE's FusedAdam keeps the fp32 master weights and reads the bf16 gradient buffer itself, so the
+        # distributed optimizer holds no fp32 copy of either and skips the copies into and out of them.
+        # The master weights stay whole fp32 tensors, as the default path keeps them, rather than the
+        # 16 remainder bits that the bf16 weights lack (store_param_remainders).
+        settings.update(use_precision_aware_optimizer=True, store_param_remainders=False)
+    return {**settings, **(optimizer_overrides or {})}
+
+
 class MegatronEngine:
     """GPU: Float16Module(GPTModel) in DDP with the distributed optimizer, Megatron's schedules."""
 
@@ -196,7 +221,6 @@ class MegatronEngine:
 
         self.cfg = cfg
         self.gpt = model
-        t = cfg.train
         config = model.config
         module = Float16Module(config, model) if bf16 else model
         # Gradients are kept and reduced in bf16 (the parameters' dtype), and averaged inside the
@@ -215,25 +239,11 @@ class MegatronEngine:
         )
         self.model = DistributedDataParallel(config=config, ddp_config=ddp_config, module=module)
         self.optimizer = get_megatron_optimizer(
-            OptimizerConfig(
-                optimizer="adam",
-                lr=t.lr,
-                min_lr=t.min_lr,
-                weight_decay=t.weight_decay,
-                adam_beta1=t.adam_beta1,
-                adam_beta2=t.adam_beta2,
-                adam_eps=t.adam_eps,
-                clip_grad=t.clip_grad,
-                bf16=bf16,
-                params_dtype=torch.bfloat16 if bf16 else torch.float32,
-                use_distributed_optimizer=True,
-                **(optimizer_overrides or {}),
-            ),
-            [self.model],
+            OptimizerConfig(**optimizer_settings(cfg, bf16, optimizer_overrides)), [self.model]
         )
         # Without TE/Apex, Megatron-Core's torch AdamW would take its slower multi-kernel path.
         mcore_workarounds.use_fused_adamw(self.optimizer)
-        # A CKPT_FORMAT=fast state must load under the precision-aware optimizer too (benchmark.perf --opt).
+        # A CKPT_FORMAT=fast state must load under the precision-aware optimizer too.
         mcore_workarounds.skip_non_tensor_state_on_load()
         # A non-finite gradient norm stops the step before the weights change, as on the CPU engine;
         # in bf16 Megatron-Core's optimizer would apply it.

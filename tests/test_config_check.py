@@ -68,6 +68,8 @@ def test_fp8_on_the_jobs_gpus_is_left_to_the_job_and_the_rest_resolved(tmp_path)
     assert cfg["train"]["global_batch_size"] == 16 and cfg["train"]["lr"] == 0.0  # RCP value: the job's
     assert "# left to the job: LAYER_SPEC=auto: whether TransformerEngine imports" in notes
     assert "# left to the job: LR, WARMUP_SAMPLES, MAX_TRAIN_SAMPLES: the RCP defaults of GBS=16" in notes
+    # It follows the spec the job's node resolves.
+    assert p["precision_aware_optimizer"] == "auto" and "PRECISION_AWARE_OPTIMIZER=auto" in notes
 
 
 def test_with_mlperf_logging_the_rcp_defaults_are_filled_in_for_the_job():
@@ -91,6 +93,9 @@ def test_with_mlperf_logging_the_rcp_defaults_are_filled_in_for_the_job():
             "FP8=1 needs GEMM sizes divisible by 16",
         ),
         ("cpu", {"LAYER_SPEC": "te"}, "LAYER_SPEC=te runs on GPUs only"),
+        ("cpu", {"PRECISION_AWARE_OPTIMIZER": "on"}, "PRECISION_AWARE_OPTIMIZER=on needs the TransformerEngine"),
+        ("cuda", {"PRECISION_AWARE_OPTIMIZER": "on", "LAYER_SPEC": "local"}, "but LAYER_SPEC=local was asked for"),
+        ("any", {"PRECISION_AWARE_OPTIMIZER": "on", "PRECISION": "fp32"}, "set PRECISION=bf16 or auto"),
         ("any", {"CP": "2", "SEQ_LENGTH": "255", "WORLD_SIZE": "2"}, "SEQ_LENGTH=255 is not divisible by 2 x CP"),
         ("any", {"FP8_RECIPE": "mxfp8"}, "FP8_RECIPE='mxfp8' must be one of tensorwise, delayed, blockwise"),
         ("any", {"PRESET": "llama31_8b"}, "PREPROCESSED_PATH is not set"),

@@ -3,6 +3,7 @@ weights change."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pytest
@@ -61,3 +62,40 @@ def test_nan_gradient_raises_and_leaves_the_local_engine_weights_unchanged(smoke
         # The next, finite step trains as usual.
         loss, grad_norm = engine.train_step(batch, 1e-3)
         assert torch.isfinite(torch.tensor([loss, grad_norm])).all()
+
+
+def test_the_gpu_optimizer_is_precision_aware_when_the_knob_is_on(smoke_data, tmp_path, monkeypatch):
+    """What MegatronEngine hands Megatron-Core's OptimizerConfig (built on GPUs only): TE's FusedAdam keeps
+    whole fp32 master weights when PRECISION_AWARE_OPTIMIZER is on, not when off; benchmark.perf --opt wins."""
+    from megatron.core.optimizer import OptimizerConfig
+
+    from benchmark import config as cfgmod
+    from benchmark.engine import optimizer_settings
+
+    monkeypatch.setattr(cfgmod, "te_available", lambda: True)
+    monkeypatch.setattr(cfgmod, "cuda_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    chosen = {"use_precision_aware_optimizer": True, "store_param_remainders": False}
+    on = optimizer_settings(
+        smoke_config(smoke_data, tmp_path, {"DEVICE": "cuda", "PRECISION_AWARE_OPTIMIZER": "on"}), True
+    )
+    assert {k: on[k] for k in chosen} == chosen
+    # Every setting is an OptimizerConfig field (built here only where TE is not needed: off).
+    assert set(on) <= {f.name for f in dataclasses.fields(OptimizerConfig)}
+    assert (on["optimizer"], on["bf16"], on["params_dtype"], on["clip_grad"]) == ("adam", True, torch.bfloat16, 1.0)
+    default = smoke_config(smoke_data, tmp_path, {"DEVICE": "cuda"})
+    assert default.parallel.precision_aware_optimizer == "on"  # auto, under the TE spec in bf16
+    assert {k: optimizer_settings(default, True)[k] for k in chosen} == chosen
+    off = optimizer_settings(
+        smoke_config(smoke_data, tmp_path, {"DEVICE": "cuda", "PRECISION_AWARE_OPTIMIZER": "off"}), True
+    )
+    assert not set(chosen) & set(off)
+    assert not OptimizerConfig(**off).use_precision_aware_optimizer
+    local = optimizer_settings(smoke_config(smoke_data, tmp_path, {"DEVICE": "cuda", "LAYER_SPEC": "local"}), True)
+    assert not set(chosen) & set(local)
+    overridden = optimizer_settings(
+        smoke_config(smoke_data, tmp_path, {"DEVICE": "cuda", "PRECISION_AWARE_OPTIMIZER": "on"}),
+        True,
+        {"use_precision_aware_optimizer": False, "main_grads_dtype": torch.bfloat16},
+    )
+    assert (overridden["use_precision_aware_optimizer"], overridden["main_grads_dtype"]) == (False, torch.bfloat16)

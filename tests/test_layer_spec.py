@@ -1,4 +1,5 @@
-"""LAYER_SPEC, FP8, CP and sequence parallelism: selection, validation and the TransformerConfig they make.
+"""LAYER_SPEC, FP8, CP, sequence parallelism and the precision-aware optimizer: selection, validation and the
+TransformerConfig they make.
 
 TransformerEngine is not installed on the CPU machines, so "TE is here" and "a GPU is here" are
 simulated by replacing benchmark.config.te_available / cuda_available; the real TE path runs in the
@@ -107,6 +108,59 @@ def test_fp8_and_cp_rules_with_transformer_engine(gpu_with_te, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")
     with pytest.raises(ConfigError, match=r"SEQUENCE_PARALLEL=on splits activations .* needs TP > 1"):
         cfg_from({"SEQUENCE_PARALLEL": "on"})
+
+
+def test_precision_aware_optimizer_auto_follows_spec_precision_and_fp8_weights(gpu_with_te, monkeypatch):
+    """auto: on under the TE spec in bf16 with bf16 weights, off otherwise; FP8_PARAM_GATHER=auto leaves it
+    to the data-parallel size, as it leaves FP8 weights."""
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    on = cfg_from()
+    assert (on.parallel.layer_spec, on.parallel.precision, on.parallel.precision_aware_optimizer) == (
+        "te",
+        "bf16",
+        "on",
+    )
+    assert cfgmod.uses_precision_aware_optimizer(on, 1)
+    assert cfg_from({"FP8": "1", "FP8_PARAM_GATHER": "off"}).parallel.precision_aware_optimizer == "on"
+    for env in ({"LAYER_SPEC": "local"}, {"PRECISION": "fp32"}, {"FP8": "1", "FP8_PARAM_GATHER": "on"}):
+        cfg = cfg_from(env)
+        assert cfg.parallel.precision_aware_optimizer == "off", env
+        assert not cfgmod.uses_precision_aware_optimizer(cfg, 1)
+    assert cfg_from({"PRECISION_AWARE_OPTIMIZER": "off"}).parallel.precision_aware_optimizer == "off"
+    fp8 = cfg_from({"FP8": "1"})
+    assert fp8.parallel.precision_aware_optimizer == "auto"
+    assert cfgmod.uses_precision_aware_optimizer(fp8, 1)  # one data-parallel rank: bf16 weights
+    assert not cfgmod.uses_precision_aware_optimizer(fp8, 2)  # FP8 weights
+
+
+def test_precision_aware_optimizer_on_is_refused_where_it_cannot_run(gpu_with_te, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cfg_from({"PRECISION_AWARE_OPTIMIZER": "on"}).parallel.precision_aware_optimizer == "on"
+    with pytest.raises(ConfigError, match=r"PRECISION_AWARE_OPTIMIZER='yes' must be one of auto, on, off"):
+        cfg_from({"PRECISION_AWARE_OPTIMIZER": "yes"})
+    with pytest.raises(
+        ConfigError, match=r"PRECISION_AWARE_OPTIMIZER=on needs .* but LAYER_SPEC=local .*unset PRECISION_AWARE"
+    ):
+        cfg_from({"PRECISION_AWARE_OPTIMIZER": "on", "LAYER_SPEC": "local"})
+    with pytest.raises(ConfigError, match=r"PRECISION_AWARE_OPTIMIZER=on needs .* but this run is on CPU"):
+        cfg_from({"PRECISION_AWARE_OPTIMIZER": "on", "DEVICE": "cpu"})
+    with pytest.raises(ConfigError, match=r"PRECISION_AWARE_OPTIMIZER=on keeps .* set PRECISION=bf16"):
+        cfg_from({"PRECISION_AWARE_OPTIMIZER": "on", "PRECISION": "fp32"})
+    with pytest.raises(ConfigError, match=r"PRECISION_AWARE_OPTIMIZER=on needs bf16 weights, .*FP8_PARAM_GATHER=on"):
+        cfg_from({"PRECISION_AWARE_OPTIMIZER": "on", "FP8": "1", "FP8_PARAM_GATHER": "on"})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"FP8_PARAM_GATHER=auto keeps them in FP8 with 2 data-parallel ranks:"):
+        cfg_from({"PRECISION_AWARE_OPTIMIZER": "on", "FP8": "1"})
+    assert cfg_from({"PRECISION_AWARE_OPTIMIZER": "on", "FP8": "1", "FP8_PARAM_GATHER": "off"})
+
+
+def test_precision_aware_optimizer_is_off_on_cpu_and_without_te(gpu_without_te, monkeypatch):
+    assert cfg_from().parallel.precision_aware_optimizer == "off"  # the local spec
+    with pytest.raises(ConfigError, match=r"PRECISION_AWARE_OPTIMIZER=on needs .* TransformerEngine is not installed"):
+        cfg_from({"PRECISION_AWARE_OPTIMIZER": "on"})
+    monkeypatch.setattr(cfgmod, "cuda_available", lambda: False)
+    cpu = cfg_from()
+    assert (cpu.parallel.device, cpu.parallel.precision_aware_optimizer) == ("cpu", "off")
 
 
 def test_te_and_fp8_reach_transformer_config(gpu_with_te, monkeypatch):
