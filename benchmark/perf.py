@@ -21,7 +21,13 @@ import time
 
 import torch
 
-from benchmark.config import ConfigError, ModelConfig, build_config, grad_accumulation_steps
+from benchmark.config import (
+    ConfigError,
+    ModelConfig,
+    build_config,
+    grad_accumulation_steps,
+    uses_precision_aware_optimizer,
+)
 from benchmark.flops import flops_per_token, parameter_count, peak_flops
 from benchmark.peers.common import add_shape_arguments, non_negative_int, positive_int
 
@@ -91,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
         choices=["auto", "on", "off"],
         help="with --fp8: FP8 weights in the distributed optimizer (auto: on with several "
         "data-parallel ranks, as FP8_PARAM_GATHER)",
+    )
+    p.add_argument(
+        "--precision-aware-optimizer",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="TE's FusedAdam keeps the fp32 master weights and reads the bf16 gradients (PRECISION_AWARE_OPTIMIZER; "
+        "auto: on under the TE spec in bf16 with bf16 weights); --opt still overrides it",
     )
     p.add_argument("--cp", type=positive_int, default=1, help="context-parallel size, TE spec (default 1)")
     p.add_argument(
@@ -216,6 +229,7 @@ def main(argv=None) -> int:
         "FP8_AMAX_HISTORY": str(a.fp8_amax_history),
         "FP8_AMAX_ALGO": a.fp8_amax_algo,
         "FP8_PARAM_GATHER": a.fp8_param_gather,
+        "PRECISION_AWARE_OPTIMIZER": a.precision_aware_optimizer,
     }
     try:
         cfg = build_config(env=env)
@@ -337,6 +351,8 @@ def main(argv=None) -> int:
             "cp": a.cp,
             "layer_spec": cfg.parallel.layer_spec,
             "precision": describe_precision(cfg, bf16),
+            # What the engine chose from the knob; an --opt override shows under "experiment".
+            "precision_aware_optimizer": "on" if uses_precision_aware_optimizer(cfg, world) else "off",
             "spec": spec_name,
             "engine": type(engine).__name__,
             "step_time_s": round(step, 4),

@@ -42,12 +42,15 @@ def is_peer(record: dict) -> bool:
 
 
 def variant(record: dict) -> str:
-    """A row's name: its --label, else what distinguishes it (spec, precision, compile, experiments)."""
+    """A row's name: its --label, else what distinguishes it (spec, precision, compile, the precision-aware
+    optimizer, experiments)."""
     if record.get("label"):
         return record["label"]
     parts = [record.get("spec") or record["bench"], record.get("precision") or ""]
     if record.get("compile") and "compiled" not in parts[0]:
         parts.append("compiled")
+    if record.get("precision_aware_optimizer") == "on":
+        parts.append("precision-aware optimizer")
     for key, value in (record.get("experiment") or {}).items():
         if key == "te_op_fuser":
             if value:

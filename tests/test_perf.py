@@ -58,6 +58,7 @@ def test_a_tiny_shape_is_timed_on_cpu_and_says_what_it_does():
         "tiny",
     )
     assert record["tokens_per_sec_per_gpu"] > 0 and record["step_time_s"] > 0
+    assert record["precision_aware_optimizer"] == "off"  # the CPU engine's torch AdamW
     assert "parameters on 1 x cpu; 1 warm-up and 2 timed steps of 1 x 64 tokens" in p.stderr
     assert "[perf] step 3/3 (timed): " in p.stderr
 
@@ -69,3 +70,9 @@ def test_the_full_shape_is_refused_on_cpu():
         "error: this shape has 2.80 B parameters and this run is on CPU, where a step would take minutes: shrink it "
         "(for example --layers 2 --hidden 64 --ffn 192 --heads 4 --kv-heads 2 --vocab 256 --seq 64), or run on a GPU"
     ) in p.stderr
+
+
+def test_the_precision_aware_optimizer_is_refused_on_cpu_naming_the_knob():
+    p = _perf(*TINY, "--seq", "64", "--precision-aware-optimizer", "on")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "error: PRECISION_AWARE_OPTIMIZER=on needs the TransformerEngine layer spec" in p.stderr

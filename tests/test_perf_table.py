@@ -63,6 +63,10 @@ def test_records_are_picked_from_the_output_and_compared_within_their_group():
     records = read_records(_lines())
     assert [r["tokens_per_sec_per_gpu"] for r in records] == [30_000.0, 35_000.0, 32_104.0, 42_980.0, 45_000.0]
     assert variant(records[2]) == "TE spec, bf16 mixed, use_precision_aware_optimizer=True, TE op fuser"
+    assert variant({**records[2], "experiment": {}, "precision_aware_optimizer": "on"}) == (
+        "TE spec, bf16 mixed, precision-aware optimizer"
+    )
+    assert variant({**records[2], "experiment": {}, "precision_aware_optimizer": "off"}) == "TE spec, bf16 mixed"
     text = table(records).splitlines()
     first = text.index(
         "1x NVIDIA H200, 8 layers, seq 8192, MBS 1; ratios against transformers LlamaForCausalLM, SDPA attention, "
