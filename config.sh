@@ -57,6 +57,7 @@ export FP8_RECIPE="${FP8_RECIPE:-}"             # (preset) tensorwise (current s
 export FP8_AMAX_HISTORY="${FP8_AMAX_HISTORY:-}" # (preset) FP8_RECIPE=delayed: amax history length; 1
 export FP8_AMAX_ALGO="${FP8_AMAX_ALGO:-}"       # (preset) FP8_RECIPE=delayed: most_recent | max
 export FP8_PARAM_GATHER="${FP8_PARAM_GATHER:-}" # (preset) FP8=1: weights kept and all-gathered in FP8: on | off | auto (on with DP > 1)
+export PRECISION_AWARE_OPTIMIZER="${PRECISION_AWARE_OPTIMIZER:-}"  # (preset) TE's FusedAdam keeps the fp32 master weights: on | off | auto (on under TE in bf16, bf16 weights)
 export RECOMPUTE="${RECOMPUTE:-}"               # (preset) 1 = full activation recomputation; 0
 export RECOMPUTE_LAYERS="${RECOMPUTE_LAYERS:-}" # (preset) with RECOMPUTE=1, only the first N layers per stage; 0 = all
 export FUSIONS="${FUSIONS:-}"                   # (preset) fused kernels (SwiGLU, cross-entropy, RoPE under TE): on | off | auto

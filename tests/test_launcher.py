@@ -296,7 +296,10 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "FP8_RECIPE": "delayed",
         "FP8_AMAX_HISTORY": "16",
         "FP8_AMAX_ALGO": "max",
-        "FP8_PARAM_GATHER": "on",
+        # FP8_PARAM_GATHER=off keeps bf16 weights, under which PRECISION_AWARE_OPTIMIZER=auto would be on:
+        # off is then a value auto would not give.
+        "FP8_PARAM_GATHER": "off",
+        "PRECISION_AWARE_OPTIMIZER": "off",
         "FUSIONS": "off",
         "COMPILE": "1",
         "EVAL_EVERY": "64",
