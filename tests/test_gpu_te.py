@@ -123,12 +123,15 @@ def test_fp8_first_step_loss_is_bf16s(smoke_data, tmp_path, recipe):
     [
         {},
         {"CKPT_FORMAT": "portable"},
+        {"PRECISION_AWARE_OPTIMIZER": "off"},
         {"FP8": 1},
         {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
     ],
-    ids=["bf16", "bf16-portable", "fp8-tensorwise", "fp8-delayed"],
+    ids=["bf16", "bf16-portable", "bf16-distributed-optimizer-copies", "fp8-tensorwise", "fp8-delayed"],
 )
 def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
+    """Under the TE spec the precision-aware optimizer is on by default; the off case keeps the distributed
+    optimizer's own fp32 copies covered."""
     _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, {"LAYER_SPEC": "te", **SMALL, **extra}, str(extra))
 
 
@@ -156,21 +159,24 @@ def _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, env, label):
 @pytest.mark.parametrize("ckpt_format", ["fast", "portable"])
 def test_precision_aware_optimizer_pauses_and_resumes(smoke_data, tmp_path, monkeypatch, ckpt_format):
     """Megatron-Core's precision-aware optimizer (TE's FusedAdam reads the bf16 gradients and keeps the
-    fp32 master weights itself; ``benchmark.perf --opt use_precision_aware_optimizer=True``) resumes to
-    the uninterrupted run's losses from either checkpoint format; the fast one loads only with
+    fp32 master weights itself; ``PRECISION_AWARE_OPTIMIZER=on``) resumes to the uninterrupted run's
+    losses from either checkpoint format; the fast one loads only with
     benchmark.mcore_workarounds.skip_non_tensor_state_on_load (Megatron-Core 0.16.1)."""
-    from benchmark import engine
+    from benchmark import mcore_workarounds
 
-    original = engine.MegatronEngine.__init__
+    # The optimizers the engines built, seen where the engine hands each one to a workaround.
+    built = []
+    check = mcore_workarounds.check_grad_norm_before_update
 
-    def precision_aware(self, cfg, model, bf16, optimizer_overrides=None):
-        chosen = {"use_precision_aware_optimizer": True, "store_param_remainders": False}
-        original(self, cfg, model, bf16, {**chosen, **(optimizer_overrides or {})})
-        assert self.optimizer.config.use_precision_aware_optimizer
+    def seen(optimizer, *args, **kwargs):
+        built.append(optimizer)
+        return check(optimizer, *args, **kwargs)
 
-    monkeypatch.setattr(engine.MegatronEngine, "__init__", precision_aware)
-    env = {"LAYER_SPEC": "te", "CKPT_FORMAT": ckpt_format, **SMALL}
+    monkeypatch.setattr(mcore_workarounds, "check_grad_norm_before_update", seen)
+    env = {"LAYER_SPEC": "te", "CKPT_FORMAT": ckpt_format, "PRECISION_AWARE_OPTIMIZER": "on", **SMALL}
     _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, env, f"precision-aware, {ckpt_format}")
+    assert len(built) == 3
+    assert all(o.config.use_precision_aware_optimizer and not o.config.store_param_remainders for o in built)
 
 
 @needs_te
