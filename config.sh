@@ -60,7 +60,7 @@ export FP8_PARAM_GATHER="${FP8_PARAM_GATHER:-}" # (preset) FP8=1: weights kept a
 export PRECISION_AWARE_OPTIMIZER="${PRECISION_AWARE_OPTIMIZER:-}"  # (preset) TE's FusedAdam keeps the fp32 master weights: on | off | auto (on under TE in bf16, bf16 weights)
 export RECOMPUTE="${RECOMPUTE:-}"               # (preset) 1 = full activation recomputation; 0
 export RECOMPUTE_LAYERS="${RECOMPUTE_LAYERS:-}" # (preset) with RECOMPUTE=1, only the first N layers per stage; 0 = all
-export FUSIONS="${FUSIONS:-}"                   # (preset) fused kernels (SwiGLU, cross-entropy, RoPE under TE): on | off | auto
+export FUSIONS="${FUSIONS:-}"                   # (preset) fused kernels (SwiGLU, cross-entropy; under TE RoPE, the MLP at TP 1): on | off | auto
 export COMPILE="${COMPILE:-}"                   # (preset) 1 = torch.compile each transformer layer; 0
 export DEVICE="${DEVICE:-}"                     # (preset) cuda | cpu | auto
 export EVAL_EVERY="${EVAL_EVERY:-}"             # (preset) evaluate every this many samples; llama31_8b: 12288

@@ -344,7 +344,8 @@ class ParallelConfig:
         "auto",
         "FUSIONS",
         "fused kernels: on | off | auto (on for GPU): Megatron's compiled SwiGLU and cross-entropy, the "
-        "weight-gradient GEMM into fp32 main_grad; under the TE spec also TE's RoPE and cross-entropy",
+        "weight-gradient GEMM into main_grad; under the TE spec also TE's RoPE (on the unsplit QKV) and "
+        "cross-entropy, and at TP 1 the MLP through TE's op fuser",
         choices=("auto", "on", "off"),
     )
     compile: bool = knob(False, "COMPILE", "torch.compile each transformer layer")

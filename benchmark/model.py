@@ -2,8 +2,9 @@
 
 Layer spec (LAYER_SPEC, resolved in benchmark/config.py):
 - ``te``: Megatron-Core's TransformerEngine spec, the production path: RMSNorm fused into the QKV and
-  FC1 linears, TE's attention (cuDNN fused or flash), TE's fused RoPE and cross-entropy, TE's own
-  weight-gradient accumulation into main_grad, FP8 (FP8=1), context and sequence parallelism.
+  FC1 linears, TE's attention (cuDNN fused or flash), TE's fused RoPE (on the unsplit QKV) and
+  cross-entropy, the MLP through TE's operation fuser at TP 1, TE's own weight-gradient accumulation
+  into main_grad, FP8 (FP8=1), context and sequence parallelism.
 - ``local``: Megatron-Core's local spec with its core attention swapped for :class:`SDPAttention`,
   which calls ``torch.nn.functional.scaled_dot_product_attention`` (the local spec's unfused attention
   materialises the [b, heads, s, s] score matrix and runs out of memory at sequence length 8192); the
@@ -23,6 +24,7 @@ from megatron.core.models.gpt.gpt_model import GPTModel
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from benchmark import mcore_workarounds, wgrad
@@ -133,6 +135,9 @@ def transformer_config(
         masked_softmax_fusion=False,
         persist_layer_norm=False,
         apply_rope_fusion=fusions and te,
+        # RoPE applied to the fused QKV output without splitting it first (NVIDIA's v5.1 8B runs:
+        # FUSED_QKV_ROPE=True in config_common_8b.sh).
+        fused_single_qkv_rope=fusions and te,
         attention_dropout=0.0,
         hidden_dropout=0.0,
         init_method_std=m.init_std,
@@ -157,14 +162,24 @@ def transformer_config(
     )
 
 
+def uses_te_op_fuser(cfg: Config) -> bool:
+    """The MLP through TE's operation-based API (fused ops, the same weights): under the TE spec with
+    fusions on, at TP 1, as NVIDIA's v5.1 8B runs (USE_TE_OPS=True in config_common_8b.sh, False in
+    their TP 2 configurations)."""
+    p = cfg.parallel
+    return p.layer_spec == "te" and p.fusions == "on" and p.tensor_parallel == 1
+
+
 def layer_spec(cfg: Config) -> tuple[ModuleSpec, str]:
     """The resolved layer spec, and a one-line description of it."""
     if cfg.parallel.layer_spec == "te":
         import transformer_engine
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
-        return get_gpt_layer_with_transformer_engine_spec(), (
+        op_fuser = uses_te_op_fuser(cfg)
+        return get_gpt_layer_with_transformer_engine_spec(use_te_op_fuser=op_fuser), (
             f"megatron-core TransformerEngine spec (TE {transformer_engine.__version__})"
+            + (", MLP through TE's op fuser" if op_fuser else "")
         )
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = SDPAttention
@@ -199,15 +214,22 @@ def build_model(
     if config.cross_entropy_loss_fusion:
         spec_name += f", {config.cross_entropy_fusion_impl} fused cross-entropy"
     if config.apply_rope_fusion:
-        spec_name += ", TE fused RoPE"
+        spec_name += ", TE fused RoPE" + (" on the unsplit QKV" if config.fused_single_qkv_rope else "")
     if config.sequence_parallel:
         spec_name += ", sequence parallel"
     if config.recompute_granularity:
         which = config.recompute_num_layers if config.recompute_method == "block" else "all"
         spec_name += f", recompute {which} layers"
+    block: ModuleSpec | TransformerBlockSubmodules = spec
+    if cfg.parallel.layer_spec == "local":
+        # Given a layer spec, Megatron-Core's block takes TE's norm for the final norm wherever TE
+        # imports, also on a CPU, where TE's kernels fail; the local spec keeps its own norm there too.
+        block = TransformerBlockSubmodules(
+            layer_specs=[spec] * get_num_layers_to_build(config), layer_norm=spec.submodules.input_layernorm
+        )
     model = GPTModel(
         config=config,
-        transformer_layer_spec=spec,
+        transformer_layer_spec=block,
         vocab_size=vocab_size,
         max_sequence_length=cfg.model.seq_length,
         pre_process=True,

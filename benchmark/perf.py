@@ -127,11 +127,6 @@ def parser() -> argparse.ArgumentParser:
         help="experiment: set a Megatron-Core OptimizerConfig field (GPU), for example "
         "use_precision_aware_optimizer=True or main_grads_dtype=bfloat16 (dtypes by torch name)",
     )
-    p.add_argument(
-        "--te-op-fuser",
-        action="store_true",
-        help="experiment: TE spec built with use_te_op_fuser=True (TE's operation-based MLP)",
-    )
     p.add_argument("--profile", default="", help="write a torch.profiler table of the timed steps to this file")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
     p.add_argument(
@@ -165,13 +160,13 @@ def _overrides(items: list[str]) -> dict:
     return out
 
 
-def _patch_model(overrides: dict, te_op_fuser: bool) -> None:
-    """Wrap benchmark.model's config mapping and TE spec for one experiment (this process only)."""
+def _patch_model(overrides: dict) -> None:
+    """Wrap benchmark.model's config mapping for one experiment (this process only)."""
     import dataclasses
 
     from benchmark import model
 
-    mapped, spec = model.transformer_config, model.layer_spec
+    mapped = model.transformer_config
     fields = {f.name for f in dataclasses.fields(model.TransformerConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
@@ -181,15 +176,7 @@ def _patch_model(overrides: dict, te_op_fuser: bool) -> None:
         # replace() runs __post_init__ again, so Megatron-Core validates the combination.
         return dataclasses.replace(mapped(cfg, **kw), **overrides)
 
-    def layer_spec(cfg):
-        if not te_op_fuser or cfg.parallel.layer_spec != "te":
-            return spec(cfg)
-        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
-
-        built, name = spec(cfg)
-        return get_gpt_layer_with_transformer_engine_spec(use_te_op_fuser=True), name + ", TE op fuser"
-
-    model.transformer_config, model.layer_spec = transformer_config, layer_spec
+    model.transformer_config = transformer_config
 
 
 def main(argv=None) -> int:
@@ -258,8 +245,8 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: --opt {err}", file=sys.stderr)
         return 2
-    if overrides or a.te_op_fuser:
-        _patch_model(overrides, a.te_op_fuser)
+    if overrides:
+        _patch_model(overrides)
     with distributed(cfg) as device:
         from megatron.core import parallel_state
 
@@ -367,11 +354,8 @@ def main(argv=None) -> int:
             "kv_heads": a.kv_heads,
             "vocab": a.vocab,
         }
-        if overrides or a.te_op_fuser or opt_overrides:
-            record["experiment"] = {
-                **{k: repr(v) for k, v in {**overrides, **opt_overrides}.items()},
-                "te_op_fuser": a.te_op_fuser,
-            }
+        if overrides or opt_overrides:
+            record["experiment"] = {k: repr(v) for k, v in {**overrides, **opt_overrides}.items()}
         if torch.distributed.get_rank() == 0:
             print(json.dumps(record), flush=True)
     return 0

@@ -180,6 +180,49 @@ def test_precision_aware_optimizer_pauses_and_resumes(smoke_data, tmp_path, monk
 
 
 @needs_te
+@pytest.mark.parametrize("ckpt_format", ["fast", "portable"])
+def test_checkpoint_without_the_precision_aware_optimizer_resumes_with_it(smoke_data, tmp_path, ckpt_format):
+    """A run checkpointed with PRECISION_AWARE_OPTIMIZER=off (every TE run before it became the default)
+    resumes with it on: weights, moments and step carry over, so the first loss after the resume is the
+    paused run's own and the later ones stay within the two optimizer paths' own difference."""
+    base = {"LAYER_SPEC": "te", "CKPT_FORMAT": ckpt_format, **SMALL}
+    on = run(
+        configure(smoke_data, tmp_path, PRECISION_AWARE_OPTIMIZER="on", **base),
+        log_path=tmp_path / "on.log",
+        echo=False,
+    )
+    off = run(
+        configure(smoke_data, tmp_path, PRECISION_AWARE_OPTIMIZER="off", **base),
+        log_path=tmp_path / "off.log",
+        echo=False,
+    )
+    ckpt = tmp_path / "ckpt"
+    first = run(
+        configure(smoke_data, tmp_path, PRECISION_AWARE_OPTIMIZER="off", CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256, **base),
+        log_path=tmp_path / "p1.log",
+        echo=False,
+    )
+    second = run(
+        configure(smoke_data, tmp_path, PRECISION_AWARE_OPTIMIZER="on", CHECKPOINT_DIR=ckpt, **base),
+        log_path=tmp_path / "p2.log",
+        echo=False,
+    )
+    n = len(first.train_losses)
+    assert first.train_losses == off.train_losses[:n] and len(second.train_losses) == len(off.train_losses) - n
+    spread = max(abs(a - b) for a, b in zip(on.train_losses[n:], off.train_losses[n:], strict=True))
+    drift = max(abs(a - b) for a, b in zip(second.train_losses, off.train_losses[n:], strict=True))
+    eval_spread = abs(on.eval_curve[-1][1] - off.eval_curve[-1][1])
+    eval_drift = abs(second.eval_curve[-1][1] - off.eval_curve[-1][1])
+    print(
+        f"[off -> on, {ckpt_format}] loss drift {drift:.2e} against the paths' spread {spread:.2e}; "
+        f"final eval drift {eval_drift:.2e} against {eval_spread:.2e}"
+    )
+    assert second.train_losses[0] == off.train_losses[n]  # same weights, same batch
+    assert drift <= 2 * spread + 1e-3
+    assert eval_drift <= 2 * eval_spread + 1e-3
+
+
+@needs_te
 @pytest.mark.parametrize("first_spec, second_spec", [("local", "te"), ("te", "local")])
 def test_checkpoint_of_one_spec_resumes_under_the_other(smoke_data, tmp_path, first_spec, second_spec):
     """CKPT_FORMAT=portable moves a run between layer specs; a "fast" checkpoint is refused there."""

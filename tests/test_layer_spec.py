@@ -186,6 +186,7 @@ def test_te_and_fp8_reach_transformer_config(gpu_with_te, monkeypatch):
     )  # DP 1 again
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert (tc.apply_rope_fusion, tc.cross_entropy_loss_fusion, tc.cross_entropy_fusion_impl) == (True, True, "te")
+    assert tc.fused_single_qkv_rope  # NVIDIA's v5.1 FUSED_QKV_ROPE
     assert tc.bf16 and not tc.sequence_parallel
     delayed = cfg_from(
         {
@@ -212,11 +213,28 @@ def test_te_and_fp8_reach_transformer_config(gpu_with_te, monkeypatch):
         False,
         "native",
     )
+    assert not off.fused_single_qkv_rope
     local = transformer_config(cfg_from({"LAYER_SPEC": "local"}), bf16=True, use_cpu_initialization=False)
-    assert (local.apply_rope_fusion, local.cross_entropy_fusion_impl) == (False, "native")
+    assert (local.apply_rope_fusion, local.cross_entropy_fusion_impl, local.fused_single_qkv_rope) == (
+        False,
+        "native",
+        False,
+    )
     monkeypatch.setenv("WORLD_SIZE", "2")
     sp = transformer_config(cfg_from({"TP": "2"}), bf16=True, use_cpu_initialization=False)
     assert sp.sequence_parallel and sp.tensor_model_parallel_size == 2
+
+
+def test_te_op_fuser_follows_fusions_at_tp_1(gpu_with_te, monkeypatch):
+    """The MLP goes through TE's op fuser under the TE spec with fusions on at TP 1 only, as NVIDIA's
+    v5.1 8B configurations set USE_TE_OPS."""
+    from benchmark.model import uses_te_op_fuser
+
+    assert uses_te_op_fuser(cfg_from())
+    assert not uses_te_op_fuser(cfg_from({"FUSIONS": "off"}))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not uses_te_op_fuser(cfg_from({"TP": "2"}))
+    assert not uses_te_op_fuser(cfg_from({"LAYER_SPEC": "local"}))
 
 
 def test_checkpoint_names_are_the_same_under_both_specs(smoke_data, tmp_path):

@@ -66,3 +66,23 @@ def test_key_map_round_trip(smoke_cfg):
     assert back.keys() == sd.keys()
     for k in sd:
         assert torch.equal(back[k], sd[k]), k
+
+
+def test_local_spec_keeps_its_own_final_norm(smoke_cfg, monkeypatch):
+    """Given a layer spec, Megatron-Core's block builds its final norm from TE wherever TE imports (a
+    CPU run in the container): the local spec's model must use the local norm there as in its layers."""
+    from megatron.core.transformer import transformer_block
+
+    class BlockDefaultNorm(torch.nn.Module):  # stands in for TENorm, the block's default where TE imports
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+
+    monkeypatch.setattr(transformer_block, "LayerNormImpl", BlockDefaultNorm)
+    cfg = smoke_cfg
+    assert cfg.parallel.layer_spec == "local"
+    with distributed(cfg):
+        model, _ = build_model(cfg, padded_vocab_size(2000, 1), bf16=False, use_cpu_initialization=True)
+    final, first = model.decoder.final_layernorm, model.decoder.layers[0].input_layernorm
+    assert not isinstance(final, BlockDefaultNorm)
+    assert type(final) is type(first)
+    assert final.weight.shape == (cfg.model.hidden_size,)
