@@ -317,6 +317,11 @@ class ParallelConfig:
     fp8_amax_algo: str = knob(
         "most_recent", "FP8_AMAX_ALGO", "with FP8_RECIPE=delayed: most_recent | max", choices=("most_recent", "max")
     )
+    fp8_attention: bool = knob(
+        False,
+        "FP8_ATTENTION",
+        "with FP8=1: attention (TE's fused attention) in FP8 too (NVIDIA's FP8_DPA; off in NVIDIA's v5.1 FP8 runs)",
+    )
     fp8_param_gather: str = knob(
         "auto",
         "FP8_PARAM_GATHER",
@@ -1110,6 +1115,12 @@ def _validate_spec_and_fp8(cfg: Config, here: bool = True, world_size: int | Non
                 "LAYER_SPEC=te needs TransformerEngine, which is not installed here: run in the container "
                 "(Dockerfile), install transformer-engine, or set LAYER_SPEC=local"
             )
+    if p.fp8_attention and not p.fp8:
+        # Attention in FP8 is part of the FP8 recipe (TE's fp8_autocast); without FP8=1 it would be ignored.
+        raise ConfigError(
+            "FP8_ATTENTION=1 needs FP8=1 (attention in FP8 on top of the FP8 linear layers): set FP8=1, or "
+            "FP8_ATTENTION=0"
+        )
     needs_te = []
     if p.fp8:
         needs_te.append("FP8=1")

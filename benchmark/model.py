@@ -115,6 +115,8 @@ def transformer_config(
             fp8_amax_history_len=p.fp8_amax_history,
             fp8_amax_compute_algo=p.fp8_amax_algo,
             fp8_param=uses_fp8_param_gather(cfg, world_size_from_env()),
+            # TE's fused attention in FP8 too (NVIDIA's FP8_DPA; their v5.1 FP8 runs keep it in 16 bits).
+            fp8_dot_product_attention=p.fp8_attention,
             # Amax reductions over the tensor-parallel group only, as NVIDIA's v5.1 runs set it.
             tp_only_amax_red=True,
         )
@@ -194,7 +196,12 @@ def describe_precision(cfg: Config, bf16: bool) -> str:
     if p.fp8_recipe == "delayed":
         text += f" (amax history {p.fp8_amax_history}, {p.fp8_amax_algo})"
     fp8_weights = uses_fp8_param_gather(cfg, world_size_from_env())
-    return text + (", FP8 weights" if fp8_weights else "") + ", bf16 elsewhere"
+    return (
+        text
+        + (", FP8 weights" if fp8_weights else "")
+        + (", FP8 attention" if p.fp8_attention else "")
+        + ", bf16 elsewhere"
+    )
 
 
 def build_model(

@@ -92,6 +92,11 @@ def parser() -> argparse.ArgumentParser:
         help="delayed scaling: amax from the history (default %(default)s)",
     )
     p.add_argument(
+        "--fp8-attention",
+        action="store_true",
+        help="with --fp8: attention (TE's fused attention) in FP8 too (FP8_ATTENTION)",
+    )
+    p.add_argument(
         "--fp8-param-gather",
         default="auto",
         choices=["auto", "on", "off"],
@@ -215,6 +220,7 @@ def main(argv=None) -> int:
         "FP8_RECIPE": a.fp8_recipe,
         "FP8_AMAX_HISTORY": str(a.fp8_amax_history),
         "FP8_AMAX_ALGO": a.fp8_amax_algo,
+        "FP8_ATTENTION": "1" if a.fp8_attention else "0",
         "FP8_PARAM_GATHER": a.fp8_param_gather,
         "PRECISION_AWARE_OPTIMIZER": a.precision_aware_optimizer,
     }

@@ -126,8 +126,16 @@ def test_fp8_first_step_loss_is_bf16s(smoke_data, tmp_path, recipe):
         {"PRECISION_AWARE_OPTIMIZER": "off"},
         {"FP8": 1},
         {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
+        {"FP8": 1, "FP8_ATTENTION": 1},
     ],
-    ids=["bf16", "bf16-portable", "bf16-distributed-optimizer-copies", "fp8-tensorwise", "fp8-delayed"],
+    ids=[
+        "bf16",
+        "bf16-portable",
+        "bf16-distributed-optimizer-copies",
+        "fp8-tensorwise",
+        "fp8-delayed",
+        "fp8-attention",
+    ],
 )
 def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
     """Under the TE spec the precision-aware optimizer is on by default; the off case keeps the distributed

@@ -296,6 +296,7 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
         "FP8_RECIPE": "delayed",
         "FP8_AMAX_HISTORY": "16",
         "FP8_AMAX_ALGO": "max",
+        "FP8_ATTENTION": "1",
         # FP8_PARAM_GATHER=off keeps bf16 weights, under which PRECISION_AWARE_OPTIMIZER=auto would be on:
         # off is then a value auto would not give.
         "FP8_PARAM_GATHER": "off",

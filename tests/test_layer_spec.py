@@ -66,6 +66,8 @@ def test_print_config_shows_the_resolved_spec(gpu_with_te, capsys):
         ({"FP8": "1", "DEVICE": "cpu", "FP8_RECIPE": "mxfp8"}, r"FP8_RECIPE='mxfp8' must be one of tensorwise"),
         ({"FP8_AMAX_ALGO": "mean"}, r"FP8_AMAX_ALGO='mean' must be one of most_recent, max"),
         ({"FP8_AMAX_HISTORY": "0"}, r"FP8_AMAX_HISTORY=0 must be 1 or more"),
+        ({"FP8_ATTENTION": "1"}, r"FP8_ATTENTION=1 needs FP8=1 .*: set FP8=1, or FP8_ATTENTION=0"),
+        ({"FP8_ATTENTION": "1", "DEVICE": "cpu"}, r"FP8_ATTENTION=1 needs FP8=1"),
         ({"SEQUENCE_PARALLEL": "yes"}, r"SEQUENCE_PARALLEL='yes' must be one of auto, on, off"),
         ({"SEQUENCE_PARALLEL": "on", "DEVICE": "cpu"}, r"SEQUENCE_PARALLEL=on needs the TransformerEngine layer spec"),
     ],
@@ -205,8 +207,14 @@ def test_te_and_fp8_reach_transformer_config(gpu_with_te, monkeypatch):
         False,
     )
     assert describe_precision(delayed, True) == "FP8 hybrid, delayed scaling (amax history 1024, max), bf16 elsewhere"
+    assert tc.fp8_dot_product_attention is False  # NVIDIA's v5.1 FP8 runs keep attention in 16 bits
+    attention = cfg_from({"FP8": "1", "FP8_ATTENTION": "1"})
+    assert attention.parallel.fp8_attention is True
+    assert transformer_config(attention, bf16=True, use_cpu_initialization=False).fp8_dot_product_attention is True
+    assert describe_precision(attention, True) == "FP8 hybrid, tensorwise scaling, FP8 attention, bf16 elsewhere"
     bf16 = transformer_config(cfg_from(), bf16=True, use_cpu_initialization=False)
     assert bf16.fp8 is None and bf16.cross_entropy_fusion_impl == "te"
+    assert cfg_from().parallel.fp8_attention is False and not bf16.fp8_dot_product_attention
     off = transformer_config(cfg_from({"FUSIONS": "off"}), bf16=True, use_cpu_initialization=False)
     assert (off.apply_rope_fusion, off.cross_entropy_loss_fusion, off.cross_entropy_fusion_impl) == (
         False,
@@ -270,6 +278,7 @@ DOCUMENTED = (
     + [("FUSIONS", v) for v in ("auto", "on", "off")]
     + [("DEVICE", v) for v in ("auto", "cpu", "cuda")]
     + [("FP8_RECIPE", v) for v in cfgmod.FP8_RECIPES]
+    + [("FP8_ATTENTION", v) for v in ("0", "1")]
     + [("SEQUENCE_PARALLEL", v) for v in ("auto", "on", "off")]
 )
 
