@@ -56,6 +56,7 @@ export FP8="${FP8:-}"                           # (preset) 1 = FP8 hybrid throug
 export FP8_RECIPE="${FP8_RECIPE:-}"             # (preset) tensorwise (current scaling) | delayed | blockwise
 export FP8_AMAX_HISTORY="${FP8_AMAX_HISTORY:-}" # (preset) FP8_RECIPE=delayed: amax history length; 1
 export FP8_AMAX_ALGO="${FP8_AMAX_ALGO:-}"       # (preset) FP8_RECIPE=delayed: most_recent | max
+export FP8_ATTENTION="${FP8_ATTENTION:-}"       # (preset) FP8=1: 1 = attention (TE's fused attention) in FP8 too (NVIDIA's FP8_DPA); 0
 export FP8_PARAM_GATHER="${FP8_PARAM_GATHER:-}" # (preset) FP8=1: weights kept and all-gathered in FP8: on | off | auto (on with DP > 1)
 export PRECISION_AWARE_OPTIMIZER="${PRECISION_AWARE_OPTIMIZER:-}"  # (preset) TE's FusedAdam keeps the fp32 master weights: on | off | auto (on under TE in bf16, bf16 weights)
 export RECOMPUTE="${RECOMPUTE:-}"               # (preset) 1 = full activation recomputation; 0

@@ -76,3 +76,47 @@ def test_the_precision_aware_optimizer_is_refused_on_cpu_naming_the_knob():
     p = _perf(*TINY, "--seq", "64", "--precision-aware-optimizer", "on")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "error: PRECISION_AWARE_OPTIMIZER=on needs the TransformerEngine layer spec" in p.stderr
+
+
+def test_fp8_attention_is_refused_without_fp8_naming_both_knobs():
+    p = _perf(*TINY, "--seq", "64", "--fp8-attention")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "error: FP8_ATTENTION=1 needs FP8=1" in p.stderr
+
+
+def _fp8_vs_bf16():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fp8_vs_bf16", REPO / "dev" / "fp8_vs_bf16.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fp8_vs_bf16_variants_are_parsed_and_bad_ones_refused(capsys):
+    script = _fp8_vs_bf16()
+    text = "attn:FP8_RECIPE=delayed,FP8_AMAX_HISTORY=1024,FP8_AMAX_ALGO=max,FP8_ATTENTION=1"
+    assert script.parse_variant(text) == (
+        "attn",
+        {"FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": "1024", "FP8_AMAX_ALGO": "max", "FP8_ATTENTION": "1"},
+    )
+    a = script.parser().parse_args(["--data", "d", "--tokenizer", "t", "--variant", text, "--variant", "t:FP8=1"])
+    assert [name for name, _ in a.variant] == ["attn", "t"]
+    assert script.parser().parse_args(["--data", "d", "--tokenizer", "t"]).variant == []
+    for bad, message in [
+        ("attn", "write NAME:KEY=VALUE"),
+        ("attn:", "write NAME:KEY=VALUE"),
+        (":FP8_ATTENTION=1", "write NAME:KEY=VALUE"),
+        ("a b:FP8_ATTENTION=1", "write NAME:KEY=VALUE"),
+        ("attn:FP8_ATTENTION", "write NAME:KEY=VALUE"),
+        ("attn:FP8_ATTENTION=", "write NAME:KEY=VALUE"),
+        ("attn:FP8_ATTENTON=1", "'FP8_ATTENTON' is not a knob of the training configuration"),
+        ("attn:FP8_ATTENTION=1,FP8_ATTENTION=0", "FP8_ATTENTION is given twice"),
+    ]:
+        with pytest.raises(SystemExit) as err:
+            script.parser().parse_args(["--data", "d", "--tokenizer", "t", "--variant", bad])
+        assert err.value.code == 2
+        stderr = capsys.readouterr().err
+        assert f"argument --variant: {bad!r}: " in stderr and message in stderr, bad
+        with pytest.raises(script.argparse.ArgumentTypeError, match=message):
+            script.parse_variant(bad)
