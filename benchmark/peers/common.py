@@ -299,6 +299,7 @@ def record(
         "cp": 1,
         "layer_spec": None,
         "precision": precision,
+        "precision_aware_optimizer": None,
         "spec": spec + (", layers compiled" if a.compile else ""),
         "engine": engine,
         "step_time_s": _significant(step_s, 6),
