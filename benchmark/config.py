@@ -350,7 +350,7 @@ class ParallelConfig:
         "FUSIONS",
         "fused kernels: on | off | auto (on for GPU): Megatron's compiled SwiGLU and cross-entropy, the "
         "weight-gradient GEMM into main_grad; under the TE spec also TE's RoPE (on the unsplit QKV) and "
-        "cross-entropy, and at TP 1 the MLP through TE's op fuser",
+        "cross-entropy, and at TP 1 in bf16 or FP8 tensorwise the MLP through TE's op fuser",
         choices=("auto", "on", "off"),
     )
     compile: bool = knob(False, "COMPILE", "torch.compile each transformer layer")

@@ -3,8 +3,8 @@
 Layer spec (LAYER_SPEC, resolved in benchmark/config.py):
 - ``te``: Megatron-Core's TransformerEngine spec, the production path: RMSNorm fused into the QKV and
   FC1 linears, TE's attention (cuDNN fused or flash), TE's fused RoPE (on the unsplit QKV) and
-  cross-entropy, the MLP through TE's operation fuser at TP 1, TE's own weight-gradient accumulation
-  into main_grad, FP8 (FP8=1), context and sequence parallelism.
+  cross-entropy, the MLP through TE's operation fuser (TP 1; bf16 or FP8 tensorwise), TE's own
+  weight-gradient accumulation into main_grad, FP8 (FP8=1), context and sequence parallelism.
 - ``local``: Megatron-Core's local spec with its core attention swapped for :class:`SDPAttention`,
   which calls ``torch.nn.functional.scaled_dot_product_attention`` (the local spec's unfused attention
   materialises the [b, heads, s, s] score matrix and runs out of memory at sequence length 8192); the
@@ -167,9 +167,15 @@ def transformer_config(
 def uses_te_op_fuser(cfg: Config) -> bool:
     """The MLP through TE's operation-based API (fused ops, the same weights): under the TE spec with
     fusions on, at TP 1, as NVIDIA's v5.1 8B runs (USE_TE_OPS=True in config_common_8b.sh, False in
-    their TP 2 configurations)."""
+    their TP 2 configurations), in bf16 or FP8 with tensorwise scaling (NVIDIA's recipe).
+
+    Not with the other FP8 recipes: TE's fused ops refuse blockwise scaling, and megatron-core 0.16.1's
+    TEFusedMLP keeps its ops outside the module tree, so their delayed-scaling history is not in a
+    checkpoint and a resumed run would not repeat the uninterrupted one (measured on an H200).
+    """
     p = cfg.parallel
-    return p.layer_spec == "te" and p.fusions == "on" and p.tensor_parallel == 1
+    stateless = not p.fp8 or p.fp8_recipe == "tensorwise"
+    return p.layer_spec == "te" and p.fusions == "on" and p.tensor_parallel == 1 and stateless
 
 
 def layer_spec(cfg: Config) -> tuple[ModuleSpec, str]:
@@ -228,9 +234,10 @@ def build_model(
         which = config.recompute_num_layers if config.recompute_method == "block" else "all"
         spec_name += f", recompute {which} layers"
     block: ModuleSpec | TransformerBlockSubmodules = spec
-    if cfg.parallel.layer_spec == "local":
+    if cfg.parallel.layer_spec == "local" and cfg.parallel.device == "cpu":
         # Given a layer spec, Megatron-Core's block takes TE's norm for the final norm wherever TE
-        # imports, also on a CPU, where TE's kernels fail; the local spec keeps its own norm there too.
+        # imports, also on a CPU, where TE's kernels fail: there the local spec keeps its own norm.
+        # On a GPU the block's choice stays, as the checkpoints of the local spec hold its state.
         block = TransformerBlockSubmodules(
             layer_specs=[spec] * get_num_layers_to_build(config), layer_norm=spec.submodules.input_layernorm
         )

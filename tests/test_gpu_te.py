@@ -126,7 +126,8 @@ def test_fp8_first_step_loss_is_bf16s(smoke_data, tmp_path, recipe):
         {"PRECISION_AWARE_OPTIMIZER": "off"},
         {"FP8": 1},
         {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
-        {"FP8": 1, "FP8_ATTENTION": 1},
+        # TE's FP8 attention (cuDNN) found no kernel for the smoke shape's head size 32; 128 as the 8B's.
+        {"FP8": 1, "FP8_ATTENTION": 1, "HIDDEN_SIZE": 256, "FFN_HIDDEN_SIZE": 768, "NUM_HEADS": 2, "NUM_KV_GROUPS": 1},
     ],
     ids=[
         "bf16",

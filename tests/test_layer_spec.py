@@ -235,10 +235,14 @@ def test_te_and_fp8_reach_transformer_config(gpu_with_te, monkeypatch):
 
 def test_te_op_fuser_follows_fusions_at_tp_1(gpu_with_te, monkeypatch):
     """The MLP goes through TE's op fuser under the TE spec with fusions on at TP 1 only, as NVIDIA's
-    v5.1 8B configurations set USE_TE_OPS."""
+    v5.1 8B configurations set USE_TE_OPS, in bf16 or FP8 with tensorwise scaling."""
     from benchmark.model import uses_te_op_fuser
 
     assert uses_te_op_fuser(cfg_from())
+    assert uses_te_op_fuser(cfg_from({"FP8": "1"}))  # tensorwise scaling keeps no state between steps
+    # TE's fused ops refuse blockwise scaling; their delayed-scaling history would not be checkpointed.
+    assert not uses_te_op_fuser(cfg_from({"FP8": "1", "FP8_RECIPE": "blockwise"}))
+    assert not uses_te_op_fuser(cfg_from({"FP8": "1", "FP8_RECIPE": "delayed"}))
     assert not uses_te_op_fuser(cfg_from({"FUSIONS": "off"}))
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert not uses_te_op_fuser(cfg_from({"TP": "2"}))

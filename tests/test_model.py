@@ -12,7 +12,8 @@ from tests.helpers import hf_llama31
 
 @pytest.fixture(scope="module")
 def smoke_cfg():
-    cfg = build_config(env={}, preset="smoke")
+    # A CPU test wherever it runs (on a GPU machine DEVICE=auto would pick the GPU and TE's spec).
+    cfg = build_config(env={"DEVICE": "cpu"}, preset="smoke")
     # Sequence longer than the RoPE scaling's high-frequency wavelength so the 3.1 scaling matters.
     cfg.model.seq_length = 64
     return cfg
@@ -70,7 +71,7 @@ def test_key_map_round_trip(smoke_cfg):
 
 def test_local_spec_keeps_its_own_final_norm(smoke_cfg, monkeypatch):
     """Given a layer spec, Megatron-Core's block builds its final norm from TE wherever TE imports (a
-    CPU run in the container): the local spec's model must use the local norm there as in its layers."""
+    CPU run in the container): on a CPU the local spec's model must use the local norm as in its layers."""
     from megatron.core.transformer import transformer_block
 
     class BlockDefaultNorm(torch.nn.Module):  # stands in for TENorm, the block's default where TE imports
