@@ -243,6 +243,22 @@ def resolve_smoke_data(cfg: Config) -> float:
     return time.perf_counter() - start
 
 
+# TransformerEngine 2.12's words when no attention kernel takes the shape (cuDNN decides at the first step).
+NO_ATTENTION_KERNEL = "No dot product attention backend is available"
+
+
+def no_attention_kernel(cfg: Config) -> str:
+    m, p = cfg.model, cfg.parallel
+    head = m.hidden_size // m.num_attention_heads
+    shape = f"head size {head}, sequence {m.seq_length}"
+    if p.fp8 and p.fp8_attention:
+        return (
+            f"TransformerEngine has no FP8 attention kernel for this shape ({shape}; the 8B's head size 128 "
+            f"runs): set FP8_ATTENTION=0, or use a head size of 128 (HIDDEN_SIZE / NUM_HEADS)"
+        )
+    return f"TransformerEngine has no attention kernel for this shape ({shape}): set LAYER_SPEC=local"
+
+
 def run(
     cfg: Config, *, log_path: Path | None = None, echo: bool = True, stop_after_steps: int | None = None
 ) -> RunResult:
@@ -370,6 +386,12 @@ def run(
         raise
     except NonFiniteError as err:
         result.reason = f"non-finite training values at step {result.steps + 1}: {err}"
+    except ValueError as err:
+        if not str(err).startswith(NO_ATTENTION_KERNEL):
+            result.reason = f"crashed: {type(err).__name__}: {err}"
+            raise
+        result.reason = no_attention_kernel(cfg)
+        raise ConfigError(result.reason) from None
     except BaseException as err:
         result.reason = f"crashed: {type(err).__name__}: {err}"
         raise

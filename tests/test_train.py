@@ -228,3 +228,33 @@ def test_two_files_are_repeated_for_a_run_longer_than_one_pass(smoke_data, tmp_p
     shares = np.bincount(np.asarray(ds.dataset_index), minlength=2) / len(ds)
     sizes = np.array([one_epoch_sequences([p], 64) for p in prefixes]) / one_pass
     assert np.allclose(shares, sizes, atol=0.01)
+
+
+def test_no_attention_kernel_for_the_shape_is_a_clear_error(smoke_data, tmp_path, monkeypatch):
+    """TE decides at the first step whether a kernel takes the shape (FP8 attention has none at small
+    head sizes): the run ends with the knob to change, as a ConfigError, and a closed log."""
+    from benchmark import engine
+    from benchmark.config import ConfigError
+    from benchmark.train import NO_ATTENTION_KERNEL, no_attention_kernel
+
+    def no_kernel(self, micro_batches, lr):
+        raise ValueError(f"{NO_ATTENTION_KERNEL} for the provided inputs. Please run with NVTE_DEBUG=1")
+
+    monkeypatch.setattr(engine.LocalEngine, "train_step", no_kernel)
+    cfg = configure(smoke_data, tmp_path, EVAL_EVERY=64, EVAL_SAMPLES=8, MAX_TRAIN_SAMPLES=640)
+    head, seq = cfg.model.hidden_size // cfg.model.num_attention_heads, cfg.model.seq_length
+    shape = rf"no attention kernel for this shape \(head size {head}, sequence {seq}\): set LAYER_SPEC=local"
+    with pytest.raises(ConfigError, match=shape):
+        run(cfg, log_path=tmp_path / "kernel.log", echo=False)
+    last = mllog_events(tmp_path / "kernel.log")[-1]
+    assert last["key"] == "run_stop" and last["metadata"]["status"] == "aborted"
+    cfg.parallel.fp8, cfg.parallel.fp8_attention = True, True
+    assert "set FP8_ATTENTION=0, or use a head size of 128" in no_attention_kernel(cfg)
+
+    # Any other ValueError stays a crash with its traceback.
+    def other(self, micro_batches, lr):
+        raise ValueError("something else")
+
+    monkeypatch.setattr(engine.LocalEngine, "train_step", other)
+    with pytest.raises(ValueError, match="something else"):
+        run(configure(smoke_data, tmp_path, EVAL_SAMPLES=8), log_path=tmp_path / "other.log", echo=False)
