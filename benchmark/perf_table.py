@@ -52,11 +52,7 @@ def variant(record: dict) -> str:
     if record.get("precision_aware_optimizer") == "on":
         parts.append("precision-aware optimizer")
     for key, value in (record.get("experiment") or {}).items():
-        if key == "te_op_fuser":
-            if value:
-                parts.append("TE op fuser")
-        else:
-            parts.append(f"{key}={value}")
+        parts.append(f"{key}={value}")
     return ", ".join(p for p in parts if p)
 
 

@@ -42,7 +42,7 @@ def _lines():
         32_104.0,
         spec="TE spec",
         precision="bf16 mixed",
-        experiment={"use_precision_aware_optimizer": "True", "te_op_fuser": True},
+        experiment={"use_precision_aware_optimizer": "True", "fused_single_qkv_rope": "True"},
     )
     fp8 = _record("benchmark.perf", 42_980.0, label="FP8 delayed + FP8 attention")
     other = _record("benchmark.perf", 45_000.0, label="MBS 2", mbs=2, peak_mem_gib=None, mfu=None)
@@ -62,7 +62,7 @@ def _lines():
 def test_records_are_picked_from_the_output_and_compared_within_their_group():
     records = read_records(_lines())
     assert [r["tokens_per_sec_per_gpu"] for r in records] == [30_000.0, 35_000.0, 32_104.0, 42_980.0, 45_000.0]
-    assert variant(records[2]) == "TE spec, bf16 mixed, use_precision_aware_optimizer=True, TE op fuser"
+    assert variant(records[2]) == "TE spec, bf16 mixed, use_precision_aware_optimizer=True, fused_single_qkv_rope=True"
     assert variant({**records[2], "experiment": {}, "precision_aware_optimizer": "on"}) == (
         "TE spec, bf16 mixed, precision-aware optimizer"
     )
@@ -77,8 +77,8 @@ def test_records_are_picked_from_the_output_and_compared_within_their_group():
     assert rows[0].endswith("| 30,000 (0.462) | 50.0 | 0.86 |")
     assert rows[1].endswith("| 35,000 (0.538) | 50.0 | 1.00 |")
     assert (
-        rows[2]
-        == "| TE spec, bf16 mixed, use_precision_aware_optimizer=True, TE op fuser | 32,104 (0.494) | 50.0 | 0.92 |"
+        rows[2] == "| TE spec, bf16 mixed, use_precision_aware_optimizer=True, fused_single_qkv_rope=True "
+        "| 32,104 (0.494) | 50.0 | 0.92 |"
     )
     assert rows[3] == "| FP8 delayed + FP8 attention | 42,980 (0.661) | 50.0 | 1.23 |"
     # Another micro-batch size is another group; without a peer of its own it has no ratio.
