@@ -14,6 +14,7 @@ a megatron-core upgrade re-runs those tests and drops what is no longer needed.
   (:func:`skip_non_tensor_state_on_load`).
 - The weight-gradient kernel (:func:`install_wgrad_kernel`): Megatron's gradient-accumulation fusion
   without Apex, with the kernel of benchmark/wgrad.py.
+- The local spec's final norm on a CPU where TransformerEngine imports (:func:`block_with_the_layers_norm`).
 """
 
 from __future__ import annotations
@@ -217,3 +218,20 @@ def install_wgrad_kernel() -> str:
     )
     layers._grad_accum_fusion_available = True
     return ours
+
+
+def block_with_the_layers_norm(layer_spec, config):
+    """The block of ``layer_spec`` layers with the layers' own norm class as its final norm.
+
+    Megatron-Core 0.16.1's TransformerBlock, given a layer spec, builds its final norm from its module
+    default ``LayerNormImpl`` (transformer/transformer_block.py), which is TE's norm wherever
+    TransformerEngine imports, also for the local spec on a CPU (a CPU run in the container), where
+    TE's kernel needs CUDA. Applied by benchmark/model.py to the local spec on a CPU; on a GPU the
+    block's default stays, as the local spec's checkpoints hold its state.
+    tests/test_model.py::test_local_spec_keeps_its_own_final_norm.
+    """
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+
+    return TransformerBlockSubmodules(
+        layer_specs=[layer_spec] * get_num_layers_to_build(config), layer_norm=layer_spec.submodules.input_layernorm
+    )

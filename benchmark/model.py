@@ -24,7 +24,6 @@ from megatron.core.models.gpt.gpt_model import GPTModel
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec
-from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from benchmark import mcore_workarounds, wgrad
@@ -233,14 +232,9 @@ def build_model(
     if config.recompute_granularity:
         which = config.recompute_num_layers if config.recompute_method == "block" else "all"
         spec_name += f", recompute {which} layers"
-    block: ModuleSpec | TransformerBlockSubmodules = spec
+    block = spec
     if cfg.parallel.layer_spec == "local" and cfg.parallel.device == "cpu":
-        # Given a layer spec, Megatron-Core's block takes TE's norm for the final norm wherever TE
-        # imports, also on a CPU, where TE's kernels fail: there the local spec keeps its own norm.
-        # On a GPU the block's choice stays, as the checkpoints of the local spec hold its state.
-        block = TransformerBlockSubmodules(
-            layer_specs=[spec] * get_num_layers_to_build(config), layer_norm=spec.submodules.input_layernorm
-        )
+        block = mcore_workarounds.block_with_the_layers_norm(spec, config)
     model = GPTModel(
         config=config,
         transformer_layer_spec=block,

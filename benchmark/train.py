@@ -386,13 +386,10 @@ def run(
         raise
     except NonFiniteError as err:
         result.reason = f"non-finite training values at step {result.steps + 1}: {err}"
-    except ValueError as err:
-        if not str(err).startswith(NO_ATTENTION_KERNEL):
-            result.reason = f"crashed: {type(err).__name__}: {err}"
-            raise
-        result.reason = no_attention_kernel(cfg)
-        raise ConfigError(result.reason) from None
     except BaseException as err:
+        if isinstance(err, ValueError) and str(err).startswith(NO_ATTENTION_KERNEL):
+            result.reason = no_attention_kernel(cfg)
+            raise ConfigError(result.reason) from None
         result.reason = f"crashed: {type(err).__name__}: {err}"
         raise
     finally:
