@@ -25,7 +25,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -563,6 +563,13 @@ def _section_classes() -> dict[str, type]:
         "ckpt": CheckpointConfig,
         "log": LogConfig,
     }
+
+
+def knob_fields() -> Iterator[tuple[str, dataclasses.Field]]:
+    """Every knob of the training configuration as (section, field), in declaration order."""
+    for section, cls in _section_classes().items():
+        for f in fields(cls):
+            yield section, f
 
 
 def _coerce(value: str, typ: Any, name: str) -> Any:

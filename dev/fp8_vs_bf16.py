@@ -17,7 +17,6 @@ import json
 import re
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,9 +26,9 @@ sys.path.insert(0, str(REPO))
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     """``NAME:KEY=VALUE[,KEY=VALUE...]`` as (NAME, {KEY: VALUE}); each KEY a knob of the training
     configuration (a misspelt one would otherwise give a second plain FP8 run)."""
-    from benchmark.config import _section_classes
+    from benchmark.config import knob_fields
 
-    knobs = {f.metadata["env"] for cls in _section_classes().values() for f in fields(cls) if f.metadata.get("env")}
+    knobs = {f.metadata["env"] for _, f in knob_fields() if f.metadata.get("env")}
     usage = f"{text!r}: write NAME:KEY=VALUE[,KEY=VALUE...], for example attn:FP8_ATTENTION=1"
     name, sep, settings = text.partition(":")
     if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not settings:

@@ -205,18 +205,12 @@ def test_wgrad_kernel_with_fp32_inputs_on_cpu():
 
 def test_the_readme_names_the_knobs_that_are_flags_only():
     """The README's list of the knobs without an environment variable is the configuration's own."""
-    import dataclasses
     import re
     from pathlib import Path
 
     from benchmark import config as cfgmod
 
-    flags_only = sorted(
-        cfgmod._flag_name(f)
-        for cls in cfgmod._section_classes().values()
-        for f in dataclasses.fields(cls)
-        if not f.metadata.get("env")
-    )
+    flags_only = sorted(cfgmod._flag_name(f) for _, f in cfgmod.knob_fields() if not f.metadata.get("env"))
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     start = readme.index("Every training knob is a flag of `python -m benchmark.train`")
     paragraph = readme[start : readme.index("\n\n", start)]

@@ -341,16 +341,12 @@ def _sentinels(tmp_path: Path) -> dict[str, str]:
 
 def _env_fields() -> dict[str, tuple[str, str, type]]:
     """Environment variable -> (section, field, type) of the training configuration."""
-    import dataclasses
 
     from benchmark import config as cfgmod
 
-    out = {}
-    for section, cls in cfgmod._section_classes().items():
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("env"):
-                out[f.metadata["env"]] = (section, f.name, f.type)
-    return out
+    return {
+        f.metadata["env"]: (section, f.name, f.type) for section, f in cfgmod.knob_fields() if f.metadata.get("env")
+    }
 
 
 @pytest.fixture(scope="module")
