@@ -144,15 +144,25 @@ def test_pause_and_resume_under_te(smoke_data, tmp_path, extra):
     _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, {"LAYER_SPEC": "te", **SMALL, **extra}, str(extra))
 
 
-def _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, env, label):
-    whole = run(configure(smoke_data, tmp_path, **env), log_path=tmp_path / "w.log", echo=False)
+def _paused_and_resumed(smoke_data, tmp_path, env, resume_env=None):
+    """The run of env paused after 256 samples, then resumed (with resume_env's knobs on top)."""
     ckpt = tmp_path / "ckpt"
     first = run(
-        configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256, **env),
+        configure(smoke_data, tmp_path, **{**env, "CHECKPOINT_DIR": ckpt, "JOB_SAMPLES": 256}),
         log_path=tmp_path / "p1.log",
         echo=False,
     )
-    second = run(configure(smoke_data, tmp_path, CHECKPOINT_DIR=ckpt, **env), log_path=tmp_path / "p2.log", echo=False)
+    second = run(
+        configure(smoke_data, tmp_path, **{**env, **(resume_env or {}), "CHECKPOINT_DIR": ckpt}),
+        log_path=tmp_path / "p2.log",
+        echo=False,
+    )
+    return first, second
+
+
+def _pause_resume_repeats_the_whole_run(smoke_data, tmp_path, env, label):
+    whole = run(configure(smoke_data, tmp_path, **env), log_path=tmp_path / "w.log", echo=False)
+    first, second = _paused_and_resumed(smoke_data, tmp_path, env)
     resumed = first.train_losses + second.train_losses
     assert first.samples == 256 and second.samples == 768 and len(resumed) == len(whole.train_losses) == 48
     diff = max(abs(a - b) for a, b in zip(resumed, whole.train_losses, strict=True))
@@ -205,16 +215,8 @@ def test_checkpoint_without_the_precision_aware_optimizer_resumes_with_it(smoke_
         log_path=tmp_path / "off.log",
         echo=False,
     )
-    ckpt = tmp_path / "ckpt"
-    first = run(
-        configure(smoke_data, tmp_path, PRECISION_AWARE_OPTIMIZER="off", CHECKPOINT_DIR=ckpt, JOB_SAMPLES=256, **base),
-        log_path=tmp_path / "p1.log",
-        echo=False,
-    )
-    second = run(
-        configure(smoke_data, tmp_path, PRECISION_AWARE_OPTIMIZER="on", CHECKPOINT_DIR=ckpt, **base),
-        log_path=tmp_path / "p2.log",
-        echo=False,
+    first, second = _paused_and_resumed(
+        smoke_data, tmp_path, {**base, "PRECISION_AWARE_OPTIMIZER": "off"}, {"PRECISION_AWARE_OPTIMIZER": "on"}
     )
     n = len(first.train_losses)
     assert first.train_losses == off.train_losses[:n] and len(second.train_losses) == len(off.train_losses) - n
