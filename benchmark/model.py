@@ -16,6 +16,8 @@ TE's fused names), so a checkpoint of one loads into the other.
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -177,6 +179,54 @@ def uses_te_op_fuser(cfg: Config) -> bool:
     return p.layer_spec == "te" and p.fusions == "on" and p.tensor_parallel == 1 and stateless
 
 
+# TransformerEngine's settings for FP8 attention beside the layers' recipe. TE 2.12 reads them from the
+# environment once, when its attention module is imported, into that module's globals, and consults
+# those at every forward (DotProductAttention.init_fp8_metadata); the module name and the globals are
+# TE 2.12's.
+_TE_ATTENTION_MODULE = "transformer_engine.pytorch.attention.dot_product_attention.dot_product_attention"
+_TE_ATTENTION_SETTINGS = {  # environment variable: (module global, type, TE's default)
+    "NVTE_DPA_FP8_RECIPE": ("_dpa_fp8_recipe", str, ""),
+    "NVTE_DPA_FP8DS_AMAX_HISTLEN": ("_dpa_fp8ds_amax_histlen", int, "1"),
+    "NVTE_DPA_FP8DS_AMAX_ALGO": ("_dpa_fp8ds_amax_algo", str, "most_recent"),
+}
+# What the user's environment set, so that a model built without the settings gets the user's own.
+_USERS_ATTENTION_SETTINGS = {name: os.environ.get(name) for name in _TE_ATTENTION_SETTINGS}
+
+
+def attention_fp8_settings(cfg: Config, capability: tuple[int, int]) -> dict[str, str]:
+    """TE's attention settings for FP8_ATTENTION=1 under tensorwise scaling on a GPU of this compute
+    capability, or {} where none are needed.
+
+    TE 2.12 has FP8 attention kernels under current (tensorwise) scaling only from sm100 (Blackwell) on;
+    on earlier GPUs (the H200 is sm90) it finds no attention backend at all. There attention takes
+    delayed scaling for itself (TE's "current-scaling linears, delayed-scaling attention" mode) with
+    FP8_AMAX_HISTORY and FP8_AMAX_ALGO (TE's defaults 1 and most_recent are the knobs' defaults), while
+    the linear layers keep tensorwise scaling.
+    """
+    p = cfg.parallel
+    if not (p.fp8 and p.fp8_attention and p.fp8_recipe == "tensorwise") or capability >= (10, 0):
+        return {}
+    return {
+        "NVTE_DPA_FP8_RECIPE": "DelayedScaling",
+        "NVTE_DPA_FP8DS_AMAX_HISTLEN": str(p.fp8_amax_history),
+        "NVTE_DPA_FP8DS_AMAX_ALGO": p.fp8_amax_algo,
+    }
+
+
+def apply_attention_fp8_settings(settings: dict[str, str]) -> None:
+    """Give TE's attention these settings (the user's own environment for those not given), in the
+    environment for a TE imported later and in its attention module if it is imported already."""
+    module = sys.modules.get(_TE_ATTENTION_MODULE)
+    for name, (attribute, kind, default) in _TE_ATTENTION_SETTINGS.items():
+        value = settings.get(name, _USERS_ATTENTION_SETTINGS[name])
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+        if module is not None:
+            setattr(module, attribute, kind(default if value is None else value))
+
+
 def layer_spec(cfg: Config) -> tuple[ModuleSpec, str]:
     """The resolved layer spec, and a one-line description of it."""
     if cfg.parallel.layer_spec == "te":
@@ -227,6 +277,12 @@ def build_model(
         spec_name += f", {config.cross_entropy_fusion_impl} fused cross-entropy"
     if config.apply_rope_fusion:
         spec_name += ", TE fused RoPE" + (" on the unsplit QKV" if config.fused_single_qkv_rope else "")
+    if cfg.parallel.layer_spec == "te":
+        capability = torch.cuda.get_device_capability() if torch.cuda.is_available() else (0, 0)
+        settings = attention_fp8_settings(cfg, capability)
+        apply_attention_fp8_settings(settings)
+        if settings:
+            spec_name += ", FP8 attention under TE's delayed scaling (no tensorwise FP8 attention before sm100)"
     if config.sequence_parallel:
         spec_name += ", sequence parallel"
     if config.recompute_granularity:

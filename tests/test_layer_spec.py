@@ -9,6 +9,8 @@ GPU tests (tests/test_gpu_te.py).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import pytest
 
@@ -311,3 +313,43 @@ def test_every_documented_value_runs_or_is_refused(smoke_data, tmp_path, name, v
         assert name in str(err) or value in str(err), str(err)
         return
     assert abs(loss - torch.log(torch.tensor(float(vocab))).item()) < 1.0 and grad_norm > 0
+
+
+def test_fp8_attention_under_tensorwise_takes_delayed_scaling_before_sm100(gpu_with_te, monkeypatch):
+    from benchmark import model
+
+    hopper, blackwell = (9, 0), (10, 0)
+    tensorwise = cfg_from({"FP8": "1", "FP8_ATTENTION": "1"})
+    assert model.attention_fp8_settings(tensorwise, hopper) == {
+        "NVTE_DPA_FP8_RECIPE": "DelayedScaling",
+        "NVTE_DPA_FP8DS_AMAX_HISTLEN": "1",
+        "NVTE_DPA_FP8DS_AMAX_ALGO": "most_recent",
+    }
+    longer = cfg_from({"FP8": "1", "FP8_ATTENTION": "1", "FP8_AMAX_HISTORY": "16", "FP8_AMAX_ALGO": "max"})
+    assert model.attention_fp8_settings(longer, hopper)["NVTE_DPA_FP8DS_AMAX_HISTLEN"] == "16"
+    assert model.attention_fp8_settings(longer, hopper)["NVTE_DPA_FP8DS_AMAX_ALGO"] == "max"
+    # Blackwell has the tensorwise kernels; delayed scaling brings its own; without FP8 attention, nothing.
+    assert model.attention_fp8_settings(tensorwise, blackwell) == {}
+    delayed = cfg_from({"FP8": "1", "FP8_ATTENTION": "1", "FP8_RECIPE": "delayed"})
+    assert model.attention_fp8_settings(delayed, hopper) == {}
+    assert model.attention_fp8_settings(cfg_from({"FP8": "1"}), hopper) == {}
+
+    # Applied: to the environment and, once TE's attention module is imported, to its globals; a later
+    # model without them gets the user's own environment back (here: the user set a history of 4).
+    fake = type(sys)("fake_te_attention")
+    fake._dpa_fp8_recipe, fake._dpa_fp8ds_amax_histlen, fake._dpa_fp8ds_amax_algo = "", 1, "most_recent"
+    monkeypatch.setitem(sys.modules, model._TE_ATTENTION_MODULE, fake)
+    users = {"NVTE_DPA_FP8_RECIPE": None, "NVTE_DPA_FP8DS_AMAX_HISTLEN": "4", "NVTE_DPA_FP8DS_AMAX_ALGO": None}
+    monkeypatch.setattr(model, "_USERS_ATTENTION_SETTINGS", users)
+    for name in users:
+        monkeypatch.delenv(name, raising=False)
+    model.apply_attention_fp8_settings(model.attention_fp8_settings(longer, hopper))
+    assert (fake._dpa_fp8_recipe, fake._dpa_fp8ds_amax_histlen, fake._dpa_fp8ds_amax_algo) == (
+        "DelayedScaling",
+        16,
+        "max",
+    )
+    assert os.environ["NVTE_DPA_FP8_RECIPE"] == "DelayedScaling" and os.environ["NVTE_DPA_FP8DS_AMAX_HISTLEN"] == "16"
+    model.apply_attention_fp8_settings({})
+    assert (fake._dpa_fp8_recipe, fake._dpa_fp8ds_amax_histlen, fake._dpa_fp8ds_amax_algo) == ("", 4, "most_recent")
+    assert "NVTE_DPA_FP8_RECIPE" not in os.environ and os.environ["NVTE_DPA_FP8DS_AMAX_HISTLEN"] == "4"
