@@ -321,7 +321,9 @@ class ParallelConfig:
         False,
         "FP8_ATTENTION",
         "with FP8=1: attention (TE's fused attention) in FP8 too (NVIDIA's FP8_DPA; off in NVIDIA's v5.1 FP8 runs); "
-        "measured at the 8B's head size 128: at head size 32 TE had no kernel (the run stops at its first step)",
+        "measured at the 8B's head size 128: at head size 32 TE had no kernel (the run stops at its first step); "
+        "under tensorwise scaling before sm100 attention takes TE's delayed scaling; its FP8 state is not in "
+        "checkpoints (a resumed run restarts it)",
     )
     fp8_param_gather: str = knob(
         "auto",

@@ -127,7 +127,20 @@ def test_fp8_first_step_loss_is_bf16s(smoke_data, tmp_path, recipe):
         {"FP8": 1},
         {"FP8": 1, "FP8_RECIPE": "delayed", "FP8_AMAX_HISTORY": 16, "FP8_PARAM_GATHER": "off"},
         # TE's FP8 attention (cuDNN) found no kernel for the smoke shape's head size 32; 128 as the 8B's.
-        {"FP8": 1, "FP8_ATTENTION": 1, "HIDDEN_SIZE": 256, "FFN_HIDDEN_SIZE": 768, "NUM_HEADS": 2, "NUM_KV_GROUPS": 1},
+        pytest.param(
+            {
+                "FP8": 1,
+                "FP8_ATTENTION": 1,
+                "HIDDEN_SIZE": 256,
+                "FFN_HIDDEN_SIZE": 768,
+                "NUM_HEADS": 2,
+                "NUM_KV_GROUPS": 1,
+            },
+            # Megatron-Core 0.16.1's TEDotProductAttention leaves its _extra_state (the attention's FP8
+            # scaling state) out of its sharded state dict, so a resumed run restarts it: the first loss
+            # after the resume differed by 1.8e-3 on an H200 (8.9e-2 at most under delayed scaling).
+            marks=pytest.mark.xfail(strict=True, reason="FP8 attention's scaling state is not checkpointed"),
+        ),
     ],
     ids=[
         "bf16",
